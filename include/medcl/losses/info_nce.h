@@ -1,0 +1,112 @@
+#pragma once
+
+/// \file
+/// InfoNCE with an explicit set of negative keys: MoCo's loss with its queue.
+
+#include <medcl/losses/contrastive_common.h>
+
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+namespace medcl {
+
+/// Options of `info_nce_loss` and `InfoNCELoss`.
+struct InfoNCELossOptions {
+  /// Softmax temperature tau. Default: 0.07
+  TORCH_ARG(double, temperature) = 0.07;
+  /// How negatives are weighted. Default: NegativeWeighting::uniform()
+  TORCH_ARG(NegativeWeighting, weighting) = NegativeWeighting::uniform();
+  /// Dense or tiled similarity path. Default: SimilarityEngineOptions() (automatic)
+  TORCH_ARG(SimilarityEngineOptions, engine) = {};
+  /// Epsilon of the L2 normalisation. Default: 1e-12
+  TORCH_ARG(double, eps) = 1e-12;
+  /// Refuse NaN/Inf embeddings. Default: true
+  TORCH_ARG(bool, check_finite) = true;
+};
+
+namespace functional {
+
+/// InfoNCE as MoCo computes it (He et al. 2020, https://arxiv.org/abs/1911.05722): on
+/// L2-normalised vectors, the logits of query i are
+/// \f$[q_i\cdot k^+_i,\; q_i\cdot k^-_1, \dots, q_i\cdot k^-_M] / \tau\f$ and the loss is the
+/// cross-entropy with the positive at index 0, averaged over queries:
+/// \f[ \mathcal{L} = \frac{1}{B}\sum_i -\log\frac{e^{q_i\cdot k^+_i/\tau}}
+///     {e^{q_i\cdot k^+_i/\tau} + \sum_m e^{q_i\cdot k^-_m/\tau}} \f]
+/// When `negative_keys` is undefined, the other queries' positive keys are the negatives
+/// (in-batch InfoNCE, one direction of CLIP).
+///
+/// Shape: query [B, D], positive_key [B, D], negative_keys [M, D] (a queue) or undefined
+/// -> 0-dim tensor (float32, float64 for double inputs).
+///
+/// Example:
+///   auto loss = F::info_nce_loss(q, k.detach(), queue.keys());
+inline at::Tensor info_nce_loss(
+    const at::Tensor& query,
+    const at::Tensor& positive_key,
+    const at::Tensor& negative_keys = {},
+    const InfoNCELossOptions& options = {}) {
+  constexpr const char* fn = "info_nce_loss";
+  detail::check_embedding(fn, "query", query, 2);
+  detail::check_embedding(fn, "positive_key", positive_key, 2);
+  TORCH_CHECK(
+      query.sizes() == positive_key.sizes(),
+      fn,
+      ": query and positive_key must have the same shape, got ",
+      query.sizes(),
+      " and ",
+      positive_key.sizes());
+  detail::check_same_device_dtype(fn, "query", query, "positive_key", positive_key);
+  detail::check_temperature(fn, "temperature", options.temperature());
+  if (options.check_finite()) {
+    detail::check_finite(fn, "query", query);
+    detail::check_finite(fn, "positive_key", positive_key);
+  }
+  auto q = detail::l2_normalize(query, options.eps());
+  auto k = detail::l2_normalize(positive_key, options.eps());
+  const int64_t b = query.size(0);
+  const auto mm = detail::matmul_dtype(query);
+  if (!negative_keys.defined()) {
+    auto rule = std::make_shared<DiagonalRule>(b, q.options().dtype(at::kLong));
+    auto p = detail::make_problem(
+        fn, q, k, std::move(rule), options.temperature(), options.weighting(), options.engine(), mm);
+    return detail::contrast_loss(std::move(p));
+  }
+  detail::check_embedding(fn, "negative_keys", negative_keys, 2);
+  TORCH_CHECK(
+      negative_keys.size(1) == query.size(1),
+      fn,
+      ": negative_keys must have the query's embedding size ",
+      query.size(1),
+      ", got shape ",
+      negative_keys.sizes());
+  detail::check_same_device_dtype(fn, "query", query, "negative_keys", negative_keys);
+  if (options.check_finite()) {
+    detail::check_finite(fn, "negative_keys", negative_keys);
+  }
+  auto neg = detail::l2_normalize(negative_keys, options.eps());
+  auto rule = std::make_shared<AllNegativeRule>(b, neg.size(0), q.options().dtype(at::kLong));
+  auto p = detail::make_problem(
+      fn, q, neg, std::move(rule), options.temperature(), options.weighting(), options.engine(), mm);
+  p.paired = k;
+  return detail::contrast_loss(std::move(p));
+}
+
+} // namespace functional
+
+/// Module form of `functional::info_nce_loss`.
+class InfoNCELossImpl : public torch::nn::Cloneable<InfoNCELossImpl> {
+ public:
+  explicit InfoNCELossImpl(InfoNCELossOptions opts = {}) : options(std::move(opts)) {}
+  void reset() override {}
+  at::Tensor forward(
+      const at::Tensor& query,
+      const at::Tensor& positive_key,
+      const at::Tensor& negative_keys = {}) {
+    return functional::info_nce_loss(query, positive_key, negative_keys, options);
+  }
+  InfoNCELossOptions options;
+};
+TORCH_MODULE(InfoNCELoss);
+
+} // namespace medcl

@@ -1,0 +1,101 @@
+#pragma once
+
+/// \file
+/// NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR.
+
+#include <medcl/losses/contrastive_common.h>
+
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+namespace medcl {
+
+/// Options of `nt_xent_loss` and `NTXentLoss`.
+///
+/// Example:
+///   auto opts = medcl::NTXentLossOptions().temperature(0.1);
+struct NTXentLossOptions {
+  /// Softmax temperature tau. Default: 0.5
+  TORCH_ARG(double, temperature) = 0.5;
+  /// How negatives are weighted. Default: NegativeWeighting::uniform()
+  TORCH_ARG(NegativeWeighting, weighting) = NegativeWeighting::uniform();
+  /// Dense or tiled similarity path. Default: SimilarityEngineOptions() (automatic)
+  TORCH_ARG(SimilarityEngineOptions, engine) = {};
+  /// Epsilon of the L2 normalisation. Default: 1e-12
+  TORCH_ARG(double, eps) = 1e-12;
+  /// Refuse NaN/Inf embeddings (one reduction and a host sync). Default: true
+  TORCH_ARG(bool, check_finite) = true;
+};
+
+namespace functional {
+
+/// NT-Xent loss of SimCLR (Chen et al. 2020, https://arxiv.org/abs/2002.05709), as lightly's
+/// `NTXentLoss(temperature)` computes it without a memory bank.
+///
+/// The 2B embeddings \f$z = [z_0; z_1]\f$ are L2-normalised; anchor i's positive is its other
+/// view p(i) and every other embedding but itself is a negative:
+/// \f[ \mathcal{L} = \frac{1}{2B}\sum_{i=1}^{2B} -\log
+///     \frac{e^{\cos(z_i, z_{p(i)})/\tau}}{\sum_{k\ne i} e^{\cos(z_i, z_k)/\tau}} \f]
+/// With a non-uniform `weighting` the denominator is reweighted (see NegativeWeighting).
+/// With B = 1 no anchor has a negative: the loss is 0 with a warning.
+///
+/// Shape: z0 [B, D], z1 [B, D] (any floating dtype, CPU or CUDA) -> 0-dim tensor, float32
+/// (float64 for double inputs).
+///
+/// Example:
+///   auto loss = medcl::functional::nt_xent_loss(proj(view0), proj(view1));
+inline at::Tensor nt_xent_loss(
+    const at::Tensor& z0,
+    const at::Tensor& z1,
+    const NTXentLossOptions& options = {}) {
+  constexpr const char* fn = "nt_xent_loss";
+  detail::check_embedding(fn, "z0", z0, 2);
+  detail::check_embedding(fn, "z1", z1, 2);
+  TORCH_CHECK(
+      z0.sizes() == z1.sizes(),
+      fn,
+      ": z0 and z1 must have the same shape, got ",
+      z0.sizes(),
+      " and ",
+      z1.sizes());
+  detail::check_same_device_dtype(fn, "z0", z0, "z1", z1);
+  detail::check_temperature(fn, "temperature", options.temperature());
+  if (options.check_finite()) {
+    detail::check_finite(fn, "z0", z0);
+    detail::check_finite(fn, "z1", z1);
+  }
+  const int64_t b = z0.size(0);
+  auto z = detail::l2_normalize(at::cat({z0, z1}, 0), options.eps());
+  auto rule = std::make_shared<TwoViewRule>(b, z.options().dtype(at::kLong));
+  auto p = detail::make_problem(
+      fn,
+      z,
+      z,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      detail::matmul_dtype(z0));
+  return detail::contrast_loss(std::move(p));
+}
+
+} // namespace functional
+
+/// Module form of `functional::nt_xent_loss`.
+///
+/// Example:
+///   medcl::NTXentLoss criterion(medcl::NTXentLossOptions().temperature(0.2));
+///   auto loss = criterion(z0, z1);
+class NTXentLossImpl : public torch::nn::Cloneable<NTXentLossImpl> {
+ public:
+  explicit NTXentLossImpl(NTXentLossOptions opts = {}) : options(std::move(opts)) {}
+  void reset() override {}
+  at::Tensor forward(const at::Tensor& z0, const at::Tensor& z1) {
+    return functional::nt_xent_loss(z0, z1, options);
+  }
+  NTXentLossOptions options;
+};
+TORCH_MODULE(NTXentLoss);
+
+} // namespace medcl

@@ -1,0 +1,107 @@
+#pragma once
+
+/// \file
+/// Supervised contrastive loss (SupCon).
+
+#include <medcl/losses/contrastive_common.h>
+
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+namespace medcl {
+
+/// Options of `supcon_loss` and `SupConLoss`.
+struct SupConLossOptions {
+  /// Softmax temperature tau. Default: 0.07
+  TORCH_ARG(double, temperature) = 0.07;
+  /// The loss is multiplied by temperature / base_temperature. Default: 0.07
+  TORCH_ARG(double, base_temperature) = 0.07;
+  /// How negatives are weighted. Default: NegativeWeighting::uniform()
+  TORCH_ARG(NegativeWeighting, weighting) = NegativeWeighting::uniform();
+  /// Dense or tiled similarity path. Default: SimilarityEngineOptions() (automatic)
+  TORCH_ARG(SimilarityEngineOptions, engine) = {};
+  /// Epsilon of the L2 normalisation. Default: 1e-12
+  TORCH_ARG(double, eps) = 1e-12;
+  /// Refuse NaN/Inf embeddings. Default: true
+  TORCH_ARG(bool, check_finite) = true;
+};
+
+namespace functional {
+
+/// Supervised contrastive loss of Khosla et al. 2020 (https://arxiv.org/abs/2004.11362), contrast
+/// mode "all", the \f$\mathcal{L}^{sup}_{out}\f$ form, on L2-normalised features: every one of
+/// the B·V views is an anchor; its positives P(i) are the other views with the same label and
+/// its denominator runs over every view but itself:
+/// \f[ \mathcal{L} = \frac{\tau}{\tau_b}\,\frac{1}{|I|}\sum_{i\in I} \frac{-1}{|P(i)|}
+///     \sum_{p\in P(i)} \log\frac{e^{z_i\cdot z_p/\tau}}{\sum_{a\ne i} e^{z_i\cdot z_a/\tau}} \f]
+/// Without labels each sample is its own class: SimCLR over V views. Anchors without a positive
+/// (a label seen once with V = 1) are left out of the mean (the reference code would give NaN
+/// or count them as 0); if none is left the loss is 0 with a warning.
+///
+/// Shape: features [B, V, D], labels [B] int64/int32 or undefined -> 0-dim tensor.
+///
+/// Example:
+///   auto feats = at::stack({proj(view0), proj(view1)}, 1);  // [B, 2, D]
+///   auto loss = F::supcon_loss(feats, diagnosis);
+inline at::Tensor supcon_loss(
+    const at::Tensor& features,
+    const at::Tensor& labels = {},
+    const SupConLossOptions& options = {}) {
+  constexpr const char* fn = "supcon_loss";
+  detail::check_embedding(fn, "features", features, 3);
+  detail::check_temperature(fn, "temperature", options.temperature());
+  detail::check_temperature(fn, "base_temperature", options.base_temperature());
+  const int64_t b = features.size(0);
+  const int64_t v = features.size(1);
+  if (labels.defined()) {
+    detail::check_labels(fn, "labels", labels, b, features.device());
+  } else {
+    TORCH_CHECK(
+        v >= 2,
+        fn,
+        ": without labels SupCon needs at least 2 views per sample, got features of shape ",
+        features.sizes());
+  }
+  if (options.check_finite()) {
+    detail::check_finite(fn, "features", features);
+  }
+  // View-major order, as the reference implementation's torch.cat(torch.unbind(features, 1)).
+  auto flat = detail::l2_normalize(features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
+  auto long_opts = flat.options().dtype(at::kLong);
+  std::shared_ptr<const PairRule> rule;
+  if (!labels.defined() && v == 2) {
+    rule = std::make_shared<TwoViewRule>(b, long_opts);
+  } else {
+    auto keys = labels.defined() ? labels.to(at::kLong).repeat({v}) : at::arange(b, long_opts).repeat({v});
+    rule = std::make_shared<KeyMatchRule>(
+        keys, keys, /*exclude_diagonal=*/true, labels.defined() ? "same label" : "same instance");
+  }
+  auto p = detail::make_problem(
+      fn,
+      flat,
+      flat,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      detail::matmul_dtype(features));
+  p.loss_scale = options.temperature() / options.base_temperature();
+  return detail::contrast_loss(std::move(p));
+}
+
+} // namespace functional
+
+/// Module form of `functional::supcon_loss`.
+class SupConLossImpl : public torch::nn::Cloneable<SupConLossImpl> {
+ public:
+  explicit SupConLossImpl(SupConLossOptions opts = {}) : options(std::move(opts)) {}
+  void reset() override {}
+  at::Tensor forward(const at::Tensor& features, const at::Tensor& labels = {}) {
+    return functional::supcon_loss(features, labels, options);
+  }
+  SupConLossOptions options;
+};
+TORCH_MODULE(SupConLoss);
+
+} // namespace medcl

@@ -1,0 +1,238 @@
+#pragma once
+
+/// \file
+/// The interface through which the similarity engine asks which pairs are positives and which
+/// candidates must be left out of a row's denominator, one tile at a time (no N×M mask is built
+/// unless a rule needs a dense mask). The pairing strategies of medcl implement it.
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Optional.h>
+
+#include <memory>
+#include <string>
+
+namespace medcl {
+
+/// Masks of one tile of anchor rows [r0, r1) × candidate columns [c0, c1). Each is a bool tensor
+/// of shape [r1 - r0, c1 - c0] on the embeddings' device, or undefined meaning "all false".
+/// A candidate that is `excluded` for a row is neither a positive nor a negative of it (the
+/// anchor itself, another record of the anchor's patient under false-negative control, ...).
+struct PairTile {
+  at::Tensor positive;
+  at::Tensor excluded;
+};
+
+/// Rows that have at most one positive column and one excluded column (SimCLR's two views, CLIP's
+/// diagonal, MoCo's queue) can say so by index: the engine then gathers instead of masking.
+/// `positive_col[i]` and `excluded_col[i]` are int64 [N] column indices, -1 for none.
+struct SparsePairs {
+  at::Tensor positive_col;
+  at::Tensor excluded_col;
+};
+
+/// Decides, from per-sample keys, which (anchor, candidate) pairs are positives and which
+/// candidates may not be negatives.
+///
+/// Implement `tile` (and, for speed, `sparse`) to plug in a rule of your own; `tile` must be a
+/// pure function of its arguments, since the tiled path calls it again in backward.
+class PairRule {
+ public:
+  virtual ~PairRule() = default;
+
+  /// Number of anchor rows and candidate columns the rule was built for.
+  virtual int64_t rows() const = 0;
+  virtual int64_t cols() const = 0;
+
+  /// Masks for rows [r0, r1) × columns [c0, c1).
+  virtual PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const = 0;
+
+  /// The same rule as index vectors, when every row has at most one positive and one exclusion.
+  virtual c10::optional<SparsePairs> sparse() const {
+    return c10::nullopt;
+  }
+  /// The transposed rule as index vectors (for the column direction of symmetric losses).
+  virtual c10::optional<SparsePairs> sparse_transposed() const {
+    return c10::nullopt;
+  }
+
+  /// Human-readable description for reports, e.g. "same instance, other view".
+  virtual std::string describe() const = 0;
+};
+
+namespace detail {
+
+inline at::Tensor tile_mask_from_sparse(
+    const at::Tensor& cols_of_rows,
+    int64_t r0,
+    int64_t r1,
+    int64_t c0,
+    int64_t c1) {
+  auto idx = cols_of_rows.slice(0, r0, r1);
+  auto inside = idx.ge(c0).logical_and(idx.lt(c1));
+  auto mask = at::zeros({r1 - r0, c1 - c0}, idx.options().dtype(at::kBool));
+  auto rows = at::arange(r1 - r0, idx.options()).masked_select(inside);
+  auto cols = idx.masked_select(inside) - c0;
+  if (rows.numel() > 0) {
+    mask.index_put_({rows, cols}, true);
+  }
+  return mask;
+}
+
+} // namespace detail
+
+/// Positives are pairs with equal keys; optionally the diagonal (an anchor paired with itself,
+/// when anchors and candidates are the same embeddings) is excluded.
+///
+/// This is SimCLR's rule with `keys` = instance ids (each instance's other views are its
+/// positives) and SupCon's with `keys` = labels.
+///
+/// Shape: anchor_keys [N], candidate_keys [M], int64, on the embeddings' device.
+class KeyMatchRule : public PairRule {
+ public:
+  KeyMatchRule(at::Tensor anchor_keys, at::Tensor candidate_keys, bool exclude_diagonal, std::string what)
+      : a_(std::move(anchor_keys)),
+        c_(std::move(candidate_keys)),
+        exclude_diagonal_(exclude_diagonal),
+        what_(std::move(what)) {
+    TORCH_CHECK(
+        a_.dim() == 1 && c_.dim() == 1,
+        "KeyMatchRule: keys must be 1-D, got ",
+        a_.sizes(),
+        " and ",
+        c_.sizes());
+    TORCH_CHECK(
+        !exclude_diagonal_ || a_.size(0) == c_.size(0),
+        "KeyMatchRule: excluding the diagonal needs as many anchors as candidates, got ",
+        a_.size(0),
+        " and ",
+        c_.size(0));
+  }
+
+  int64_t rows() const override {
+    return a_.size(0);
+  }
+  int64_t cols() const override {
+    return c_.size(0);
+  }
+
+  PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const override {
+    PairTile t;
+    t.positive = a_.slice(0, r0, r1).unsqueeze(1).eq(c_.slice(0, c0, c1).unsqueeze(0));
+    if (exclude_diagonal_ && r0 < c1 && c0 < r1) {
+      auto rows = at::arange(r0, r1, a_.options()).unsqueeze(1);
+      auto cols = at::arange(c0, c1, a_.options()).unsqueeze(0);
+      t.excluded = rows.eq(cols);
+      t.positive.logical_and_(t.excluded.logical_not());
+    }
+    return t;
+  }
+
+  std::string describe() const override {
+    return what_;
+  }
+
+ private:
+  at::Tensor a_;
+  at::Tensor c_;
+  bool exclude_diagonal_;
+  std::string what_;
+};
+
+/// SimCLR with two views stacked as [view 0 of all B; view 1 of all B]: row i's positive is
+/// column (i + B) mod 2B, and row i itself is excluded. Sparse, so no mask is ever built.
+class TwoViewRule : public PairRule {
+ public:
+  TwoViewRule(int64_t batch_size, const at::TensorOptions& long_options) : b_(batch_size) {
+    auto i = at::arange(2 * b_, long_options.dtype(at::kLong));
+    pos_ = at::remainder(i + b_, 2 * b_);
+    self_ = i;
+  }
+  int64_t rows() const override {
+    return 2 * b_;
+  }
+  int64_t cols() const override {
+    return 2 * b_;
+  }
+  PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const override {
+    return {detail::tile_mask_from_sparse(pos_, r0, r1, c0, c1),
+            detail::tile_mask_from_sparse(self_, r0, r1, c0, c1)};
+  }
+  c10::optional<SparsePairs> sparse() const override {
+    return SparsePairs{pos_, self_};
+  }
+  c10::optional<SparsePairs> sparse_transposed() const override {
+    return SparsePairs{pos_, self_};
+  }
+  std::string describe() const override {
+    return "instance: the other view of the same sample";
+  }
+
+ private:
+  int64_t b_;
+  at::Tensor pos_;
+  at::Tensor self_;
+};
+
+/// Row i's only positive is column i (CLIP's matched image and text); nothing is excluded.
+class DiagonalRule : public PairRule {
+ public:
+  DiagonalRule(int64_t n, const at::TensorOptions& long_options) : n_(n) {
+    diag_ = at::arange(n_, long_options.dtype(at::kLong));
+    none_ = at::full({n_}, -1, long_options.dtype(at::kLong));
+  }
+  int64_t rows() const override {
+    return n_;
+  }
+  int64_t cols() const override {
+    return n_;
+  }
+  PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const override {
+    return {detail::tile_mask_from_sparse(diag_, r0, r1, c0, c1), at::Tensor()};
+  }
+  c10::optional<SparsePairs> sparse() const override {
+    return SparsePairs{diag_, none_};
+  }
+  c10::optional<SparsePairs> sparse_transposed() const override {
+    return SparsePairs{diag_, none_};
+  }
+  std::string describe() const override {
+    return "matched pair (row i with column i)";
+  }
+
+ private:
+  int64_t n_;
+  at::Tensor diag_;
+  at::Tensor none_;
+};
+
+/// Every candidate is a negative (MoCo's queue): positives come from elsewhere.
+class AllNegativeRule : public PairRule {
+ public:
+  AllNegativeRule(int64_t rows, int64_t cols, const at::TensorOptions& long_options)
+      : rows_(rows), cols_(cols) {
+    none_ = at::full({rows_}, -1, long_options.dtype(at::kLong));
+  }
+  int64_t rows() const override {
+    return rows_;
+  }
+  int64_t cols() const override {
+    return cols_;
+  }
+  PairTile tile(int64_t, int64_t, int64_t, int64_t) const override {
+    return {};
+  }
+  c10::optional<SparsePairs> sparse() const override {
+    return SparsePairs{none_, none_};
+  }
+  std::string describe() const override {
+    return "every candidate is a negative";
+  }
+
+ private:
+  int64_t rows_;
+  int64_t cols_;
+  at::Tensor none_;
+};
+
+} // namespace medcl
