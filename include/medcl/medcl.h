@@ -4,5 +4,17 @@
 /// Umbrella header: everything medcl offers, for convenience. Production code may include the
 /// one-concept headers (medcl/losses/nt_xent.h, ...) to compile faster.
 
+#include <medcl/core/negative_weighting.h>
 #include <medcl/core/runtime.h>
+#include <medcl/core/similarity_engine.h>
+#include <medcl/losses/clip.h>
+#include <medcl/losses/dino.h>
+#include <medcl/losses/info_nce.h>
+#include <medcl/losses/negative_free.h>
+#include <medcl/losses/nt_xent.h>
+#include <medcl/losses/supcon.h>
+#include <medcl/losses/swav.h>
+#include <medcl/memory/memory_queue.h>
+#include <medcl/nn/momentum.h>
+#include <medcl/pairing/pair_rule.h>
 #include <medcl/version.h>

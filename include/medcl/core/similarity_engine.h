@@ -524,7 +524,7 @@ inline at::Tensor contrast_forward(std::shared_ptr<EngineState> st_ptr) {
       if (st.sparse_t.has_value()) {
         vt = make_tile_view(p, st.sparse_t, c0, c1, r0, r1, false);
         // exclusions of the transposed rule on the transposed tile
-        auto lt = logits.t().contiguous();
+        auto lt = logits.t().clone(at::MemoryFormat::Contiguous);
         apply_exclusions(lt, vt, neg);
         accumulate_stats(cs, c0, lt, vt, w, neg);
       } else {
@@ -604,7 +604,7 @@ inline torch::autograd::variable_list ContrastBackward::apply(torch::autograd::v
       at::Tensor lt;
       if (st.sparse_t.has_value()) {
         vt = make_tile_view(p, st.sparse_t, c0, c1, r0, r1, false);
-        lt = logits.t().contiguous();
+        lt = logits.t().clone(at::MemoryFormat::Contiguous);
         apply_exclusions(lt, vt, neg);
       } else {
         vt.positive = v.positive.defined() ? v.positive.t() : at::Tensor();

@@ -1,0 +1,217 @@
+#pragma once
+
+/// \file
+/// DINO's self-distillation loss with its centre and teacher-temperature warm-up.
+
+#include <medcl/core/checks.h>
+#include <medcl/core/normalize.h>
+
+#include <ATen/ATen.h>
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace medcl {
+
+/// Options of `dino_loss`.
+struct DINOLossOptions {
+  /// Temperature of the teacher's softmax. Default: 0.04
+  TORCH_ARG(double, teacher_temperature) = 0.04;
+  /// Temperature of the student's softmax. Default: 0.1
+  TORCH_ARG(double, student_temperature) = 0.1;
+};
+
+namespace detail {
+
+inline void check_view_list(
+    const char* fn,
+    const char* name,
+    const std::vector<at::Tensor>& views,
+    const at::Tensor& like) {
+  TORCH_CHECK(!views.empty(), fn, ": ", name, " is an empty list of views");
+  for (size_t i = 0; i < views.size(); ++i) {
+    const auto& v = views[i];
+    check_embedding(fn, name, v, 2);
+    TORCH_CHECK(
+        v.sizes() == like.sizes(),
+        fn,
+        ": every view must have shape ",
+        like.sizes(),
+        ", got ",
+        v.sizes(),
+        " for ",
+        name,
+        "[",
+        i,
+        "]");
+    check_same_device_dtype(fn, "the first view", like, name, v);
+  }
+}
+
+} // namespace detail
+
+namespace functional {
+
+/// DINO loss (Caron et al. 2021, https://arxiv.org/abs/2104.14294) as lightly's `DINOLoss`
+/// computes it: for every pair of a teacher view t and a student view s with t != s (student
+/// views are indexed so that its first views are the teacher's global crops),
+/// \f[ \mathcal{L} = \frac{1}{|\{(t,s): t\ne s\}|}\sum_{t\ne s} \frac1B\sum_b
+///     -\sum_k \mathrm{softmax}\big(\tfrac{g_t - c}{T_t}\big)_{bk}
+///     \log\mathrm{softmax}\big(\tfrac{f_s}{T_s}\big)_{bk} \f]
+/// The teacher receives no gradient. Softmaxes are computed in float32 (float64 for double).
+///
+/// Shape: student_outputs V_s × [B, K], teacher_outputs V_t × [B, K], center [K] or [1, K]
+/// -> 0-dim tensor.
+///
+/// Example:
+///   auto loss = F::dino_loss({s0, s1, s2, s3}, {t0, t1}, center);
+inline at::Tensor dino_loss(
+    const std::vector<at::Tensor>& student_outputs,
+    const std::vector<at::Tensor>& teacher_outputs,
+    const at::Tensor& center,
+    const DINOLossOptions& options = {}) {
+  constexpr const char* fn = "dino_loss";
+  TORCH_CHECK(!student_outputs.empty(), fn, ": student_outputs is an empty list of views");
+  TORCH_CHECK(!teacher_outputs.empty(), fn, ": teacher_outputs is an empty list of views");
+  const auto& first = student_outputs.front();
+  detail::check_embedding(fn, "student_outputs[0]", first, 2);
+  detail::check_view_list(fn, "student_outputs", student_outputs, first);
+  detail::check_view_list(fn, "teacher_outputs", teacher_outputs, first);
+  detail::check_temperature(fn, "teacher_temperature", options.teacher_temperature());
+  detail::check_temperature(fn, "student_temperature", options.student_temperature());
+  const int64_t k = first.size(1);
+  TORCH_CHECK(
+      center.defined() && center.numel() == k && (center.dim() == 1 || center.dim() == 2),
+      fn,
+      ": expected center of shape [",
+      k,
+      "] or [1, ",
+      k,
+      "], got ",
+      center.defined() ? center.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(
+      center.device() == first.device(),
+      fn,
+      ": center must be on the outputs' device ",
+      first.device(),
+      ", got ",
+      center.device());
+  const size_t n_s = student_outputs.size();
+  const size_t n_t = teacher_outputs.size();
+  TORCH_CHECK(
+      n_s * n_t > std::min(n_s, n_t),
+      fn,
+      ": needs a pair of different views; got ",
+      n_t,
+      " teacher view(s) and ",
+      n_s,
+      " student view(s)");
+  for (const auto& v : student_outputs) {
+    detail::check_finite(fn, "student_outputs", v);
+  }
+  for (const auto& v : teacher_outputs) {
+    detail::check_finite(fn, "teacher_outputs", v);
+  }
+  const auto acc = detail::accumulation_dtype(first.scalar_type());
+  auto c = center.reshape({1, 1, k}).to(acc);
+  auto t = at::stack(teacher_outputs, 0).detach().to(acc);            // [T, B, K]
+  auto tp = ((t - c) / options.teacher_temperature()).softmax(-1);     // [T, B, K]
+  auto s = at::stack(student_outputs, 0).to(acc);                      // [S, B, K]
+  auto sl = (s / options.student_temperature()).log_softmax(-1);       // [S, B, K]
+  const int64_t b = first.size(0);
+  auto pair = -at::mm(tp.reshape({static_cast<int64_t>(n_t), b * k}),
+                      sl.reshape({static_cast<int64_t>(n_s), b * k}).t()); // [T, S]
+  const int64_t diag = static_cast<int64_t>(std::min(n_s, n_t));
+  auto not_same = at::ones_like(pair);
+  not_same.diagonal().zero_();
+  const double n_terms = static_cast<double>(n_t * n_s) - static_cast<double>(diag);
+  return (pair * not_same).sum() / (n_terms * static_cast<double>(b));
+}
+
+} // namespace functional
+
+/// Options of `DINOLoss` (the module owns the centre and the teacher-temperature schedule).
+struct DINOLossModuleOptions {
+  explicit DINOLossModuleOptions(int64_t output_dim) : output_dim_(output_dim) {}
+  /// Size K of the head's output. Required.
+  TORCH_ARG(int64_t, output_dim);
+  /// Teacher temperature at epoch 0 of the warm-up. Default: 0.04
+  TORCH_ARG(double, warmup_teacher_temperature) = 0.04;
+  /// Teacher temperature after the warm-up. Default: 0.04
+  TORCH_ARG(double, teacher_temperature) = 0.04;
+  /// Epochs of the linear warm-up. Default: 30
+  TORCH_ARG(int64_t, warmup_teacher_temperature_epochs) = 30;
+  /// Student temperature. Default: 0.1
+  TORCH_ARG(double, student_temperature) = 0.1;
+  /// Momentum of the centre's moving average. Default: 0.9
+  TORCH_ARG(double, center_momentum) = 0.9;
+};
+
+/// DINO loss module: owns the centre buffer [1, K] (zeros at start, updated after every forward
+/// as `c = m c + (1 - m) mean(teacher outputs)`) and the teacher-temperature warm-up (linear from
+/// `warmup_teacher_temperature` to `teacher_temperature` over the warm-up epochs).
+///
+/// Example:
+///   medcl::DINOLoss criterion(medcl::DINOLossModuleOptions(65536));
+///   auto loss = criterion(student_views, teacher_views, epoch);
+class DINOLossImpl : public torch::nn::Cloneable<DINOLossImpl> {
+ public:
+  explicit DINOLossImpl(DINOLossModuleOptions opts) : options(std::move(opts)) {
+    reset();
+  }
+  void reset() override {
+    TORCH_CHECK(options.output_dim() > 0, "DINOLoss: output_dim must be > 0, got ", options.output_dim());
+    TORCH_CHECK(
+        options.center_momentum() >= 0 && options.center_momentum() <= 1,
+        "DINOLoss: center_momentum must be in [0, 1], got ",
+        options.center_momentum());
+    TORCH_CHECK(
+        options.warmup_teacher_temperature_epochs() >= 0,
+        "DINOLoss: warmup_teacher_temperature_epochs must be >= 0, got ",
+        options.warmup_teacher_temperature_epochs());
+    center = register_buffer("center", at::zeros({1, options.output_dim()}));
+  }
+  /// The teacher temperature used at `epoch`.
+  double teacher_temperature(int64_t epoch) const {
+    TORCH_CHECK(epoch >= 0, "DINOLoss: epoch must be >= 0, got ", epoch);
+    const int64_t w = options.warmup_teacher_temperature_epochs();
+    if (epoch >= w) {
+      return options.teacher_temperature();
+    }
+    // np.linspace(warmup, final, w)[epoch]
+    const double f = w > 1 ? static_cast<double>(epoch) / static_cast<double>(w - 1) : 0.0;
+    return options.warmup_teacher_temperature() +
+        f * (options.teacher_temperature() - options.warmup_teacher_temperature());
+  }
+  /// Loss with the current centre, then the centre update (no gradient).
+  at::Tensor forward(
+      const std::vector<at::Tensor>& student_outputs,
+      const std::vector<at::Tensor>& teacher_outputs,
+      int64_t epoch = 0) {
+    auto loss = functional::dino_loss(
+        student_outputs,
+        teacher_outputs,
+        center.to(student_outputs.empty() ? center.device() : student_outputs.front().device()),
+        DINOLossOptions()
+            .teacher_temperature(teacher_temperature(epoch))
+            .student_temperature(options.student_temperature()));
+    update_center(teacher_outputs);
+    return loss;
+  }
+  /// c = m c + (1 - m) mean over views and batch of the teacher outputs.
+  void update_center(const std::vector<at::Tensor>& teacher_outputs) {
+    at::NoGradGuard no_grad;
+    auto batch_center = at::cat(teacher_outputs, 0).detach().to(center.scalar_type()).mean(0, true);
+    center.mul_(options.center_momentum())
+        .add_(batch_center.to(center.device()), 1.0 - options.center_momentum());
+  }
+
+  DINOLossModuleOptions options;
+  at::Tensor center;
+};
+TORCH_MODULE(DINOLoss);
+
+} // namespace medcl

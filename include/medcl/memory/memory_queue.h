@@ -1,0 +1,154 @@
+#pragma once
+
+/// \file
+/// A ring buffer of keys (MoCo's queue) that also keeps the pairing keys of what it holds, so
+/// that pairing rules can be applied to queued negatives.
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <map>
+#include <string>
+
+namespace medcl {
+
+/// FIFO queue of embeddings [size, dim] on any device, with per-entry int64 pairing keys
+/// (patient, study, label, ... by name). The oldest entries are overwritten first; until the
+/// queue is full only the filled part is returned.
+///
+/// Example:
+///   medcl::MemoryQueue queue(65536, 128);
+///   auto loss = F::info_nce_loss(q, k, queue.keys());
+///   queue.enqueue(k, {{"patient", patient_ids}});
+class MemoryQueue {
+ public:
+  MemoryQueue(int64_t size, int64_t dim, at::TensorOptions options = at::kFloat)
+      : size_(size), dim_(dim), options_(options) {
+    TORCH_CHECK(size > 0, "MemoryQueue: size must be > 0, got ", size);
+    TORCH_CHECK(dim > 0, "MemoryQueue: dim must be > 0, got ", dim);
+    buffer_ = at::zeros({size_, dim_}, options_);
+  }
+
+  int64_t size() const {
+    return size_;
+  }
+  int64_t dim() const {
+    return dim_;
+  }
+  /// Number of valid entries (at most size()).
+  int64_t filled() const {
+    return filled_;
+  }
+  bool is_full() const {
+    return filled_ == size_;
+  }
+  at::Device device() const {
+    return buffer_.device();
+  }
+
+  /// Adds a batch of keys [B, dim] (detached, converted to the queue's dtype and device) with
+  /// their pairing keys (each int64 [B]). The first enqueue fixes which pairing keys the queue
+  /// keeps; later batches must carry the same names. When B > size only the last size entries stay.
+  void enqueue(const at::Tensor& keys, const std::map<std::string, at::Tensor>& pairing_keys = {}) {
+    TORCH_CHECK(
+        keys.defined() && keys.dim() == 2 && keys.size(1) == dim_,
+        "MemoryQueue::enqueue: expected keys of shape [B, ",
+        dim_,
+        "], got ",
+        keys.defined() ? keys.sizes() : at::IntArrayRef{});
+    const int64_t b = keys.size(0);
+    if (b == 0) {
+      return;
+    }
+    if (!initialised_) {
+      for (const auto& kv : pairing_keys) {
+        tags_[kv.first] = at::full({size_}, -1, options_.dtype(at::kLong));
+      }
+      initialised_ = true;
+    }
+    TORCH_CHECK(
+        pairing_keys.size() == tags_.size(),
+        "MemoryQueue::enqueue: the queue keeps ",
+        tags_.size(),
+        " pairing key(s) (",
+        names(),
+        "), got ",
+        pairing_keys.size());
+    for (const auto& kv : pairing_keys) {
+      TORCH_CHECK(
+          tags_.count(kv.first) == 1,
+          "MemoryQueue::enqueue: unknown pairing key '",
+          kv.first,
+          "'; the queue keeps ",
+          names());
+      TORCH_CHECK(
+          kv.second.defined() && kv.second.dim() == 1 && kv.second.size(0) == b,
+          "MemoryQueue::enqueue: pairing key '",
+          kv.first,
+          "' must have shape [",
+          b,
+          "], got ",
+          kv.second.defined() ? kv.second.sizes() : at::IntArrayRef{});
+      TORCH_CHECK(
+          !at::isFloatingType(kv.second.scalar_type()),
+          "MemoryQueue::enqueue: pairing key '",
+          kv.first,
+          "' must be an integer tensor, got ",
+          kv.second.scalar_type());
+    }
+    at::NoGradGuard no_grad;
+    const int64_t take = std::min(b, size_);
+    auto src = keys.detach().slice(0, b - take, b).to(buffer_.options());
+    auto idx = at::remainder(at::arange(ptr_, ptr_ + take, options_.dtype(at::kLong)), size_);
+    buffer_.index_copy_(0, idx, src);
+    for (auto& kv : tags_) {
+      auto v = pairing_keys.at(kv.first).slice(0, b - take, b).to(kv.second.options());
+      kv.second.index_copy_(0, idx, v);
+    }
+    ptr_ = (ptr_ + take) % size_;
+    filled_ = std::min(size_, filled_ + take);
+  }
+
+  /// The valid entries [filled(), dim] (a view of the buffer: clone it to keep a snapshot).
+  at::Tensor keys() const {
+    return buffer_.slice(0, 0, filled_);
+  }
+  /// The pairing key `name` of the valid entries [filled()].
+  at::Tensor pairing_key(const std::string& name) const {
+    auto it = tags_.find(name);
+    TORCH_CHECK(it != tags_.end(), "MemoryQueue::pairing_key: the queue keeps no key '", name, "'; it keeps ", names());
+    return it->second.slice(0, 0, filled_);
+  }
+  bool has_pairing_key(const std::string& name) const {
+    return tags_.count(name) == 1;
+  }
+
+  /// Empties the queue (the pairing-key names are forgotten too).
+  void reset() {
+    buffer_.zero_();
+    tags_.clear();
+    initialised_ = false;
+    ptr_ = 0;
+    filled_ = 0;
+  }
+
+ private:
+  std::string names() const {
+    std::string s;
+    for (const auto& kv : tags_) {
+      s += (s.empty() ? "" : ", ") + kv.first;
+    }
+    return s.empty() ? "none" : s;
+  }
+
+  int64_t size_;
+  int64_t dim_;
+  at::TensorOptions options_;
+  at::Tensor buffer_;
+  std::map<std::string, at::Tensor> tags_;
+  bool initialised_ = false;
+  int64_t ptr_ = 0;
+  int64_t filled_ = 0;
+};
+
+} // namespace medcl

@@ -1,0 +1,67 @@
+#pragma once
+
+/// \file
+/// Momentum (EMA) copies of networks and the cosine momentum schedule of BYOL, MoCo v3 and DINO.
+
+#include <c10/util/Exception.h>
+#include <torch/nn/module.h>
+
+#include <cmath>
+
+namespace medcl {
+
+/// Moves every parameter of `target` towards `online`: \f$\theta_t \leftarrow m\,\theta_t +
+/// (1-m)\,\theta_o\f$; buffers (batch-norm statistics) are copied. Both modules must have the same
+/// structure. No gradient is recorded.
+///
+/// Example:
+///   medcl::update_momentum(*online, *target, 0.996);
+inline void update_momentum(const torch::nn::Module& online, torch::nn::Module& target, double m) {
+  TORCH_CHECK(std::isfinite(m) && m >= 0.0 && m <= 1.0, "update_momentum: m must be in [0, 1], got ", m);
+  auto op = online.named_parameters(true);
+  auto tp = target.named_parameters(true);
+  TORCH_CHECK(
+      op.size() == tp.size(),
+      "update_momentum: online has ",
+      op.size(),
+      " parameters, target has ",
+      tp.size());
+  torch::NoGradGuard no_grad;
+  for (const auto& item : op) {
+    auto* t = tp.find(item.key());
+    TORCH_CHECK(t != nullptr, "update_momentum: target has no parameter '", item.key(), "'");
+    TORCH_CHECK(
+        t->sizes() == item.value().sizes(),
+        "update_momentum: parameter '",
+        item.key(),
+        "' has shape ",
+        item.value().sizes(),
+        " online and ",
+        t->sizes(),
+        " in target");
+    t->mul_(m).add_(item.value().detach().to(t->options()), 1.0 - m);
+  }
+  auto ob = online.named_buffers(true);
+  auto tb = target.named_buffers(true);
+  for (const auto& item : ob) {
+    auto* t = tb.find(item.key());
+    TORCH_CHECK(t != nullptr, "update_momentum: target has no buffer '", item.key(), "'");
+    t->copy_(item.value());
+  }
+}
+
+/// Cosine schedule from `start_value` at step 0 to `end_value` at step max_steps - 1, as lightly's
+/// `cosine_schedule`: \f$v = e - (e - s)\,\frac{\cos(\pi\,t/(T-1)) + 1}{2}\f$.
+/// Used for the EMA momentum (0.996 -> 1) and DINO's teacher temperature.
+inline double cosine_schedule(int64_t step, int64_t max_steps, double start_value, double end_value) {
+  TORCH_CHECK(max_steps >= 1, "cosine_schedule: max_steps must be >= 1, got ", max_steps);
+  TORCH_CHECK(step >= 0, "cosine_schedule: step must be >= 0, got ", step);
+  if (max_steps == 1) {
+    return end_value;
+  }
+  const double pi = std::acos(-1.0);
+  const double t = static_cast<double>(std::min(step, max_steps - 1)) / static_cast<double>(max_steps - 1);
+  return end_value - (end_value - start_value) * (std::cos(pi * t) + 1.0) / 2.0;
+}
+
+} // namespace medcl

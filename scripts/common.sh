@@ -1,0 +1,88 @@
+# Shared set-up of ./scripts/test and ./scripts/demo (sourced, not run).
+#
+# Installs the system packages medcl needs with apt-get when they are missing and this user may
+# install (root, or sudo without a password). With a LibTorch of your own (CMAKE_PREFIX_PATH or
+# Torch_DIR set), libtorch-dev is neither needed nor installed.
+
+medcl_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+medcl_build_dir="${MEDCL_BUILD_DIR:-$medcl_root/build/release}"
+
+medcl_log() { printf '[medcl] %s\n' "$*" >&2; }
+
+medcl_user_torch() {
+  [ -n "${Torch_DIR:-}" ] || [ -n "${CMAKE_PREFIX_PATH:-}" ]
+}
+
+# Debian/Ubuntu packages, by what needs them.
+medcl_packages() {
+  local pkgs="cmake ninja-build g++ ccache clang-format libeigen3-dev libfmt-dev catch2 libbenchmark-dev"
+  if ! medcl_user_torch; then
+    pkgs="$pkgs libtorch-dev libopenblas0-openmp"
+  fi
+  echo "$pkgs"
+}
+
+medcl_missing_packages() {
+  local missing=""
+  for p in $(medcl_packages); do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing="$missing $p"
+    fi
+  done
+  echo "$missing"
+}
+
+medcl_no_apt_message() {
+  cat >&2 <<MSG
+[medcl] This machine has no apt-get, and these are missing: $1
+[medcl] medcl needs LibTorch >= 1.13, CMake >= 3.18, a C++17 compiler, Eigen 3, fmt and Catch2 v2.
+[medcl] Provide LibTorch in one of two ways:
+[medcl]   1. a Debian/Ubuntu machine: apt-get install libtorch-dev libopenblas0-openmp
+[medcl]   2. your own LibTorch (pytorch.org's zip, or pip's torch): export CMAKE_PREFIX_PATH=/path/to/libtorch
+[medcl]      (or Torch_DIR=/path/to/libtorch/share/cmake/Torch; for pip's torch the path is printed by
+[medcl]       python3 -c 'import torch; print(torch.utils.cmake_prefix_path)'), then run this again.
+MSG
+}
+
+medcl_install_deps() {
+  if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    if medcl_user_torch && command -v cmake >/dev/null 2>&1; then
+      return 0
+    fi
+    medcl_no_apt_message "LibTorch and the build tools (no package manager to query)"
+    return 1
+  fi
+  local missing
+  missing="$(medcl_missing_packages)"
+  [ -z "$missing" ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo="sudo -n"
+    else
+      medcl_log "missing packages:$missing"
+      medcl_log "install them with: sudo apt-get install$missing"
+      medcl_log "(or, for LibTorch, set CMAKE_PREFIX_PATH / Torch_DIR to a LibTorch of your own)"
+      return 1
+    fi
+  fi
+  medcl_log "installing:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q >/dev/null || medcl_log "apt-get update failed; trying the install anyway"
+  # shellcheck disable=SC2086
+  $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null
+}
+
+medcl_configure() {
+  local args=()
+  [ -n "${Torch_DIR:-}" ] && args+=("-DTorch_DIR=$Torch_DIR")
+  if [ ! -f "$medcl_build_dir/CMakeCache.txt" ]; then
+    cmake -S "$medcl_root" -B "$medcl_build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${args[@]}" "$@"
+  elif [ "$#" -gt 0 ] || [ "${#args[@]}" -gt 0 ]; then
+    cmake "$medcl_build_dir" "${args[@]}" "$@" >/dev/null
+  fi
+}
+
+medcl_jobs() {
+  nproc 2>/dev/null || echo 2
+}

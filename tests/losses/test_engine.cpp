@@ -1,0 +1,274 @@
+#include "support.h"
+
+#include <medcl/losses/clip.h>
+#include <medcl/losses/info_nce.h>
+#include <medcl/losses/nt_xent.h>
+#include <medcl/losses/supcon.h>
+
+#include <catch2/catch.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+using medcl::EnginePath;
+using medcl::NegativeWeighting;
+using medcl::SimilarityEngineOptions;
+using medcl_test::rel_err;
+namespace F = medcl::functional;
+
+namespace {
+
+// One family behind a common signature: loss of a list of inputs under engine options.
+struct Family {
+  std::string name;
+  std::function<at::Tensor(const std::vector<at::Tensor>&, const SimilarityEngineOptions&, const NegativeWeighting&)>
+      loss;
+  std::function<std::vector<at::Tensor>(at::ScalarType)> inputs;
+};
+
+std::vector<Family> families() {
+  std::vector<Family> out;
+  out.push_back({"nt_xent",
+                 [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
+                   return F::nt_xent_loss(x[0], x[1], medcl::NTXentLossOptions().engine(e).weighting(w).temperature(0.2));
+                 },
+                 [](at::ScalarType t) {
+                   return std::vector<at::Tensor>{torch::randn({11, 6}, t), torch::randn({11, 6}, t)};
+                 }});
+  out.push_back({"info_nce",
+                 [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
+                   return F::info_nce_loss(x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).weighting(w).temperature(0.2));
+                 },
+                 [](at::ScalarType t) {
+                   return std::vector<at::Tensor>{torch::randn({9, 6}, t), torch::randn({9, 6}, t), torch::randn({13, 6}, t)};
+                 }});
+  out.push_back({"supcon",
+                 [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
+                   auto labels = torch::tensor({0, 1, 2, 0, 1, 2, 0, 3}, torch::kLong);
+                   return F::supcon_loss(x[0], labels, medcl::SupConLossOptions().engine(e).weighting(w).temperature(0.2));
+                 },
+                 [](at::ScalarType t) { return std::vector<at::Tensor>{torch::randn({8, 3, 6}, t)}; }});
+  out.push_back({"clip",
+                 [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
+                   return F::clip_loss(x[0], x[1], x[2], medcl::CLIPLossOptions().engine(e).weighting(w));
+                 },
+                 [](at::ScalarType t) {
+                   return std::vector<at::Tensor>{
+                       torch::randn({10, 6}, t), torch::randn({10, 6}, t), torch::full({}, 4.0, torch::kDouble)};
+                 }});
+  return out;
+}
+
+std::vector<NegativeWeighting> weightings() {
+  return {NegativeWeighting::uniform(),
+          NegativeWeighting::debiased(0.1),
+          NegativeWeighting::hard(1.0),
+          NegativeWeighting::hard_debiased(0.5, 0.1)};
+}
+
+SimilarityEngineOptions dense() {
+  return SimilarityEngineOptions().path(EnginePath::Dense);
+}
+SimilarityEngineOptions tiled(int64_t t) {
+  return SimilarityEngineOptions().path(EnginePath::Tiled).tile_size(t);
+}
+
+std::vector<at::Tensor> grads_of(
+    const Family& f,
+    const std::vector<at::Tensor>& x,
+    const SimilarityEngineOptions& e,
+    const NegativeWeighting& w,
+    at::Tensor* value) {
+  std::vector<at::Tensor> leaves;
+  for (const auto& t : x) {
+    leaves.push_back(t.detach().clone().requires_grad_(true));
+  }
+  auto loss = f.loss(leaves, e, w);
+  *value = loss.detach();
+  loss.backward();
+  std::vector<at::Tensor> g;
+  for (const auto& l : leaves) {
+    g.push_back(l.grad());
+  }
+  return g;
+}
+
+} // namespace
+
+TEST_CASE("gradients of every family and weighting match finite differences", "[losses][engine][grad]") {
+  torch::manual_seed(11);
+  for (const auto& fam : families()) {
+    for (const auto& w : weightings()) {
+      auto x = fam.inputs(torch::kDouble);
+      at::Tensor value;
+      auto g = grads_of(fam, x, tiled(4), w, &value);
+      for (size_t k = 0; k < x.size(); ++k) {
+        auto fd = medcl_test::finite_difference(
+            [&](const at::Tensor& xk) {
+              auto y = x;
+              y[k] = xk;
+              return fam.loss(y, dense(), w).item<double>();
+            },
+            x[k]);
+        INFO(fam.name << " " << w.describe() << " input " << k);
+        REQUIRE(g[k].defined());
+        REQUIRE(rel_err(g[k], fd) < 1e-6);
+      }
+    }
+  }
+}
+
+TEST_CASE("dense and tiled paths give the same values and gradients", "[losses][engine]") {
+  torch::manual_seed(12);
+  for (const auto& fam : families()) {
+    for (const auto& w : weightings()) {
+      for (auto dtype : {torch::kDouble, torch::kFloat}) {
+        auto x = fam.inputs(dtype);
+        at::Tensor vd;
+        auto gd = grads_of(fam, x, dense(), w, &vd);
+        for (int64_t tile : {1, 3, 5, 64}) {
+          at::Tensor vt;
+          auto gt = grads_of(fam, x, tiled(tile), w, &vt);
+          const double tol = dtype == torch::kDouble ? 1e-10 : 1e-5;
+          INFO(fam.name << " " << w.describe() << " " << dtype << " tile " << tile);
+          REQUIRE(rel_err(vt, vd) < tol);
+          for (size_t k = 0; k < gd.size(); ++k) {
+            INFO("input " << k);
+            REQUIRE(rel_err(gt[k], gd[k]) < tol);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("bf16 and fp16 inputs agree with float32 within tolerance", "[losses][engine][dtype]") {
+  torch::manual_seed(13);
+  for (const auto& fam : families()) {
+    for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+      auto x32 = fam.inputs(torch::kFloat);
+      std::vector<at::Tensor> xl;
+      for (const auto& t : x32) {
+        xl.push_back(t.dim() == 0 ? t : t.to(dtype));
+      }
+      std::vector<at::Tensor> x_ref;
+      for (const auto& t : xl) {
+        x_ref.push_back(t.dim() == 0 ? t : t.to(torch::kFloat));  // the same rounded inputs
+      }
+      at::Tensor v32, vlow;
+      auto g32 = grads_of(fam, x_ref, tiled(4), NegativeWeighting::uniform(), &v32);
+      auto glow = grads_of(fam, xl, tiled(4), NegativeWeighting::uniform(), &vlow);
+      INFO(fam.name << " " << dtype);
+      REQUIRE(vlow.scalar_type() == torch::kFloat);  // accumulation dtype
+      REQUIRE(std::isfinite(vlow.item<double>()));
+      // On CPU the engine computes in float32 from the rounded inputs: close to float32.
+      REQUIRE(rel_err(vlow, v32) < 1e-5);
+      REQUIRE(glow[0].scalar_type() == dtype);
+      // Gradients come back rounded to the input dtype (8 or 11 mantissa bits).
+      REQUIRE(rel_err(glow[0], g32[0]) < (dtype == torch::kBFloat16 ? 1e-2 : 2e-3));
+    }
+  }
+}
+
+TEST_CASE("the automatic path picks dense for small and tiled for large problems", "[losses][engine]") {
+  torch::manual_seed(14);
+  auto z0 = torch::randn({40, 8});
+  auto z1 = torch::randn({40, 8});
+  auto small_limit = SimilarityEngineOptions().dense_max_elements(10).tile_size(16);
+  auto a = F::nt_xent_loss(z0, z1, medcl::NTXentLossOptions().engine(small_limit));
+  auto b = F::nt_xent_loss(z0, z1);
+  REQUIRE(rel_err(a, b) < 1e-6);
+}
+
+TEST_CASE("dense backward refuses a second pass, tiled allows it", "[losses][engine]") {
+  auto z0 = torch::randn({6, 4}).requires_grad_(true);
+  auto z1 = torch::randn({6, 4});
+  auto loss = F::nt_xent_loss(z0, z1, medcl::NTXentLossOptions().engine(dense()));
+  loss.backward({}, /*retain_graph=*/true);
+  REQUIRE_THROWS_WITH(loss.backward(), Catch::Contains("ran twice"));
+  z0.grad().zero_();
+  auto lt = F::nt_xent_loss(z0, z1, medcl::NTXentLossOptions().engine(tiled(4)));
+  lt.backward({}, true);
+  auto g1 = z0.grad().clone();
+  lt.backward();
+  REQUIRE(rel_err(z0.grad(), 2 * g1) < 1e-6);
+}
+
+TEST_CASE("extreme temperatures and masked rows never give NaN", "[losses][engine]") {
+  torch::manual_seed(15);
+  auto z0 = torch::randn({16, 8}).requires_grad_(true);
+  auto z1 = torch::randn({16, 8});
+  for (double tau : {1e-3, 0.01, 100.0}) {
+    for (const auto& w : weightings()) {
+      for (const auto& e : {dense(), tiled(5)}) {
+        auto loss = F::nt_xent_loss(z0, z1, medcl::NTXentLossOptions().temperature(tau).weighting(w).engine(e));
+        loss.backward();
+        INFO("tau " << tau << " " << w.describe());
+        REQUIRE(std::isfinite(loss.item<double>()));
+        REQUIRE(torch::isfinite(z0.grad()).all().item<bool>());
+        z0.grad().zero_();
+      }
+    }
+  }
+  // A zero embedding stays zero after normalisation: finite loss.
+  auto zero = torch::zeros({4, 3});
+  REQUIRE(std::isfinite(F::nt_xent_loss(zero, torch::randn({4, 3})).item<double>()));
+}
+
+TEST_CASE("the CLIP scale receives its gradient", "[losses][clip][grad]") {
+  torch::manual_seed(16);
+  auto img = torch::randn({6, 4}, torch::kDouble);
+  auto txt = torch::randn({6, 4}, torch::kDouble);
+  for (const auto& w : weightings()) {
+    for (double s : {3.0, 50.0}) {
+      auto scale = torch::full({}, s, torch::kDouble).requires_grad_(true);
+      F::clip_loss(img, txt, scale, medcl::CLIPLossOptions().weighting(w)).backward();
+      const double h = 1e-6;
+      const double fp = F::clip_loss(img, txt, s + h, medcl::CLIPLossOptions().weighting(w)).item<double>();
+      const double fm = F::clip_loss(img, txt, s - h, medcl::CLIPLossOptions().weighting(w)).item<double>();
+      INFO(w.describe() << " scale " << s);
+      REQUIRE(scale.grad().item<double>() == Approx((fp - fm) / (2 * h)).epsilon(1e-5).margin(1e-9));
+    }
+  }
+  // Through the module's log-scale.
+  medcl::CLIPLoss criterion;
+  auto loss = criterion(img.to(torch::kFloat), txt.to(torch::kFloat));
+  loss.backward();
+  REQUIRE(criterion->log_scale.grad().defined());
+  REQUIRE(std::isfinite(criterion->log_scale.grad().item<double>()));
+}
+
+TEST_CASE("bad inputs give errors that name the function and the values", "[losses][errors]") {
+  auto a = torch::randn({4, 3});
+  using Catch::Contains;
+  REQUIRE_THROWS_WITH(F::nt_xent_loss(a, torch::randn({5, 3})), Contains("nt_xent_loss") && Contains("same shape"));
+  REQUIRE_THROWS_WITH(F::nt_xent_loss(torch::randn({4}), torch::randn({4})), Contains("rank 2"));
+  REQUIRE_THROWS_WITH(F::nt_xent_loss(a, a.to(torch::kDouble)), Contains("same dtype"));
+  REQUIRE_THROWS_WITH(F::nt_xent_loss(torch::zeros({0, 3}), torch::zeros({0, 3})), Contains("empty"));
+  REQUIRE_THROWS_WITH(
+      F::nt_xent_loss(a, a, medcl::NTXentLossOptions().temperature(0.0)), Contains("temperature") && Contains("> 0"));
+  REQUIRE_THROWS_WITH(
+      F::nt_xent_loss(a, a, medcl::NTXentLossOptions().temperature(std::nan(""))), Contains("temperature"));
+  auto bad = a.clone();
+  bad[0][0] = std::numeric_limits<float>::quiet_NaN();
+  REQUIRE_THROWS_WITH(F::nt_xent_loss(bad, a), Contains("NaN or Inf") && Contains("z0"));
+  REQUIRE_NOTHROW(F::nt_xent_loss(bad, a, medcl::NTXentLossOptions().check_finite(false)));
+  REQUIRE_THROWS_WITH(F::nt_xent_loss(torch::ones({2, 2}, torch::kLong), torch::ones({2, 2}, torch::kLong)),
+                      Contains("floating-point"));
+  REQUIRE_THROWS_WITH(F::info_nce_loss(a, a, torch::randn({7, 5})), Contains("embedding size 3"));
+  REQUIRE_THROWS_WITH(F::info_nce_loss(a, torch::randn({3, 3})), Contains("same shape"));
+  REQUIRE_THROWS_WITH(F::supcon_loss(torch::randn({4, 1, 3})), Contains("at least 2 views"));
+  REQUIRE_THROWS_WITH(F::supcon_loss(torch::randn({4, 2, 3}), torch::zeros({3}, torch::kLong)),
+                      Contains("labels of shape [4]"));
+  REQUIRE_THROWS_WITH(F::supcon_loss(torch::randn({4, 2, 3}), torch::zeros({4})), Contains("int64 or int32"));
+  REQUIRE_THROWS_WITH(F::supcon_loss(a), Contains("rank 3"));
+  REQUIRE_THROWS_WITH(F::clip_loss(a, torch::randn({5, 3}), 10.0), Contains("same batch size"));
+  REQUIRE_THROWS_WITH(F::clip_loss(a, torch::randn({4, 2}), 10.0), Contains("same embedding size"));
+  REQUIRE_THROWS_WITH(F::clip_loss(a, a, -1.0), Contains("logit_scale must be finite and > 0"));
+  REQUIRE_THROWS_WITH(NegativeWeighting::debiased(1.0), Contains("tau_plus must be in [0, 1)"));
+  REQUIRE_THROWS_WITH(NegativeWeighting::hard(-1.0), Contains("beta must be finite and >= 0"));
+  REQUIRE_THROWS_WITH(
+      F::nt_xent_loss(a, a, medcl::NTXentLossOptions().engine(SimilarityEngineOptions().tile_size(-2))),
+      Contains("tile_size"));
+}
