@@ -111,6 +111,7 @@ struct DirectionCoef {
   at::Tensor log_b;    //
   at::Tensor loss;     // per-row loss (0 for rows left out)
   at::Tensor floor_grad; // d loss_i / d scale through the clamp N e^{-scale} (0 unless clamped)
+  at::Tensor shift_fac;  // fast path: weight * exp(scale - log T), so that softmax = fac * e^{l - scale}
   int64_t valid_rows = 0;
 };
 
@@ -351,6 +352,7 @@ inline DirectionCoef finalize(
   c.log_a = at::where(valid, log_a, at::full_like(log_a, neg)).to(acc);
   c.log_b = at::where(valid, log_b, at::full_like(log_b, neg)).to(acc);
   c.loss = loss;
+  c.shift_fac = at::where(valid, at::exp(scale - log_t) * rw, at::zeros({}, pn.options())).to(acc);
   return c;
 }
 
@@ -441,8 +443,9 @@ struct EngineState {
   at::Tensor paired_logit;
   DirectionCoef row;
   DirectionCoef col;
-  at::Tensor dense_logits; // dense path only
+  at::Tensor dense_logits; // dense path only (e^{l - scale} on the shifted path)
   bool consumed = false;
+  bool shifted = false; // uniform fast path: logits shifted by their bound, no running maximum
 };
 
 /// Backward node of the engine: recomputes (tiled) or reuses (dense) the logits.
@@ -459,6 +462,185 @@ struct ContrastBackward : public torch::autograd::Node {
     state.reset();
   }
 };
+
+/// Whether the uniform fast path may shift logits by their upper bound `scale` (cosine <= 1)
+/// instead of a running maximum: exp(l - scale) >= exp(-2 scale) must stay a normal number.
+inline bool use_shifted_path(const ContrastProblem& p) {
+  if (!p.weighting.is_uniform()) {
+    return false;
+  }
+  const double limit = p.anchors.scalar_type() == at::kDouble ? 300.0 : 40.0;
+  return p.scale <= limit;
+}
+
+/// Positive statistics from a logits tile (before exponentiation), for the uniform fast path:
+/// counts and sums only (the uniform loss needs no log-sum-exp of positives).
+inline void accumulate_positive_sums(
+    DirectionStats& s,
+    int64_t row0,
+    const at::Tensor& logits,
+    const at::Tensor& pos_rows,
+    const at::Tensor& lin,
+    const at::Tensor& dense_pos,
+    const at::Tensor& dense_exc,
+    bool sparse,
+    int64_t tn,
+    int64_t tm) {
+  auto opts = logits.options();
+  auto pos_n = s.pos_n.slice(0, row0, row0 + tn);
+  auto pos_sum = s.pos_sum.slice(0, row0, row0 + tn);
+  auto neg_n = s.neg_n.slice(0, row0, row0 + tn);
+  neg_n.add_(static_cast<double>(tm));
+  if (sparse) {
+    if (pos_rows.numel() > 0) {
+      auto vals = logits.reshape(-1).index_select(0, lin);
+      pos_n.index_add_(0, pos_rows, at::ones({pos_rows.numel()}, opts));
+      pos_sum.index_add_(0, pos_rows, vals);
+      neg_n.index_add_(0, pos_rows, at::full({pos_rows.numel()}, -1.0, opts));
+    }
+  } else if (dense_pos.defined()) {
+    auto cnt = dense_pos.sum(1, false, opts.dtype().toScalarType());
+    pos_n.add_(cnt);
+    neg_n.sub_(cnt);
+    pos_sum.add_(at::where(dense_pos, logits, at::zeros({}, opts)).sum(1));
+  }
+  if (!sparse && dense_exc.defined()) {
+    neg_n.sub_(dense_exc.sum(1, false, opts.dtype().toScalarType()));
+  }
+}
+
+/// Uniform fast path, forward part of one tile: positive sums, then logits -> e^{l - scale} in
+/// place with excluded entries zeroed, and the row (and column) sums merged into the
+/// log-denominators. Returns the exponentiated tile.
+inline void shifted_tile_forward(
+    const ContrastProblem& p,
+    const c10::optional<SparsePairs>& sp,
+    const c10::optional<SparsePairs>& sp_t,
+    DirectionStats& rs,
+    DirectionStats* cs,
+    int64_t r0,
+    int64_t r1,
+    int64_t c0,
+    int64_t c1,
+    at::Tensor& logits,
+    double neg) {
+  const int64_t tn = r1 - r0, tm = c1 - c0;
+  auto v = make_tile_view(p, sp, r0, r1, c0, c1, false);
+  at::Tensor lin = v.sparse && v.pos_rows.numel() > 0 ? linear_index(v.pos_rows, v.pos_cols, tm) : at::Tensor();
+  accumulate_positive_sums(rs, r0, logits, v.pos_rows, lin, v.positive, v.excluded, v.sparse, tn, tm);
+  if (v.sparse && v.exc_rows.numel() > 0) {
+    rs.neg_n.slice(0, r0, r1).index_add_(0, v.exc_rows, at::full({v.exc_rows.numel()}, -1.0, logits.options()));
+  }
+  TileView vt;
+  if (cs != nullptr) {
+    if (sp_t.has_value()) {
+      vt = make_tile_view(p, sp_t, c0, c1, r0, r1, false);
+      // Positions in the (untransposed) tile: row = transposed column, column = transposed row.
+      at::Tensor lin_t = vt.pos_rows.numel() > 0 ? linear_index(vt.pos_cols, vt.pos_rows, tm) : at::Tensor();
+      accumulate_positive_sums(*cs, c0, logits, vt.pos_rows, lin_t, {}, {}, true, tm, tn);
+      if (vt.exc_rows.numel() > 0) {
+        cs->neg_n.slice(0, c0, c1).index_add_(0, vt.exc_rows, at::full({vt.exc_rows.numel()}, -1.0, logits.options()));
+      }
+    } else {
+      auto lt = logits.t();
+      accumulate_positive_sums(
+          *cs, c0, lt, {}, {}, v.positive.defined() ? v.positive.t() : at::Tensor(),
+          v.excluded.defined() ? v.excluded.t() : at::Tensor(), false, tm, tn);
+    }
+  }
+  logits.sub_(p.scale).exp_();
+  if (v.sparse) {
+    if (v.exc_rows.numel() > 0) {
+      logits.view(-1).index_fill_(0, linear_index(v.exc_rows, v.exc_cols, tm), 0.0);
+    }
+  } else if (v.excluded.defined()) {
+    logits.masked_fill_(v.excluded, 0.0);
+  }
+  if (cs != nullptr && vt.sparse && vt.exc_rows.numel() > 0) {
+    logits.view(-1).index_fill_(0, linear_index(vt.exc_cols, vt.exc_rows, tm), 0.0);
+  }
+  auto merge = [&](at::Tensor den, const at::Tensor& sums) {
+    auto add = at::where(sums.gt(0), sums.log().add_(p.scale), at::full({}, neg, sums.options()));
+    den.copy_(at::logaddexp(den, add));
+  };
+  merge(rs.den_lse.slice(0, r0, r1), logits.sum(1));
+  if (cs != nullptr) {
+    merge(cs->den_lse.slice(0, c0, c1), logits.sum(0));
+  }
+}
+
+/// Uniform fast path, gradient of one exponentiated tile (consumed in place): row factor times
+/// e^{l - scale} (plus the column factor for symmetric problems) minus 1/P at the positives.
+inline at::Tensor shifted_grad_tile(
+    const ContrastProblem& p,
+    const c10::optional<SparsePairs>& sp,
+    const c10::optional<SparsePairs>& sp_t,
+    const DirectionCoef& row,
+    const DirectionCoef* col,
+    int64_t r0,
+    int64_t r1,
+    int64_t c0,
+    int64_t c1,
+    at::Tensor& expl) {
+  const int64_t tm = c1 - c0;
+  auto v = make_tile_view(p, sp, r0, r1, c0, c1, false);
+  auto rf = row.shift_fac.slice(0, r0, r1).unsqueeze(1);
+  at::Tensor g;
+  if (col != nullptr) {
+    auto tmp = expl * col->shift_fac.slice(0, c0, c1).unsqueeze(0);
+    g = expl.mul_(rf).add_(tmp);
+  } else {
+    g = expl.mul_(rf);
+  }
+  auto row_pos = (row.inv_pn * row.weight).slice(0, r0, r1);
+  if (v.sparse) {
+    if (v.pos_rows.numel() > 0) {
+      g.view(-1).index_add_(0, linear_index(v.pos_rows, v.pos_cols, tm), row_pos.index_select(0, v.pos_rows).neg());
+    }
+  } else if (v.positive.defined()) {
+    g.sub_(v.positive * row_pos.unsqueeze(1));
+  }
+  if (col != nullptr) {
+    auto col_pos = (col->inv_pn * col->weight).slice(0, c0, c1);
+    if (sp_t.has_value()) {
+      auto vt = make_tile_view(p, sp_t, c0, c1, r0, r1, false);
+      if (vt.pos_rows.numel() > 0) {
+        g.view(-1).index_add_(0, linear_index(vt.pos_cols, vt.pos_rows, tm), col_pos.index_select(0, vt.pos_rows).neg());
+      }
+    } else if (v.positive.defined()) {
+      g.sub_(v.positive * col_pos.unsqueeze(0));
+    }
+  }
+  return g;
+}
+
+/// Recomputes e^{l - scale} of a tile with its exclusions zeroed (shifted path, backward).
+inline void recompute_shifted(
+    const ContrastProblem& p,
+    const c10::optional<SparsePairs>& sp,
+    const c10::optional<SparsePairs>& sp_t,
+    int64_t r0,
+    int64_t r1,
+    int64_t c0,
+    int64_t c1,
+    at::Tensor& logits) {
+  const int64_t tm = c1 - c0;
+  auto v = make_tile_view(p, sp, r0, r1, c0, c1, false);
+  logits.sub_(p.scale).exp_();
+  if (v.sparse) {
+    if (v.exc_rows.numel() > 0) {
+      logits.view(-1).index_fill_(0, linear_index(v.exc_rows, v.exc_cols, tm), 0.0);
+    }
+  } else if (v.excluded.defined()) {
+    logits.masked_fill_(v.excluded, 0.0);
+  }
+  if (p.symmetric && sp_t.has_value()) {
+    auto vt = make_tile_view(p, sp_t, c0, c1, r0, r1, false);
+    if (vt.exc_rows.numel() > 0) {
+      logits.view(-1).index_fill_(0, linear_index(vt.exc_cols, vt.exc_rows, tm), 0.0);
+    }
+  }
+}
 
 inline void tile_loop(
     EngineState& st,
@@ -515,7 +697,15 @@ inline at::Tensor contrast_forward(std::shared_ptr<EngineState> st_ptr) {
     cs.init(m, acc_opts, neg);
   }
   const bool dense_masks_row = !st.sparse.has_value();
+  st.shifted = use_shifted_path(p);
   tile_loop(st, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits) {
+    if (st.shifted) {
+      shifted_tile_forward(p, st.sparse, st.sparse_t, rs, p.symmetric ? &cs : nullptr, r0, r1, c0, c1, logits, neg);
+      if (st.dense) {
+        st.dense_logits = logits;
+      }
+      return;
+    }
     auto v = make_tile_view(p, st.sparse, r0, r1, c0, c1, dense_masks_row);
     apply_exclusions(logits, v, neg);
     accumulate_stats(rs, r0, logits, v, w, neg);
@@ -589,11 +779,28 @@ inline torch::autograd::variable_list ContrastBackward::apply(torch::autograd::v
   // Fold the incoming gradient into the row weights once, instead of into every tile.
   DirectionCoef row = st.row;
   row.weight = st.row.weight * go;
+  row.shift_fac = st.row.shift_fac * go;
   DirectionCoef col = st.col;
   if (p.symmetric) {
     col.weight = st.col.weight * go;
+    col.shift_fac = st.col.shift_fac * go;
   }
   auto accumulate = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits, bool consume) {
+    if (st.shifted) {
+      if (!consume) {
+        // Recompute e^{l - scale} with exclusions, as the forward pass did.
+        recompute_shifted(p, st.sparse, st.sparse_t, r0, r1, c0, c1, logits);
+      }
+      auto g = shifted_grad_tile(p, st.sparse, st.sparse_t, row, p.symmetric ? &col : nullptr, r0, r1, c0, c1, logits);
+      auto gm = g.to(mm_dtype);
+      if (need_a) {
+        ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
+      }
+      if (need_c) {
+        gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
+      }
+      return;
+    }
     auto v = make_tile_view(p, st.sparse, r0, r1, c0, c1, !st.sparse.has_value());
     if (!consume) {
       apply_exclusions(logits, v, neg);
