@@ -57,10 +57,14 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 torch::Dtype parse_dtype(const std::string& s) {
-  if (s == "float") return torch::kFloat;
-  if (s == "double") return torch::kDouble;
-  if (s == "bf16") return torch::kBFloat16;
-  if (s == "half") return torch::kHalf;
+  if (s == "float")
+    return torch::kFloat;
+  if (s == "double")
+    return torch::kDouble;
+  if (s == "bf16")
+    return torch::kBFloat16;
+  if (s == "half")
+    return torch::kHalf;
   throw std::runtime_error("unknown --dtype " + s);
 }
 
@@ -76,9 +80,11 @@ void sync() {
 
 // N anchors and M candidates of each family at batch size B.
 std::pair<int64_t, int64_t> shape_of(const std::string& family, int64_t b) {
-  if (family == "nt_xent" || family == "supcon") return {2 * b, 2 * b};
-  if (family == "clip") return {b, b};
-  return {b, g_cfg.queue};  // info_nce
+  if (family == "nt_xent" || family == "supcon")
+    return {2 * b, 2 * b};
+  if (family == "clip")
+    return {b, b};
+  return {b, g_cfg.queue}; // info_nce
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -88,7 +94,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 void bm_floor(benchmark::State& state, std::string family, int64_t b) {
   auto [n, m] = shape_of(family, b);
   const auto opts = torch::TensorOptions().device(device()).dtype(
-      device().is_cuda() ? parse_dtype(g_cfg.dtype) : (g_cfg.dtype == "double" ? torch::kDouble : torch::kFloat));
+      device().is_cuda() ? parse_dtype(g_cfg.dtype)
+                         : (g_cfg.dtype == "double" ? torch::kDouble : torch::kFloat));
   auto a = torch::randn({n, g_cfg.dim}, opts);
   auto c = torch::randn({m, g_cfg.dim}, opts);
   auto g = torch::randn({n, m}, opts);
@@ -124,7 +131,10 @@ std::vector<torch::Tensor> make_inputs(const std::string& family, int64_t b) {
   } else if (family == "clip") {
     x = {torch::randn({b, d}, opts), torch::randn({b, d}, opts)};
   } else {
-    x = {torch::randn({b, d}, opts), torch::randn({b, d}, opts), torch::randn({g_cfg.queue, d}, opts)};
+    x = {
+        torch::randn({b, d}, opts),
+        torch::randn({b, d}, opts),
+        torch::randn({g_cfg.queue, d}, opts)};
   }
   for (auto& t : x) {
     t.requires_grad_(family != "info_nce" || t.size(0) == b);
@@ -139,7 +149,8 @@ torch::Tensor plain_nt_xent(const torch::Tensor& z0, const torch::Tensor& z1, do
   auto logits = torch::mm(z, z.t()) / tau;
   auto eye = torch::eye(n, torch::TensorOptions().dtype(torch::kBool).device(z.device()));
   logits = logits.masked_fill(eye, -1e4);
-  auto labels = torch::remainder(torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(z.device())) + n / 2, n);
+  auto labels = torch::remainder(
+      torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(z.device())) + n / 2, n);
   return torch::nn::functional::cross_entropy(logits.to(torch::kFloat), labels);
 }
 
@@ -148,32 +159,44 @@ torch::Tensor plain_clip(const torch::Tensor& x, const torch::Tensor& t, double 
   auto a = NF::normalize(x, NF::NormalizeFuncOptions().dim(1));
   auto b = NF::normalize(t, NF::NormalizeFuncOptions().dim(1));
   auto logits = (scale * torch::mm(a, b.t())).to(torch::kFloat);
-  auto labels = torch::arange(x.size(0), torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+  auto labels =
+      torch::arange(x.size(0), torch::TensorOptions().dtype(torch::kLong).device(x.device()));
   return 0.5 * (NF::cross_entropy(logits, labels) + NF::cross_entropy(logits.t(), labels));
 }
 
-torch::Tensor run_loss(const std::string& family, const std::string& path, const std::vector<torch::Tensor>& x,
-                       const torch::Tensor& labels) {
+torch::Tensor run_loss(
+    const std::string& family,
+    const std::string& path,
+    const std::vector<torch::Tensor>& x,
+    const torch::Tensor& labels) {
   medcl::SimilarityEngineOptions e;
-  e.path(path == "dense" ? medcl::EnginePath::Dense : medcl::EnginePath::Tiled).tile_size(g_cfg.tile);
+  e.path(path == "dense" ? medcl::EnginePath::Dense : medcl::EnginePath::Tiled)
+      .tile_size(g_cfg.tile);
   if (family == "nt_xent") {
-    if (path == "plain") return plain_nt_xent(x[0], x[1], 0.5);
+    if (path == "plain")
+      return plain_nt_xent(x[0], x[1], 0.5);
     return F::nt_xent_loss(x[0], x[1], medcl::NTXentLossOptions().engine(e).check_finite(false));
   }
   if (family == "supcon") {
     return F::supcon_loss(x[0], labels, medcl::SupConLossOptions().engine(e).check_finite(false));
   }
   if (family == "clip") {
-    if (path == "plain") return plain_clip(x[0], x[1], 1 / 0.07);
-    return F::clip_loss(x[0], x[1], 1 / 0.07, medcl::CLIPLossOptions().engine(e).check_finite(false));
+    if (path == "plain")
+      return plain_clip(x[0], x[1], 1 / 0.07);
+    return F::clip_loss(
+        x[0], x[1], 1 / 0.07, medcl::CLIPLossOptions().engine(e).check_finite(false));
   }
-  return F::info_nce_loss(x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).check_finite(false));
+  return F::info_nce_loss(
+      x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).check_finite(false));
 }
 
 void bm_loss(benchmark::State& state, std::string family, std::string path, int64_t b) {
   auto x = make_inputs(family, b);
-  auto labels = torch::randint(0, std::max<int64_t>(2, b / 10), {b},
-                               torch::TensorOptions().dtype(torch::kLong).device(device()));
+  auto labels = torch::randint(
+      0,
+      std::max<int64_t>(2, b / 10),
+      {b},
+      torch::TensorOptions().dtype(torch::kLong).device(device()));
   medcl_bench::MemoryMeter meter(device());
   int64_t peak = 0;
   double total = 0;
@@ -201,7 +224,7 @@ void bm_loss(benchmark::State& state, std::string family, std::string path, int6
   }
 }
 
-}  // namespace
+} // namespace
 
 int main(int argc, char** argv) {
   std::vector<char*> rest{argv[0]};
@@ -211,31 +234,48 @@ int main(int argc, char** argv) {
       const size_t n = std::strlen(key);
       return a.compare(0, n, key) == 0 ? argv[i] + n : nullptr;
     };
-    if (const char* v = value("--device=")) g_cfg.device = v;
-    else if (const char* v2 = value("--dtype=")) g_cfg.dtype = v2;
+    if (const char* v = value("--device="))
+      g_cfg.device = v;
+    else if (const char* v2 = value("--dtype="))
+      g_cfg.dtype = v2;
     else if (const char* v3 = value("--batch=")) {
       g_cfg.batches.clear();
-      for (const auto& s : split(v3)) g_cfg.batches.push_back(std::stoll(s));
-    } else if (const char* v4 = value("--dim=")) g_cfg.dim = std::stoll(v4);
-    else if (const char* v5 = value("--families=")) g_cfg.families = split(v5);
-    else if (const char* v6 = value("--paths=")) g_cfg.paths = split(v6);
-    else if (const char* v7 = value("--queue=")) g_cfg.queue = std::stoll(v7);
-    else if (const char* v8 = value("--tile=")) g_cfg.tile = std::stoll(v8);
-    else if (const char* v9 = value("--threads=")) g_cfg.threads = std::stoi(v9);
-    else rest.push_back(argv[i]);
+      for (const auto& s : split(v3))
+        g_cfg.batches.push_back(std::stoll(s));
+    } else if (const char* v4 = value("--dim="))
+      g_cfg.dim = std::stoll(v4);
+    else if (const char* v5 = value("--families="))
+      g_cfg.families = split(v5);
+    else if (const char* v6 = value("--paths="))
+      g_cfg.paths = split(v6);
+    else if (const char* v7 = value("--queue="))
+      g_cfg.queue = std::stoll(v7);
+    else if (const char* v8 = value("--tile="))
+      g_cfg.tile = std::stoll(v8);
+    else if (const char* v9 = value("--threads="))
+      g_cfg.threads = std::stoi(v9);
+    else
+      rest.push_back(argv[i]);
   }
   torch::set_num_threads(g_cfg.threads);
   std::printf("%s\n", medcl::runtime_info().summary().c_str());
-  std::printf("device %s, dtype %s, D = %lld, threads %d\n", g_cfg.device.c_str(), g_cfg.dtype.c_str(),
-              static_cast<long long>(g_cfg.dim), g_cfg.threads);
+  std::printf(
+      "device %s, dtype %s, D = %lld, threads %d\n",
+      g_cfg.device.c_str(),
+      g_cfg.dtype.c_str(),
+      static_cast<long long>(g_cfg.dim),
+      g_cfg.threads);
   for (const auto& fam : g_cfg.families) {
     for (int64_t b : g_cfg.batches) {
-      benchmark::RegisterBenchmark(("floor/" + fam + "/B=" + std::to_string(b)).c_str(), bm_floor, fam, b)
+      benchmark::RegisterBenchmark(
+          ("floor/" + fam + "/B=" + std::to_string(b)).c_str(), bm_floor, fam, b)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
       for (const auto& path : g_cfg.paths) {
-        if (path == "plain" && fam != "nt_xent" && fam != "clip") continue;
-        benchmark::RegisterBenchmark((fam + "/" + path + "/B=" + std::to_string(b)).c_str(), bm_loss, fam, path, b)
+        if (path == "plain" && fam != "nt_xent" && fam != "clip")
+          continue;
+        benchmark::RegisterBenchmark(
+            (fam + "/" + path + "/B=" + std::to_string(b)).c_str(), bm_loss, fam, path, b)
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }

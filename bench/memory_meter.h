@@ -96,7 +96,9 @@ class MemoryMeter {
 #ifdef MEDCL_BENCH_CUDA
     if (device_.is_cuda()) {
       c10::cuda::CUDACachingAllocator::resetPeakStats(device_.index());
-      baseline_ = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index()).allocated_bytes[0].current;
+      baseline_ = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index())
+                      .allocated_bytes[0]
+                      .current;
     }
 #endif
   }
@@ -108,7 +110,9 @@ class MemoryMeter {
 #ifdef MEDCL_BENCH_CUDA
     if (device_.is_cuda()) {
       return std::max<int64_t>(
-          0, c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index()).allocated_bytes[0].peak - baseline_);
+          0,
+          c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index()).allocated_bytes[0].peak -
+              baseline_);
     }
 #endif
     return -1;
@@ -120,4 +124,4 @@ class MemoryMeter {
   int64_t baseline_ = 0;
 };
 
-}  // namespace medcl_bench
+} // namespace medcl_bench

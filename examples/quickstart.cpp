@@ -20,13 +20,17 @@
 namespace {
 
 struct Cohort {
-  torch::Tensor x;      // [N, F]
-  torch::Tensor label;  // [N]
+  torch::Tensor x;     // [N, F]
+  torch::Tensor label; // [N]
 };
 
 // Phenotype lives in a 4-dimensional latent mixed into F features; each feature has its own
 // measurement noise, some of it much larger than the signal.
-Cohort make_cohort(int64_t n, const torch::Tensor& mixing, const torch::Tensor& noise_sd, const torch::Tensor& centres) {
+Cohort make_cohort(
+    int64_t n,
+    const torch::Tensor& mixing,
+    const torch::Tensor& noise_sd,
+    const torch::Tensor& centres) {
   auto label = torch::randint(0, centres.size(0), {n}, torch::kLong);
   auto latent = centres.index_select(0, label) + 0.3 * torch::randn({n, centres.size(1)});
   auto x = latent.mm(mixing) + torch::randn({n, mixing.size(1)}) * noise_sd;
@@ -55,19 +59,29 @@ struct EncoderImpl : torch::nn::Module {
 TORCH_MODULE(Encoder);
 
 // Accuracy of a k-nearest-neighbour vote (cosine similarity) from train to test embeddings.
-double knn_accuracy(const torch::Tensor& train, const torch::Tensor& ytrain, const torch::Tensor& test,
-                    const torch::Tensor& ytest, int64_t k, int64_t classes) {
-  auto a = torch::nn::functional::normalize(test, torch::nn::functional::NormalizeFuncOptions().dim(1));
-  auto b = torch::nn::functional::normalize(train, torch::nn::functional::NormalizeFuncOptions().dim(1));
+double knn_accuracy(
+    const torch::Tensor& train,
+    const torch::Tensor& ytrain,
+    const torch::Tensor& test,
+    const torch::Tensor& ytest,
+    int64_t k,
+    int64_t classes) {
+  auto a =
+      torch::nn::functional::normalize(test, torch::nn::functional::NormalizeFuncOptions().dim(1));
+  auto b =
+      torch::nn::functional::normalize(train, torch::nn::functional::NormalizeFuncOptions().dim(1));
   auto sim = a.mm(b.t());
   auto nn = std::get<1>(sim.topk(k, 1));
   auto votes = torch::zeros({test.size(0), classes});
-  votes.scatter_add_(1, ytrain.index_select(0, nn.reshape(-1)).reshape({test.size(0), k}), torch::ones({test.size(0), k}));
+  votes.scatter_add_(
+      1,
+      ytrain.index_select(0, nn.reshape(-1)).reshape({test.size(0), k}),
+      torch::ones({test.size(0), k}));
   auto pred = votes.argmax(1);
   return pred.eq(ytest).to(torch::kDouble).mean().item<double>();
 }
 
-}  // namespace
+} // namespace
 
 int main(int argc, char** argv) {
   int64_t steps = 400;
@@ -101,7 +115,8 @@ int main(int argc, char** argv) {
 
   Encoder encoder(features, 128, 32);
   Encoder random_encoder(features, 128, 32);
-  auto projection = torch::nn::Sequential(torch::nn::Linear(32, 64), torch::nn::ReLU(), torch::nn::Linear(64, 32));
+  auto projection = torch::nn::Sequential(
+      torch::nn::Linear(32, 64), torch::nn::ReLU(), torch::nn::Linear(64, 32));
   std::vector<torch::Tensor> params = encoder->parameters();
   for (const auto& p : projection->parameters()) {
     params.push_back(p);
@@ -132,13 +147,26 @@ int main(int argc, char** argv) {
   torch::NoGradGuard no_grad;
   encoder->eval();
   const int64_t k = 10;
-  const double acc_pre = knn_accuracy(encoder->forward(probe_train.x), probe_train.label,
-                                      encoder->forward(probe_test.x), probe_test.label, k, classes);
-  const double acc_rand = knn_accuracy(random_encoder->forward(probe_train.x), probe_train.label,
-                                       random_encoder->forward(probe_test.x), probe_test.label, k, classes);
-  const double acc_raw = knn_accuracy(probe_train.x, probe_train.label, probe_test.x, probe_test.label, k, classes);
-  std::printf("\nkNN (k=%lld, cosine) phenotype accuracy on 600 held-out records (chance %.2f):\n",
-              static_cast<long long>(k), 1.0 / classes);
+  const double acc_pre = knn_accuracy(
+      encoder->forward(probe_train.x),
+      probe_train.label,
+      encoder->forward(probe_test.x),
+      probe_test.label,
+      k,
+      classes);
+  const double acc_rand = knn_accuracy(
+      random_encoder->forward(probe_train.x),
+      probe_train.label,
+      random_encoder->forward(probe_test.x),
+      probe_test.label,
+      k,
+      classes);
+  const double acc_raw =
+      knn_accuracy(probe_train.x, probe_train.label, probe_test.x, probe_test.label, k, classes);
+  std::printf(
+      "\nkNN (k=%lld, cosine) phenotype accuracy on 600 held-out records (chance %.2f):\n",
+      static_cast<long long>(k),
+      1.0 / classes);
   std::printf("  NT-Xent pretrained encoder  %.3f\n", acc_pre);
   std::printf("  random encoder              %.3f\n", acc_rand);
   std::printf("  raw features                %.3f\n", acc_raw);

@@ -28,8 +28,8 @@ std::string compiler_name() {
 RuntimeInfo runtime_info() {
   RuntimeInfo info;
   info.medcl_version = version();
-  info.torch_version = fmt::format(
-      "{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
+  info.torch_version =
+      fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
   info.cuda_available = torch::cuda::is_available();
   info.cuda_device_count = info.cuda_available ? static_cast<int>(torch::cuda::device_count()) : 0;
   info.cpu_threads = at::get_num_threads();

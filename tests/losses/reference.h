@@ -12,8 +12,8 @@
 namespace medcl_test {
 
 struct RefWeighting {
-  double beta = 0;      // hard-negative concentration
-  double tau_plus = 0;  // debiasing prior
+  double beta = 0;     // hard-negative concentration
+  double tau_plus = 0; // debiasing prior
   bool uniform = true;
 };
 
@@ -40,7 +40,7 @@ inline double ref_row(
       ++nn;
       const double e = std::exp(l[j]);
       sum_neg_exp += e;
-      const double imp = std::pow(e, w.beta);  // neg ** beta, as in Robinson et al.'s code
+      const double imp = std::pow(e, w.beta); // neg ** beta, as in Robinson et al.'s code
       sum_imp += imp;
       sum_imp_neg += imp * e;
     }
@@ -98,4 +98,4 @@ inline double ref_loss(
   return valid_rows > 0 ? total / valid_rows : 0.0;
 }
 
-}  // namespace medcl_test
+} // namespace medcl_test

@@ -22,49 +22,73 @@ namespace {
 // One family behind a common signature: loss of a list of inputs under engine options.
 struct Family {
   std::string name;
-  std::function<at::Tensor(const std::vector<at::Tensor>&, const SimilarityEngineOptions&, const NegativeWeighting&)>
+  std::function<at::Tensor(
+      const std::vector<at::Tensor>&,
+      const SimilarityEngineOptions&,
+      const NegativeWeighting&)>
       loss;
   std::function<std::vector<at::Tensor>(at::ScalarType)> inputs;
 };
 
 std::vector<Family> families() {
   std::vector<Family> out;
-  out.push_back({"nt_xent",
-                 [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
-                   return F::nt_xent_loss(x[0], x[1], medcl::NTXentLossOptions().engine(e).weighting(w).temperature(0.2));
-                 },
-                 [](at::ScalarType t) {
-                   return std::vector<at::Tensor>{torch::randn({11, 6}, t), torch::randn({11, 6}, t)};
-                 }});
-  out.push_back({"info_nce",
-                 [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
-                   return F::info_nce_loss(x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).weighting(w).temperature(0.2));
-                 },
-                 [](at::ScalarType t) {
-                   return std::vector<at::Tensor>{torch::randn({9, 6}, t), torch::randn({9, 6}, t), torch::randn({13, 6}, t)};
-                 }});
-  out.push_back({"supcon",
-                 [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
-                   auto labels = torch::tensor({0, 1, 2, 0, 1, 2, 0, 3}, torch::kLong);
-                   return F::supcon_loss(x[0], labels, medcl::SupConLossOptions().engine(e).weighting(w).temperature(0.2));
-                 },
-                 [](at::ScalarType t) { return std::vector<at::Tensor>{torch::randn({8, 3, 6}, t)}; }});
-  out.push_back({"clip",
-                 [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
-                   return F::clip_loss(x[0], x[1], x[2], medcl::CLIPLossOptions().engine(e).weighting(w));
-                 },
-                 [](at::ScalarType t) {
-                   return std::vector<at::Tensor>{
-                       torch::randn({10, 6}, t), torch::randn({10, 6}, t), torch::full({}, 4.0, torch::kDouble)};
-                 }});
+  out.push_back(
+      {"nt_xent",
+       [](const std::vector<at::Tensor>& x,
+          const SimilarityEngineOptions& e,
+          const NegativeWeighting& w) {
+         return F::nt_xent_loss(
+             x[0], x[1], medcl::NTXentLossOptions().engine(e).weighting(w).temperature(0.2));
+       },
+       [](at::ScalarType t) {
+         return std::vector<at::Tensor>{torch::randn({11, 6}, t), torch::randn({11, 6}, t)};
+       }});
+  out.push_back(
+      {"info_nce",
+       [](const std::vector<at::Tensor>& x,
+          const SimilarityEngineOptions& e,
+          const NegativeWeighting& w) {
+         return F::info_nce_loss(
+             x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).weighting(w).temperature(0.2));
+       },
+       [](at::ScalarType t) {
+         return std::vector<at::Tensor>{
+             torch::randn({9, 6}, t), torch::randn({9, 6}, t), torch::randn({13, 6}, t)};
+       }});
+  out.push_back(
+      {"supcon",
+       [](const std::vector<at::Tensor>& x,
+          const SimilarityEngineOptions& e,
+          const NegativeWeighting& w) {
+         auto labels = torch::tensor({0, 1, 2, 0, 1, 2, 0, 3}, torch::kLong);
+         return F::supcon_loss(
+             x[0], labels, medcl::SupConLossOptions().engine(e).weighting(w).temperature(0.2));
+       },
+       [](at::ScalarType t) {
+         return std::vector<at::Tensor>{torch::randn({8, 3, 6}, t)};
+       }});
+  out.push_back(
+      {"clip",
+       [](const std::vector<at::Tensor>& x,
+          const SimilarityEngineOptions& e,
+          const NegativeWeighting& w) {
+         return F::clip_loss(x[0], x[1], x[2], medcl::CLIPLossOptions().engine(e).weighting(w));
+       },
+       [](at::ScalarType t) {
+         return std::vector<at::Tensor>{
+             torch::randn({10, 6}, t),
+             torch::randn({10, 6}, t),
+             torch::full({}, 4.0, torch::kDouble)};
+       }});
   return out;
 }
 
 std::vector<NegativeWeighting> weightings() {
-  return {NegativeWeighting::uniform(),
-          NegativeWeighting::debiased(0.1),
-          NegativeWeighting::hard(1.0),
-          NegativeWeighting::hard_debiased(0.5, 0.1)};
+  return {
+      NegativeWeighting::uniform(),
+      NegativeWeighting::debiased(0.1),
+      NegativeWeighting::hard(1.0),
+      NegativeWeighting::hard_debiased(0.5, 0.1)};
 }
 
 SimilarityEngineOptions dense() {
@@ -96,7 +120,9 @@ std::vector<at::Tensor> grads_of(
 
 } // namespace
 
-TEST_CASE("gradients of every family and weighting match finite differences", "[losses][engine][grad]") {
+TEST_CASE(
+    "gradients of every family and weighting match finite differences",
+    "[losses][engine][grad]") {
   torch::manual_seed(11);
   for (const auto& fam : families()) {
     for (const auto& w : weightings()) {
@@ -154,13 +180,13 @@ TEST_CASE("bf16 and fp16 inputs agree with float32 within tolerance", "[losses][
       }
       std::vector<at::Tensor> x_ref;
       for (const auto& t : xl) {
-        x_ref.push_back(t.dim() == 0 ? t : t.to(torch::kFloat));  // the same rounded inputs
+        x_ref.push_back(t.dim() == 0 ? t : t.to(torch::kFloat)); // the same rounded inputs
       }
       at::Tensor v32, vlow;
       auto g32 = grads_of(fam, x_ref, tiled(4), NegativeWeighting::uniform(), &v32);
       auto glow = grads_of(fam, xl, tiled(4), NegativeWeighting::uniform(), &vlow);
       INFO(fam.name << " " << dtype);
-      REQUIRE(vlow.scalar_type() == torch::kFloat);  // accumulation dtype
+      REQUIRE(vlow.scalar_type() == torch::kFloat); // accumulation dtype
       REQUIRE(std::isfinite(vlow.item<double>()));
       // On CPU the engine computes in float32 from the rounded inputs: close to float32.
       REQUIRE(rel_err(vlow, v32) < 1e-5);
@@ -171,7 +197,9 @@ TEST_CASE("bf16 and fp16 inputs agree with float32 within tolerance", "[losses][
   }
 }
 
-TEST_CASE("the automatic path picks dense for small and tiled for large problems", "[losses][engine]") {
+TEST_CASE(
+    "the automatic path picks dense for small and tiled for large problems",
+    "[losses][engine]") {
   torch::manual_seed(14);
   auto z0 = torch::randn({40, 8});
   auto z1 = torch::randn({40, 8});
@@ -202,7 +230,8 @@ TEST_CASE("extreme temperatures and masked rows never give NaN", "[losses][engin
   for (double tau : {1e-3, 0.01, 100.0}) {
     for (const auto& w : weightings()) {
       for (const auto& e : {dense(), tiled(5)}) {
-        auto loss = F::nt_xent_loss(z0, z1, medcl::NTXentLossOptions().temperature(tau).weighting(w).engine(e));
+        auto loss = F::nt_xent_loss(
+            z0, z1, medcl::NTXentLossOptions().temperature(tau).weighting(w).engine(e));
         loss.backward();
         INFO("tau " << tau << " " << w.describe());
         REQUIRE(std::isfinite(loss.item<double>()));
@@ -225,10 +254,13 @@ TEST_CASE("the CLIP scale receives its gradient", "[losses][clip][grad]") {
       auto scale = torch::full({}, s, torch::kDouble).requires_grad_(true);
       F::clip_loss(img, txt, scale, medcl::CLIPLossOptions().weighting(w)).backward();
       const double h = 1e-6;
-      const double fp = F::clip_loss(img, txt, s + h, medcl::CLIPLossOptions().weighting(w)).item<double>();
-      const double fm = F::clip_loss(img, txt, s - h, medcl::CLIPLossOptions().weighting(w)).item<double>();
+      const double fp =
+          F::clip_loss(img, txt, s + h, medcl::CLIPLossOptions().weighting(w)).item<double>();
+      const double fm =
+          F::clip_loss(img, txt, s - h, medcl::CLIPLossOptions().weighting(w)).item<double>();
       INFO(w.describe() << " scale " << s);
-      REQUIRE(scale.grad().item<double>() == Approx((fp - fm) / (2 * h)).epsilon(1e-5).margin(1e-9));
+      REQUIRE(
+          scale.grad().item<double>() == Approx((fp - fm) / (2 * h)).epsilon(1e-5).margin(1e-9));
     }
   }
   // Through the module's log-scale.
@@ -242,26 +274,33 @@ TEST_CASE("the CLIP scale receives its gradient", "[losses][clip][grad]") {
 TEST_CASE("bad inputs give errors that name the function and the values", "[losses][errors]") {
   auto a = torch::randn({4, 3});
   using Catch::Contains;
-  REQUIRE_THROWS_WITH(F::nt_xent_loss(a, torch::randn({5, 3})), Contains("nt_xent_loss") && Contains("same shape"));
+  REQUIRE_THROWS_WITH(
+      F::nt_xent_loss(a, torch::randn({5, 3})), Contains("nt_xent_loss") && Contains("same shape"));
   REQUIRE_THROWS_WITH(F::nt_xent_loss(torch::randn({4}), torch::randn({4})), Contains("rank 2"));
   REQUIRE_THROWS_WITH(F::nt_xent_loss(a, a.to(torch::kDouble)), Contains("same dtype"));
-  REQUIRE_THROWS_WITH(F::nt_xent_loss(torch::zeros({0, 3}), torch::zeros({0, 3})), Contains("empty"));
   REQUIRE_THROWS_WITH(
-      F::nt_xent_loss(a, a, medcl::NTXentLossOptions().temperature(0.0)), Contains("temperature") && Contains("> 0"));
+      F::nt_xent_loss(torch::zeros({0, 3}), torch::zeros({0, 3})), Contains("empty"));
   REQUIRE_THROWS_WITH(
-      F::nt_xent_loss(a, a, medcl::NTXentLossOptions().temperature(std::nan(""))), Contains("temperature"));
+      F::nt_xent_loss(a, a, medcl::NTXentLossOptions().temperature(0.0)),
+      Contains("temperature") && Contains("> 0"));
+  REQUIRE_THROWS_WITH(
+      F::nt_xent_loss(a, a, medcl::NTXentLossOptions().temperature(std::nan(""))),
+      Contains("temperature"));
   auto bad = a.clone();
   bad[0][0] = std::numeric_limits<float>::quiet_NaN();
   REQUIRE_THROWS_WITH(F::nt_xent_loss(bad, a), Contains("NaN or Inf") && Contains("z0"));
   REQUIRE_NOTHROW(F::nt_xent_loss(bad, a, medcl::NTXentLossOptions().check_finite(false)));
-  REQUIRE_THROWS_WITH(F::nt_xent_loss(torch::ones({2, 2}, torch::kLong), torch::ones({2, 2}, torch::kLong)),
-                      Contains("floating-point"));
+  REQUIRE_THROWS_WITH(
+      F::nt_xent_loss(torch::ones({2, 2}, torch::kLong), torch::ones({2, 2}, torch::kLong)),
+      Contains("floating-point"));
   REQUIRE_THROWS_WITH(F::info_nce_loss(a, a, torch::randn({7, 5})), Contains("embedding size 3"));
   REQUIRE_THROWS_WITH(F::info_nce_loss(a, torch::randn({3, 3})), Contains("same shape"));
   REQUIRE_THROWS_WITH(F::supcon_loss(torch::randn({4, 1, 3})), Contains("at least 2 views"));
-  REQUIRE_THROWS_WITH(F::supcon_loss(torch::randn({4, 2, 3}), torch::zeros({3}, torch::kLong)),
-                      Contains("labels of shape [4]"));
-  REQUIRE_THROWS_WITH(F::supcon_loss(torch::randn({4, 2, 3}), torch::zeros({4})), Contains("int64 or int32"));
+  REQUIRE_THROWS_WITH(
+      F::supcon_loss(torch::randn({4, 2, 3}), torch::zeros({3}, torch::kLong)),
+      Contains("labels of shape [4]"));
+  REQUIRE_THROWS_WITH(
+      F::supcon_loss(torch::randn({4, 2, 3}), torch::zeros({4})), Contains("int64 or int32"));
   REQUIRE_THROWS_WITH(F::supcon_loss(a), Contains("rank 3"));
   REQUIRE_THROWS_WITH(F::clip_loss(a, torch::randn({5, 3}), 10.0), Contains("same batch size"));
   REQUIRE_THROWS_WITH(F::clip_loss(a, torch::randn({4, 2}), 10.0), Contains("same embedding size"));
@@ -269,6 +308,7 @@ TEST_CASE("bad inputs give errors that name the function and the values", "[loss
   REQUIRE_THROWS_WITH(NegativeWeighting::debiased(1.0), Contains("tau_plus must be in [0, 1)"));
   REQUIRE_THROWS_WITH(NegativeWeighting::hard(-1.0), Contains("beta must be finite and >= 0"));
   REQUIRE_THROWS_WITH(
-      F::nt_xent_loss(a, a, medcl::NTXentLossOptions().engine(SimilarityEngineOptions().tile_size(-2))),
+      F::nt_xent_loss(
+          a, a, medcl::NTXentLossOptions().engine(SimilarityEngineOptions().tile_size(-2))),
       Contains("tile_size"));
 }

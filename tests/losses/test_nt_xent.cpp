@@ -61,7 +61,7 @@ TEST_CASE("nt_xent_loss equals the loop reference for every weighting", "[losses
     // 0.002 exceeds the shifted fast path's limit (scale 500): the running-maximum path.
     for (double tau : {0.5, 0.1, 0.002}) {
       if (tau < 0.01 && !wt.w.is_uniform()) {
-        continue;  // the loop reference overflows e^{(1+beta) / tau}
+        continue; // the loop reference overflows e^{(1+beta) / tau}
       }
       auto z0 = torch::randn({7, 5}, torch::kDouble);
       auto z1 = torch::randn({7, 5}, torch::kDouble);
@@ -73,13 +73,16 @@ TEST_CASE("nt_xent_loss equals the loop reference for every weighting", "[losses
   }
 }
 
-TEST_CASE("both uniform paths (shifted and running maximum) have exact gradients", "[losses][nt_xent][grad]") {
+TEST_CASE(
+    "both uniform paths (shifted and running maximum) have exact gradients",
+    "[losses][nt_xent][grad]") {
   torch::manual_seed(31);
   for (double tau : {0.3, 0.002}) {
     auto z0 = torch::randn({5, 3}, torch::kDouble);
     auto z1 = torch::randn({5, 3}, torch::kDouble);
     auto opts = medcl::NTXentLossOptions().temperature(tau);
-    auto g = medcl_test::autograd_grad([&](const at::Tensor& x) { return F::nt_xent_loss(x, z1, opts); }, z0);
+    auto g = medcl_test::autograd_grad(
+        [&](const at::Tensor& x) { return F::nt_xent_loss(x, z1, opts); }, z0);
     auto fd = medcl_test::finite_difference(
         [&](const at::Tensor& x) { return F::nt_xent_loss(x, z1, opts).item<double>(); }, z0, 1e-7);
     INFO("tau " << tau);
@@ -108,15 +111,18 @@ TEST_CASE("nt_xent_loss is invariant to batch permutation and view swap", "[loss
   for (const auto& wt : weightings()) {
     auto opts = medcl::NTXentLossOptions().weighting(wt.w);
     const double base = F::nt_xent_loss(z0, z1, opts).item<double>();
-    REQUIRE(F::nt_xent_loss(z0.index_select(0, perm), z1.index_select(0, perm), opts).item<double>() ==
-            Approx(base).epsilon(1e-12));
+    REQUIRE(
+        F::nt_xent_loss(z0.index_select(0, perm), z1.index_select(0, perm), opts).item<double>() ==
+        Approx(base).epsilon(1e-12));
     REQUIRE(F::nt_xent_loss(z1, z0, opts).item<double>() == Approx(base).epsilon(1e-12));
     // Cosine similarity: the scale of an embedding does not matter.
     REQUIRE(F::nt_xent_loss(z0 * 3.0, z1, opts).item<double>() == Approx(base).epsilon(1e-12));
   }
 }
 
-TEST_CASE("info_nce_loss equals MoCo's cross-entropy with the positive at index 0", "[losses][info_nce]") {
+TEST_CASE(
+    "info_nce_loss equals MoCo's cross-entropy with the positive at index 0",
+    "[losses][info_nce]") {
   torch::manual_seed(3);
   for (const auto& wt : weightings()) {
     auto q = torch::randn({5, 6}, torch::kDouble);
@@ -140,13 +146,16 @@ TEST_CASE("info_nce_loss equals MoCo's cross-entropy with the positive at index 
   auto q = torch::randn({4, 3}, torch::kDouble);
   auto k = torch::randn({4, 3}, torch::kDouble);
   auto queue = torch::randn({6, 3}, torch::kDouble);
-  auto qn = q / q.norm(2, 1, true), kn = k / k.norm(2, 1, true), nn = queue / queue.norm(2, 1, true);
+  auto qn = q / q.norm(2, 1, true), kn = k / k.norm(2, 1, true),
+       nn = queue / queue.norm(2, 1, true);
   auto logits = at::cat({(qn * kn).sum(1, true), qn.mm(nn.t())}, 1) / 0.07;
   auto ce = at::cross_entropy_loss(logits, at::zeros({4}, at::kLong));
   REQUIRE(F::info_nce_loss(q, k, queue).item<double>() == Approx(ce.item<double>()).epsilon(1e-12));
 }
 
-TEST_CASE("info_nce_loss without negative keys uses the other keys of the batch", "[losses][info_nce]") {
+TEST_CASE(
+    "info_nce_loss without negative keys uses the other keys of the batch",
+    "[losses][info_nce]") {
   torch::manual_seed(4);
   auto q = torch::randn({6, 4}, torch::kDouble);
   auto k = torch::randn({6, 4}, torch::kDouble);
@@ -165,11 +174,13 @@ TEST_CASE("supcon_loss equals Khosla et al.'s formula", "[losses][supcon]") {
     auto flat = f.transpose(0, 1).reshape({b * v, 5});
     auto lab = labels.repeat({v});
     auto la = lab.accessor<int64_t, 1>();
-    auto pos = make_mask(b * v, b * v, [&](int64_t i, int64_t j) { return i != j && la[i] == la[j]; });
+    auto pos =
+        make_mask(b * v, b * v, [&](int64_t i, int64_t j) { return i != j && la[i] == la[j]; });
     auto cand = make_mask(b * v, b * v, [](int64_t i, int64_t j) { return i != j; });
     const double tau = 0.1, base_tau = 0.07;
     const double ref = tau / base_tau * medcl_test::ref_loss(flat, flat, pos, cand, tau, wt.ref);
-    auto opts = medcl::SupConLossOptions().temperature(tau).base_temperature(base_tau).weighting(wt.w);
+    auto opts =
+        medcl::SupConLossOptions().temperature(tau).base_temperature(base_tau).weighting(wt.w);
     INFO(wt.w.describe());
     REQUIRE(F::supcon_loss(f, labels, opts).item<double>() == Approx(ref).epsilon(1e-11));
   }
@@ -181,7 +192,8 @@ TEST_CASE("supcon_loss without labels is SimCLR over the views", "[losses][supco
   auto z1 = torch::randn({8, 4}, torch::kDouble);
   auto opts = medcl::SupConLossOptions().temperature(0.3).base_temperature(0.3);
   const double sup = F::supcon_loss(at::stack({z0, z1}, 1), {}, opts).item<double>();
-  const double nt = F::nt_xent_loss(z0, z1, medcl::NTXentLossOptions().temperature(0.3)).item<double>();
+  const double nt =
+      F::nt_xent_loss(z0, z1, medcl::NTXentLossOptions().temperature(0.3)).item<double>();
   REQUIRE(sup == Approx(nt).epsilon(1e-12));
   // Three views: each anchor has two positives.
   auto z2 = torch::randn({8, 4}, torch::kDouble);
@@ -189,8 +201,9 @@ TEST_CASE("supcon_loss without labels is SimCLR over the views", "[losses][supco
   auto flat = f.transpose(0, 1).reshape({24, 4});
   auto pos = make_mask(24, 24, [](int64_t i, int64_t j) { return i != j && i % 8 == j % 8; });
   auto cand = make_mask(24, 24, [](int64_t i, int64_t j) { return i != j; });
-  REQUIRE(F::supcon_loss(f, {}, opts).item<double>() ==
-          Approx(medcl_test::ref_loss(flat, flat, pos, cand, 0.3, {})).epsilon(1e-11));
+  REQUIRE(
+      F::supcon_loss(f, {}, opts).item<double>() ==
+      Approx(medcl_test::ref_loss(flat, flat, pos, cand, 0.3, {})).epsilon(1e-11));
 }
 
 TEST_CASE("supcon_loss leaves out anchors without a positive, never NaN", "[losses][supcon]") {
@@ -203,7 +216,9 @@ TEST_CASE("supcon_loss leaves out anchors without a positive, never NaN", "[loss
   auto pos = make_mask(5, 5, [&](int64_t i, int64_t j) { return i != j && la[i] == la[j]; });
   auto cand = make_mask(5, 5, [](int64_t i, int64_t j) { return i != j; });
   auto loss = F::supcon_loss(f, labels);
-  REQUIRE(loss.item<double>() == Approx(medcl_test::ref_loss(flat, flat, pos, cand, 0.07, {})).epsilon(1e-11));
+  REQUIRE(
+      loss.item<double>() ==
+      Approx(medcl_test::ref_loss(flat, flat, pos, cand, 0.07, {})).epsilon(1e-11));
   // All labels distinct: no row is left, the loss is 0, finite, and still has a graph.
   auto lonely = F::supcon_loss(f, torch::tensor({0, 1, 2, 3, 4}, torch::kLong));
   REQUIRE(lonely.item<double>() == 0.0);
@@ -213,7 +228,9 @@ TEST_CASE("supcon_loss leaves out anchors without a positive, never NaN", "[loss
   REQUIRE(f.grad().abs().max().item<double>() == 0.0);
 }
 
-TEST_CASE("supcon_loss with patient ids as labels pairs records of one patient", "[losses][supcon]") {
+TEST_CASE(
+    "supcon_loss with patient ids as labels pairs records of one patient",
+    "[losses][supcon]") {
   torch::manual_seed(8);
   auto f = torch::randn({6, 2, 4}, torch::kDouble);
   auto patients = torch::tensor({10, 11, 10, 12, 11, 10}, torch::kLong);
@@ -222,8 +239,9 @@ TEST_CASE("supcon_loss with patient ids as labels pairs records of one patient",
   auto la = lab.accessor<int64_t, 1>();
   auto pos = make_mask(12, 12, [&](int64_t i, int64_t j) { return i != j && la[i] == la[j]; });
   auto cand = make_mask(12, 12, [](int64_t i, int64_t j) { return i != j; });
-  REQUIRE(F::supcon_loss(f, patients).item<double>() ==
-          Approx(medcl_test::ref_loss(flat, flat, pos, cand, 0.07, {})).epsilon(1e-11));
+  REQUIRE(
+      F::supcon_loss(f, patients).item<double>() ==
+      Approx(medcl_test::ref_loss(flat, flat, pos, cand, 0.07, {})).epsilon(1e-11));
 }
 
 TEST_CASE("clip_loss is the mean of image->text and text->image cross-entropy", "[losses][clip]") {
@@ -234,8 +252,9 @@ TEST_CASE("clip_loss is the mean of image->text and text->image cross-entropy", 
     const double scale = 1 / 0.07;
     auto pos = make_mask(6, 6, [](int64_t i, int64_t j) { return i == j; });
     auto cand = make_mask(6, 6, [](int64_t, int64_t) { return true; });
-    const double ref = 0.5 * (medcl_test::ref_loss(img, txt, pos, cand, 1 / scale, wt.ref) +
-                              medcl_test::ref_loss(txt, img, pos, cand, 1 / scale, wt.ref));
+    const double ref = 0.5 *
+        (medcl_test::ref_loss(img, txt, pos, cand, 1 / scale, wt.ref) +
+         medcl_test::ref_loss(txt, img, pos, cand, 1 / scale, wt.ref));
     auto opts = medcl::CLIPLossOptions().weighting(wt.w);
     INFO(wt.w.describe());
     REQUIRE(F::clip_loss(img, txt, scale, opts).item<double>() == Approx(ref).epsilon(1e-11));
@@ -248,7 +267,8 @@ TEST_CASE("clip_loss is the mean of image->text and text->image cross-entropy", 
   auto in = img / img.norm(2, 1, true), tn = txt / txt.norm(2, 1, true);
   auto logits = 20.0 * in.mm(tn.t());
   auto labels = torch::arange(5);
-  auto ce = 0.5 * (at::cross_entropy_loss(logits, labels) + at::cross_entropy_loss(logits.t(), labels));
+  auto ce =
+      0.5 * (at::cross_entropy_loss(logits, labels) + at::cross_entropy_loss(logits.t(), labels));
   REQUIRE(F::clip_loss(img, txt, 20.0).item<double>() == Approx(ce.item<double>()).epsilon(1e-12));
 }
 

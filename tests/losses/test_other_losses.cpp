@@ -47,13 +47,17 @@ at::Tensor sinkhorn_loops(const at::Tensor& scores, int iters, double eps) {
   for (int it = 0; it < iters; ++it) {
     for (int64_t j = 0; j < k; ++j) {
       double s = 0;
-      for (int64_t i = 0; i < b; ++i) s += q[j][i];
-      for (int64_t i = 0; i < b; ++i) q[j][i] = q[j][i] / s / k;
+      for (int64_t i = 0; i < b; ++i)
+        s += q[j][i];
+      for (int64_t i = 0; i < b; ++i)
+        q[j][i] = q[j][i] / s / k;
     }
     for (int64_t i = 0; i < b; ++i) {
       double s = 0;
-      for (int64_t j = 0; j < k; ++j) s += q[j][i];
-      for (int64_t j = 0; j < k; ++j) q[j][i] = q[j][i] / s / b;
+      for (int64_t j = 0; j < k; ++j)
+        s += q[j][i];
+      for (int64_t j = 0; j < k; ++j)
+        q[j][i] = q[j][i] / s / b;
     }
   }
   auto out = torch::zeros({b, k}, torch::kDouble);
@@ -70,9 +74,11 @@ double cross_entropy_rows(const at::Tensor& q, const at::Tensor& z, double temp)
   double total = 0;
   for (int64_t i = 0; i < z.size(0); ++i) {
     double mx = -1e300;
-    for (int64_t k = 0; k < z.size(1); ++k) mx = std::max(mx, z[i][k].item<double>() / temp);
+    for (int64_t k = 0; k < z.size(1); ++k)
+      mx = std::max(mx, z[i][k].item<double>() / temp);
     double s = 0;
-    for (int64_t k = 0; k < z.size(1); ++k) s += std::exp(z[i][k].item<double>() / temp - mx);
+    for (int64_t k = 0; k < z.size(1); ++k)
+      s += std::exp(z[i][k].item<double>() / temp - mx);
     for (int64_t k = 0; k < z.size(1); ++k) {
       total -= q[i][k].item<double>() * (z[i][k].item<double>() / temp - mx - std::log(s));
     }
@@ -87,16 +93,20 @@ TEST_CASE("byol_loss is 2 - 2 cos with a stop-gradient on the target", "[losses]
   auto p = torch::randn({5, 4}, torch::kDouble).requires_grad_(true);
   auto z = torch::randn({5, 4}, torch::kDouble).requires_grad_(true);
   double ref = 0;
-  for (int64_t i = 0; i < 5; ++i) ref += 2 - 2 * cos_loop(p.detach(), z.detach(), i);
+  for (int64_t i = 0; i < 5; ++i)
+    ref += 2 - 2 * cos_loop(p.detach(), z.detach(), i);
   auto loss = F::byol_loss(p, z);
   REQUIRE(loss.item<double>() == Approx(ref / 5).epsilon(1e-12));
   loss.backward();
   REQUIRE(p.grad().defined());
   REQUIRE_FALSE(z.grad().defined());
-  auto fd = medcl_test::finite_difference([&](const at::Tensor& x) { return F::byol_loss(x, z).item<double>(); }, p);
+  auto fd = medcl_test::finite_difference(
+      [&](const at::Tensor& x) { return F::byol_loss(x, z).item<double>(); }, p);
   REQUIRE(rel_err(p.grad(), fd) < 1e-6);
   REQUIRE(F::byol_loss(z, z).item<double>() == Approx(0.0).margin(1e-12));
-  REQUIRE_THROWS_WITH(F::byol_loss(p, torch::randn({4, 4}, torch::kDouble)), Contains("byol_loss") && Contains("same shape"));
+  REQUIRE_THROWS_WITH(
+      F::byol_loss(p, torch::randn({4, 4}, torch::kDouble)),
+      Contains("byol_loss") && Contains("same shape"));
 }
 
 TEST_CASE("simsiam_loss is the symmetrised negative cosine", "[losses][simsiam]") {
@@ -116,15 +126,18 @@ TEST_CASE("simsiam_loss is the symmetrised negative cosine", "[losses][simsiam]"
   REQUIRE_FALSE(z0.grad().defined());
   REQUIRE(F::simsiam_loss(p0, p1, p1, p0).item<double>() == Approx(-1.0).epsilon(1e-12));
   // Symmetric under swapping the two views.
-  REQUIRE(F::simsiam_loss(p1, p0, z1, z0).item<double>() == Approx(loss.item<double>()).epsilon(1e-12));
+  REQUIRE(
+      F::simsiam_loss(p1, p0, z1, z0).item<double>() == Approx(loss.item<double>()).epsilon(1e-12));
 }
 
 TEST_CASE("dino_loss averages cross-entropy over pairs of different views", "[losses][dino]") {
   torch::manual_seed(23);
   const int64_t b = 3, k = 5;
-  std::vector<at::Tensor> teacher{torch::randn({b, k}, torch::kDouble), torch::randn({b, k}, torch::kDouble)};
+  std::vector<at::Tensor> teacher{
+      torch::randn({b, k}, torch::kDouble), torch::randn({b, k}, torch::kDouble)};
   std::vector<at::Tensor> student;
-  for (int v = 0; v < 4; ++v) student.push_back(torch::randn({b, k}, torch::kDouble).requires_grad_(true));
+  for (int v = 0; v < 4; ++v)
+    student.push_back(torch::randn({b, k}, torch::kDouble).requires_grad_(true));
   auto center = torch::randn({k}, torch::kDouble) * 0.1;
   const double tt = 0.04, ts = 0.1;
   double total = 0;
@@ -132,12 +145,17 @@ TEST_CASE("dino_loss averages cross-entropy over pairs of different views", "[lo
   for (int t = 0; t < 2; ++t) {
     auto q = ((teacher[t] - center) / tt).softmax(1);
     for (int s = 0; s < 4; ++s) {
-      if (s == t) continue;
+      if (s == t)
+        continue;
       total += cross_entropy_rows(q, student[s].detach(), ts);
       ++terms;
     }
   }
-  auto loss = F::dino_loss(student, teacher, center, medcl::DINOLossOptions().teacher_temperature(tt).student_temperature(ts));
+  auto loss = F::dino_loss(
+      student,
+      teacher,
+      center,
+      medcl::DINOLossOptions().teacher_temperature(tt).student_temperature(ts));
   REQUIRE(terms == 6);
   REQUIRE(loss.item<double>() == Approx(total / terms).epsilon(1e-10));
   loss.backward();
@@ -150,13 +168,21 @@ TEST_CASE("dino_loss averages cross-entropy over pairs of different views", "[lo
       },
       student[1].detach());
   REQUIRE(rel_err(student[1].grad(), fd) < 1e-6);
-  REQUIRE_THROWS_WITH(F::dino_loss({student[0]}, {teacher[0]}, center), Contains("pair of different views"));
-  REQUIRE_THROWS_WITH(F::dino_loss(student, teacher, torch::zeros({k + 1}, torch::kDouble)), Contains("center of shape"));
-  REQUIRE_THROWS_WITH(F::dino_loss(student, {torch::randn({b, k + 1}, torch::kDouble)}, center), Contains("every view must have shape"));
+  REQUIRE_THROWS_WITH(
+      F::dino_loss({student[0]}, {teacher[0]}, center), Contains("pair of different views"));
+  REQUIRE_THROWS_WITH(
+      F::dino_loss(student, teacher, torch::zeros({k + 1}, torch::kDouble)),
+      Contains("center of shape"));
+  REQUIRE_THROWS_WITH(
+      F::dino_loss(student, {torch::randn({b, k + 1}, torch::kDouble)}, center),
+      Contains("every view must have shape"));
 }
 
 TEST_CASE("DINOLoss updates its centre and warms up the teacher temperature", "[losses][dino]") {
-  medcl::DINOLoss criterion(medcl::DINOLossModuleOptions(4).warmup_teacher_temperature(0.02).teacher_temperature(0.06).warmup_teacher_temperature_epochs(3));
+  medcl::DINOLoss criterion(medcl::DINOLossModuleOptions(4)
+                                .warmup_teacher_temperature(0.02)
+                                .teacher_temperature(0.06)
+                                .warmup_teacher_temperature_epochs(3));
   REQUIRE(criterion->teacher_temperature(0) == Approx(0.02));
   REQUIRE(criterion->teacher_temperature(1) == Approx(0.04));
   REQUIRE(criterion->teacher_temperature(2) == Approx(0.06));
@@ -185,15 +211,20 @@ TEST_CASE("sinkhorn_knopp equals lightly's iterations and is stable", "[losses][
   REQUIRE(torch::isfinite(q).all().item<bool>());
   REQUIRE(rel_err(q.sum(1), torch::ones({8})) < 1e-5);
   // Enough iterations on moderate scores reach the equipartition: each prototype gets B/K.
-  auto eq = F::sinkhorn_knopp(torch::randn({8, 5}, torch::kDouble), medcl::SinkhornOptions().iterations(200));
+  auto eq = F::sinkhorn_knopp(
+      torch::randn({8, 5}, torch::kDouble), medcl::SinkhornOptions().iterations(200));
   REQUIRE(rel_err(eq.sum(0), torch::full({5}, 8.0 / 5.0, torch::kDouble)) < 1e-4);
-  REQUIRE_THROWS_WITH(F::sinkhorn_knopp(scores, medcl::SinkhornOptions().iterations(0)), Contains("iterations must be >= 1"));
-  REQUIRE_THROWS_WITH(F::sinkhorn_knopp(scores, medcl::SinkhornOptions().epsilon(0)), Contains("epsilon"));
+  REQUIRE_THROWS_WITH(
+      F::sinkhorn_knopp(scores, medcl::SinkhornOptions().iterations(0)),
+      Contains("iterations must be >= 1"));
+  REQUIRE_THROWS_WITH(
+      F::sinkhorn_knopp(scores, medcl::SinkhornOptions().epsilon(0)), Contains("epsilon"));
 }
 
 TEST_CASE("swav_loss is the swapped prediction of Sinkhorn codes", "[losses][swav]") {
   torch::manual_seed(25);
-  std::vector<at::Tensor> high{torch::randn({4, 3}, torch::kDouble), torch::randn({4, 3}, torch::kDouble)};
+  std::vector<at::Tensor> high{
+      torch::randn({4, 3}, torch::kDouble), torch::randn({4, 3}, torch::kDouble)};
   std::vector<at::Tensor> low{torch::randn({4, 3}, torch::kDouble)};
   const double temp = 0.1;
   double loss = 0;
@@ -201,14 +232,16 @@ TEST_CASE("swav_loss is the swapped prediction of Sinkhorn codes", "[losses][swa
     auto q = sinkhorn_loops(high[i], 3, 0.05);
     double sub = 0;
     for (int v = 0; v < 2; ++v) {
-      if (v != i) sub += cross_entropy_rows(q, high[v], temp);
+      if (v != i)
+        sub += cross_entropy_rows(q, high[v], temp);
     }
     sub += cross_entropy_rows(q, low[0], temp);
     loss += sub / 2;
   }
   REQUIRE(F::swav_loss(high, low).item<double>() == Approx(loss / 2).epsilon(1e-10));
   // With a queue the codes come from the concatenation, cut back to the batch.
-  std::vector<at::Tensor> queue{torch::randn({5, 3}, torch::kDouble), torch::randn({5, 3}, torch::kDouble)};
+  std::vector<at::Tensor> queue{
+      torch::randn({5, 3}, torch::kDouble), torch::randn({5, 3}, torch::kDouble)};
   double lq = 0;
   for (int i = 0; i < 2; ++i) {
     auto q = sinkhorn_loops(at::cat({high[i], queue[i]}, 0), 3, 0.05).slice(0, 0, 4);
@@ -216,7 +249,8 @@ TEST_CASE("swav_loss is the swapped prediction of Sinkhorn codes", "[losses][swa
   }
   REQUIRE(F::swav_loss(high, {}, {}, queue).item<double>() == Approx(lq / 2).epsilon(1e-10));
   REQUIRE_THROWS_WITH(F::swav_loss({high[0]}), Contains("at least two views"));
-  REQUIRE_THROWS_WITH(F::swav_loss(high, {torch::randn({4, 5}, torch::kDouble)}), Contains("prototype scores"));
+  REQUIRE_THROWS_WITH(
+      F::swav_loss(high, {torch::randn({4, 5}, torch::kDouble)}), Contains("prototype scores"));
 }
 
 TEST_CASE("MemoryQueue is a ring buffer that keeps pairing keys", "[memory]") {
@@ -235,9 +269,13 @@ TEST_CASE("MemoryQueue is a ring buffer that keeps pairing keys", "[memory]") {
   // A batch larger than the queue keeps its last entries.
   q.enqueue(torch::ones({7, 2}), {{"patient", torch::arange(7)}});
   REQUIRE(std::get<0>(q.pairing_key("patient").sort()).equal(torch::arange(2, 7)));
-  REQUIRE_THROWS_WITH(q.enqueue(torch::ones({2, 3}), {{"patient", torch::arange(2)}}), Contains("[B, 2]"));
-  REQUIRE_THROWS_WITH(q.enqueue(torch::ones({2, 2}), {{"study", torch::arange(2)}}), Contains("unknown pairing key 'study'"));
-  REQUIRE_THROWS_WITH(q.enqueue(torch::ones({2, 2}), {{"patient", torch::arange(3)}}), Contains("shape [2]"));
+  REQUIRE_THROWS_WITH(
+      q.enqueue(torch::ones({2, 3}), {{"patient", torch::arange(2)}}), Contains("[B, 2]"));
+  REQUIRE_THROWS_WITH(
+      q.enqueue(torch::ones({2, 2}), {{"study", torch::arange(2)}}),
+      Contains("unknown pairing key 'study'"));
+  REQUIRE_THROWS_WITH(
+      q.enqueue(torch::ones({2, 2}), {{"patient", torch::arange(3)}}), Contains("shape [2]"));
   REQUIRE_THROWS_WITH(q.pairing_key("site"), Contains("no key 'site'"));
   REQUIRE_THROWS_WITH(medcl::MemoryQueue(0, 3), Contains("size must be > 0"));
 }
@@ -247,9 +285,10 @@ TEST_CASE("update_momentum is an EMA of parameters and copies buffers", "[nn][mo
   torch::nn::Sequential online(torch::nn::Linear(3, 2), torch::nn::BatchNorm1d(2));
   torch::nn::Sequential target(torch::nn::Linear(3, 2), torch::nn::BatchNorm1d(2));
   online->train();
-  online->forward(torch::randn({8, 3}));  // moves the running statistics
+  online->forward(torch::randn({8, 3})); // moves the running statistics
   std::vector<at::Tensor> before;
-  for (const auto& p : target->parameters()) before.push_back(p.detach().clone());
+  for (const auto& p : target->parameters())
+    before.push_back(p.detach().clone());
   medcl::update_momentum(*online, *target, 0.9);
   auto op = online->parameters();
   auto tp = target->parameters();
@@ -263,7 +302,8 @@ TEST_CASE("update_momentum is an EMA of parameters and copies buffers", "[nn][mo
   }
   torch::nn::Sequential other(torch::nn::Linear(4, 2));
   REQUIRE_THROWS(medcl::update_momentum(*online, *other, 0.9));
-  REQUIRE_THROWS_WITH(medcl::update_momentum(*online, *target, 1.5), Contains("m must be in [0, 1]"));
+  REQUIRE_THROWS_WITH(
+      medcl::update_momentum(*online, *target, 1.5), Contains("m must be in [0, 1]"));
 }
 
 TEST_CASE("cosine_schedule goes from start to end along a half cosine", "[nn][momentum]") {

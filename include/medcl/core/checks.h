@@ -14,21 +14,10 @@ namespace medcl {
 namespace detail {
 
 /// Requires a defined floating-point tensor of the given rank with no empty dimension.
-inline void check_embedding(
-    const char* fn,
-    const char* name,
-    const at::Tensor& t,
-    int64_t rank) {
+inline void check_embedding(const char* fn, const char* name, const at::Tensor& t, int64_t rank) {
   TORCH_CHECK(t.defined(), fn, ": ", name, " is an undefined tensor");
   TORCH_CHECK(
-      t.dim() == rank,
-      fn,
-      ": expected ",
-      name,
-      " of rank ",
-      rank,
-      ", got shape ",
-      t.sizes());
+      t.dim() == rank, fn, ": expected ", name, " of rank ", rank, ", got shape ", t.sizes());
   TORCH_CHECK(
       at::isFloatingType(t.scalar_type()),
       fn,
@@ -38,7 +27,13 @@ inline void check_embedding(
       t.scalar_type());
   for (int64_t d = 0; d < t.dim(); ++d) {
     TORCH_CHECK(
-        t.size(d) > 0, fn, ": ", name, " is empty (shape ", t.sizes(), "); an empty batch has no loss");
+        t.size(d) > 0,
+        fn,
+        ": ",
+        name,
+        " is empty (shape ",
+        t.sizes(),
+        "); an empty batch has no loss");
   }
 }
 

@@ -103,7 +103,9 @@ class NegativeWeighting {
   }
   static void check_beta(double beta) {
     TORCH_CHECK(
-        std::isfinite(beta) && beta >= 0.0, "NegativeWeighting: beta must be finite and >= 0, got ", beta);
+        std::isfinite(beta) && beta >= 0.0,
+        "NegativeWeighting: beta must be finite and >= 0, got ",
+        beta);
   }
 
   Kind kind_;

@@ -103,15 +103,16 @@ struct DirectionStats {
 
 /// What backward needs per row of one direction, computed once after the forward pass.
 struct DirectionCoef {
-  at::Tensor weight;   // d loss / d loss_i (0 for rows left out)
-  at::Tensor inv_pn;   // 1 / number of positives
-  at::Tensor log_pos;  // positives: d loss_i / d l = sign * exp(l + log_pos) - inv_pn
-  at::Tensor sign_pos; //
-  at::Tensor log_a;    // negatives: d loss_i / d l = exp((1+b) l + log_a) - exp(b l + log_b)
-  at::Tensor log_b;    //
-  at::Tensor loss;     // per-row loss (0 for rows left out)
+  at::Tensor weight;     // d loss / d loss_i (0 for rows left out)
+  at::Tensor inv_pn;     // 1 / number of positives
+  at::Tensor log_pos;    // positives: d loss_i / d l = sign * exp(l + log_pos) - inv_pn
+  at::Tensor sign_pos;   //
+  at::Tensor log_a;      // negatives: d loss_i / d l = exp((1+b) l + log_a) - exp(b l + log_b)
+  at::Tensor log_b;      //
+  at::Tensor loss;       // per-row loss (0 for rows left out)
   at::Tensor floor_grad; // d loss_i / d scale through the clamp N e^{-scale} (0 unless clamped)
-  at::Tensor shift_fac;  // fast path: weight * exp(scale - log T), so that softmax = fac * e^{l - scale}
+  at::Tensor
+      shift_fac; // fast path: weight * exp(scale - log T), so that softmax = fac * e^{l - scale}
   int64_t valid_rows = 0;
 };
 
@@ -271,7 +272,8 @@ inline void accumulate_stats(
 }
 
 /// Adds one extra positive logit per row (MoCo's query-key logit) to the statistics.
-inline void accumulate_paired(DirectionStats& s, const at::Tensor& logit, const NegativeWeighting& w) {
+inline void
+accumulate_paired(DirectionStats& s, const at::Tensor& logit, const NegativeWeighting& w) {
   s.pos_n.add_(1.0);
   s.pos_sum.add_(logit);
   s.pos_lse = at::logaddexp(s.pos_lse, logit);
@@ -339,8 +341,10 @@ inline DirectionCoef finalize(
     auto m = at::maximum(log_w, log_s);
     auto g = (at::exp(log_w - m) - tp * n * at::exp(log_s - m) / pn.clamp_min(1.0)) / (1.0 - tp);
     auto floor = n * at::exp(-scale - m);
-    c.floor_grad = at::where(valid.logical_and(g.lt(floor)), -at::exp(at::log(floor) + m - log_t),
-                             at::zeros({}, pn.options()));
+    c.floor_grad = at::where(
+        valid.logical_and(g.lt(floor)),
+        -at::exp(at::log(floor) + m - log_t),
+        at::zeros({}, pn.options()));
   } else {
     c.floor_grad = at::zeros_like(loss);
   }
@@ -526,26 +530,39 @@ inline void shifted_tile_forward(
     double neg) {
   const int64_t tn = r1 - r0, tm = c1 - c0;
   auto v = make_tile_view(p, sp, r0, r1, c0, c1, false);
-  at::Tensor lin = v.sparse && v.pos_rows.numel() > 0 ? linear_index(v.pos_rows, v.pos_cols, tm) : at::Tensor();
-  accumulate_positive_sums(rs, r0, logits, v.pos_rows, lin, v.positive, v.excluded, v.sparse, tn, tm);
+  at::Tensor lin =
+      v.sparse && v.pos_rows.numel() > 0 ? linear_index(v.pos_rows, v.pos_cols, tm) : at::Tensor();
+  accumulate_positive_sums(
+      rs, r0, logits, v.pos_rows, lin, v.positive, v.excluded, v.sparse, tn, tm);
   if (v.sparse && v.exc_rows.numel() > 0) {
-    rs.neg_n.slice(0, r0, r1).index_add_(0, v.exc_rows, at::full({v.exc_rows.numel()}, -1.0, logits.options()));
+    rs.neg_n.slice(0, r0, r1).index_add_(
+        0, v.exc_rows, at::full({v.exc_rows.numel()}, -1.0, logits.options()));
   }
   TileView vt;
   if (cs != nullptr) {
     if (sp_t.has_value()) {
       vt = make_tile_view(p, sp_t, c0, c1, r0, r1, false);
       // Positions in the (untransposed) tile: row = transposed column, column = transposed row.
-      at::Tensor lin_t = vt.pos_rows.numel() > 0 ? linear_index(vt.pos_cols, vt.pos_rows, tm) : at::Tensor();
+      at::Tensor lin_t =
+          vt.pos_rows.numel() > 0 ? linear_index(vt.pos_cols, vt.pos_rows, tm) : at::Tensor();
       accumulate_positive_sums(*cs, c0, logits, vt.pos_rows, lin_t, {}, {}, true, tm, tn);
       if (vt.exc_rows.numel() > 0) {
-        cs->neg_n.slice(0, c0, c1).index_add_(0, vt.exc_rows, at::full({vt.exc_rows.numel()}, -1.0, logits.options()));
+        cs->neg_n.slice(0, c0, c1).index_add_(
+            0, vt.exc_rows, at::full({vt.exc_rows.numel()}, -1.0, logits.options()));
       }
     } else {
       auto lt = logits.t();
       accumulate_positive_sums(
-          *cs, c0, lt, {}, {}, v.positive.defined() ? v.positive.t() : at::Tensor(),
-          v.excluded.defined() ? v.excluded.t() : at::Tensor(), false, tm, tn);
+          *cs,
+          c0,
+          lt,
+          {},
+          {},
+          v.positive.defined() ? v.positive.t() : at::Tensor(),
+          v.excluded.defined() ? v.excluded.t() : at::Tensor(),
+          false,
+          tm,
+          tn);
     }
   }
   logits.sub_(p.scale).exp_();
@@ -595,7 +612,8 @@ inline at::Tensor shifted_grad_tile(
   auto row_pos = (row.inv_pn * row.weight).slice(0, r0, r1);
   if (v.sparse) {
     if (v.pos_rows.numel() > 0) {
-      g.view(-1).index_add_(0, linear_index(v.pos_rows, v.pos_cols, tm), row_pos.index_select(0, v.pos_rows).neg());
+      g.view(-1).index_add_(
+          0, linear_index(v.pos_rows, v.pos_cols, tm), row_pos.index_select(0, v.pos_rows).neg());
     }
   } else if (v.positive.defined()) {
     g.sub_(v.positive * row_pos.unsqueeze(1));
@@ -605,7 +623,10 @@ inline at::Tensor shifted_grad_tile(
     if (sp_t.has_value()) {
       auto vt = make_tile_view(p, sp_t, c0, c1, r0, r1, false);
       if (vt.pos_rows.numel() > 0) {
-        g.view(-1).index_add_(0, linear_index(vt.pos_cols, vt.pos_rows, tm), col_pos.index_select(0, vt.pos_rows).neg());
+        g.view(-1).index_add_(
+            0,
+            linear_index(vt.pos_cols, vt.pos_rows, tm),
+            col_pos.index_select(0, vt.pos_rows).neg());
       }
     } else if (v.positive.defined()) {
       g.sub_(v.positive * col_pos.unsqueeze(0));
@@ -700,7 +721,8 @@ inline at::Tensor contrast_forward(std::shared_ptr<EngineState> st_ptr) {
   st.shifted = use_shifted_path(p);
   tile_loop(st, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits) {
     if (st.shifted) {
-      shifted_tile_forward(p, st.sparse, st.sparse_t, rs, p.symmetric ? &cs : nullptr, r0, r1, c0, c1, logits, neg);
+      shifted_tile_forward(
+          p, st.sparse, st.sparse_t, rs, p.symmetric ? &cs : nullptr, r0, r1, c0, c1, logits, neg);
       if (st.dense) {
         st.dense_logits = logits;
       }
@@ -750,8 +772,11 @@ inline at::Tensor contrast_forward(std::shared_ptr<EngineState> st_ptr) {
   return total.to(acc);
 }
 
-inline torch::autograd::variable_list ContrastBackward::apply(torch::autograd::variable_list&& grads) {
-  TORCH_CHECK(state, "medcl::ContrastBackward: called after its buffers were freed; pass retain_graph=true");
+inline torch::autograd::variable_list ContrastBackward::apply(
+    torch::autograd::variable_list&& grads) {
+  TORCH_CHECK(
+      state,
+      "medcl::ContrastBackward: called after its buffers were freed; pass retain_graph=true");
   auto& st = *state;
   auto& p = st.problem;
   TORCH_CHECK(
@@ -785,53 +810,55 @@ inline torch::autograd::variable_list ContrastBackward::apply(torch::autograd::v
     col.weight = st.col.weight * go;
     col.shift_fac = st.col.shift_fac * go;
   }
-  auto accumulate = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits, bool consume) {
-    if (st.shifted) {
-      if (!consume) {
-        // Recompute e^{l - scale} with exclusions, as the forward pass did.
-        recompute_shifted(p, st.sparse, st.sparse_t, r0, r1, c0, c1, logits);
-      }
-      auto g = shifted_grad_tile(p, st.sparse, st.sparse_t, row, p.symmetric ? &col : nullptr, r0, r1, c0, c1, logits);
-      auto gm = g.to(mm_dtype);
-      if (need_a) {
-        ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
-      }
-      if (need_c) {
-        gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
-      }
-      return;
-    }
-    auto v = make_tile_view(p, st.sparse, r0, r1, c0, c1, !st.sparse.has_value());
-    if (!consume) {
-      apply_exclusions(logits, v, neg);
-    }
-    at::Tensor g;
-    if (p.symmetric) {
-      TileView vt;
-      at::Tensor lt;
-      if (st.sparse_t.has_value()) {
-        vt = make_tile_view(p, st.sparse_t, c0, c1, r0, r1, false);
-        lt = logits.t().clone(at::MemoryFormat::Contiguous);
-        apply_exclusions(lt, vt, neg);
-      } else {
-        vt.positive = v.positive.defined() ? v.positive.t() : at::Tensor();
-        vt.excluded = v.excluded.defined() ? v.excluded.t() : at::Tensor();
-        lt = logits.t().clone();
-      }
-      auto gt = grad_tile(lt, vt, col, c0, w, true);
-      g = grad_tile(logits, v, row, r0, w, consume);
-      g.add_(gt.t());
-    } else {
-      g = grad_tile(logits, v, row, r0, w, true);
-    }
-    auto gm = g.to(mm_dtype);
-    if (need_a) {
-      ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
-    }
-    if (need_c) {
-      gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
-    }
-  };
+  auto accumulate =
+      [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits, bool consume) {
+        if (st.shifted) {
+          if (!consume) {
+            // Recompute e^{l - scale} with exclusions, as the forward pass did.
+            recompute_shifted(p, st.sparse, st.sparse_t, r0, r1, c0, c1, logits);
+          }
+          auto g = shifted_grad_tile(
+              p, st.sparse, st.sparse_t, row, p.symmetric ? &col : nullptr, r0, r1, c0, c1, logits);
+          auto gm = g.to(mm_dtype);
+          if (need_a) {
+            ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
+          }
+          if (need_c) {
+            gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
+          }
+          return;
+        }
+        auto v = make_tile_view(p, st.sparse, r0, r1, c0, c1, !st.sparse.has_value());
+        if (!consume) {
+          apply_exclusions(logits, v, neg);
+        }
+        at::Tensor g;
+        if (p.symmetric) {
+          TileView vt;
+          at::Tensor lt;
+          if (st.sparse_t.has_value()) {
+            vt = make_tile_view(p, st.sparse_t, c0, c1, r0, r1, false);
+            lt = logits.t().clone(at::MemoryFormat::Contiguous);
+            apply_exclusions(lt, vt, neg);
+          } else {
+            vt.positive = v.positive.defined() ? v.positive.t() : at::Tensor();
+            vt.excluded = v.excluded.defined() ? v.excluded.t() : at::Tensor();
+            lt = logits.t().clone();
+          }
+          auto gt = grad_tile(lt, vt, col, c0, w, true);
+          g = grad_tile(logits, v, row, r0, w, consume);
+          g.add_(gt.t());
+        } else {
+          g = grad_tile(logits, v, row, r0, w, true);
+        }
+        auto gm = g.to(mm_dtype);
+        if (need_a) {
+          ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
+        }
+        if (need_c) {
+          gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
+        }
+      };
   if (st.dense && st.dense_logits.defined()) {
     st.consumed = true;
     auto logits = st.dense_logits;
@@ -904,8 +931,8 @@ inline at::Tensor contrast_loss(ContrastProblem problem) {
   if (!st->dense) {
     st->dense_logits = at::Tensor();
   }
-  auto node = std::shared_ptr<ContrastBackward>(
-      new ContrastBackward(), torch::autograd::deleteNode);
+  auto node =
+      std::shared_ptr<ContrastBackward>(new ContrastBackward(), torch::autograd::deleteNode);
   node->state = st;
   node->set_next_edges(torch::autograd::collect_next_edges(a_in, c_in, p_in, s_in));
   torch::autograd::set_history(loss, node);

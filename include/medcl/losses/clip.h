@@ -81,7 +81,14 @@ inline at::Tensor clip_loss(
   auto t = detail::l2_normalize(text, options.eps());
   auto rule = std::make_shared<DiagonalRule>(x.size(0), x.options().dtype(at::kLong));
   auto p = detail::make_problem(
-      fn, x, t, std::move(rule), 1.0 / scale, options.weighting(), options.engine(), detail::matmul_dtype(image));
+      fn,
+      x,
+      t,
+      std::move(rule),
+      1.0 / scale,
+      options.weighting(),
+      options.engine(),
+      detail::matmul_dtype(image));
   p.symmetric = true;
   p.scale_tensor = logit_scale;
   return detail::contrast_loss(std::move(p));
@@ -93,7 +100,8 @@ inline at::Tensor clip_loss(
     const at::Tensor& text,
     double logit_scale,
     const CLIPLossOptions& options = {}) {
-  return clip_loss(image, text, at::scalar_tensor(logit_scale, image.options().dtype(at::kDouble)), options);
+  return clip_loss(
+      image, text, at::scalar_tensor(logit_scale, image.options().dtype(at::kDouble)), options);
 }
 
 } // namespace functional
@@ -114,7 +122,8 @@ class CLIPLossImpl : public torch::nn::Cloneable<CLIPLossImpl> {
         std::isfinite(options.init_log_scale()),
         "CLIPLoss: init_log_scale must be finite, got ",
         options.init_log_scale());
-    log_scale = register_parameter("log_scale", torch::tensor(options.init_log_scale(), torch::kFloat));
+    log_scale =
+        register_parameter("log_scale", torch::tensor(options.init_log_scale(), torch::kFloat));
   }
   /// The logit scale in use: exp(min(log_scale, max_log_scale)).
   at::Tensor logit_scale() const {

@@ -117,13 +117,14 @@ inline at::Tensor dino_loss(
   }
   const auto acc = detail::accumulation_dtype(first.scalar_type());
   auto c = center.reshape({1, 1, k}).to(acc);
-  auto t = at::stack(teacher_outputs, 0).detach().to(acc);            // [T, B, K]
-  auto tp = ((t - c) / options.teacher_temperature()).softmax(-1);     // [T, B, K]
-  auto s = at::stack(student_outputs, 0).to(acc);                      // [S, B, K]
-  auto sl = (s / options.student_temperature()).log_softmax(-1);       // [S, B, K]
+  auto t = at::stack(teacher_outputs, 0).detach().to(acc);         // [T, B, K]
+  auto tp = ((t - c) / options.teacher_temperature()).softmax(-1); // [T, B, K]
+  auto s = at::stack(student_outputs, 0).to(acc);                  // [S, B, K]
+  auto sl = (s / options.student_temperature()).log_softmax(-1);   // [S, B, K]
   const int64_t b = first.size(0);
-  auto pair = -at::mm(tp.reshape({static_cast<int64_t>(n_t), b * k}),
-                      sl.reshape({static_cast<int64_t>(n_s), b * k}).t()); // [T, S]
+  auto pair = -at::mm(
+      tp.reshape({static_cast<int64_t>(n_t), b * k}),
+      sl.reshape({static_cast<int64_t>(n_s), b * k}).t()); // [T, S]
   const int64_t diag = static_cast<int64_t>(std::min(n_s, n_t));
   auto not_same = at::ones_like(pair);
   not_same.diagonal().zero_();
@@ -163,7 +164,8 @@ class DINOLossImpl : public torch::nn::Cloneable<DINOLossImpl> {
     reset();
   }
   void reset() override {
-    TORCH_CHECK(options.output_dim() > 0, "DINOLoss: output_dim must be > 0, got ", options.output_dim());
+    TORCH_CHECK(
+        options.output_dim() > 0, "DINOLoss: output_dim must be > 0, got ", options.output_dim());
     TORCH_CHECK(
         options.center_momentum() >= 0 && options.center_momentum() <= 1,
         "DINOLoss: center_momentum must be in [0, 1], got ",

@@ -69,7 +69,14 @@ inline at::Tensor info_nce_loss(
   if (!negative_keys.defined()) {
     auto rule = std::make_shared<DiagonalRule>(b, q.options().dtype(at::kLong));
     auto p = detail::make_problem(
-        fn, q, k, std::move(rule), options.temperature(), options.weighting(), options.engine(), mm);
+        fn,
+        q,
+        k,
+        std::move(rule),
+        options.temperature(),
+        options.weighting(),
+        options.engine(),
+        mm);
     return detail::contrast_loss(std::move(p));
   }
   detail::check_embedding(fn, "negative_keys", negative_keys, 2);
@@ -87,7 +94,14 @@ inline at::Tensor info_nce_loss(
   auto neg = detail::l2_normalize(negative_keys, options.eps());
   auto rule = std::make_shared<AllNegativeRule>(b, neg.size(0), q.options().dtype(at::kLong));
   auto p = detail::make_problem(
-      fn, q, neg, std::move(rule), options.temperature(), options.weighting(), options.engine(), mm);
+      fn,
+      q,
+      neg,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      mm);
   p.paired = k;
   return detail::contrast_loss(std::move(p));
 }

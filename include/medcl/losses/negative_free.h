@@ -13,11 +13,25 @@
 namespace medcl {
 namespace detail {
 
-inline void check_pair(const char* fn, const char* na, const at::Tensor& a, const char* nb, const at::Tensor& b) {
+inline void check_pair(
+    const char* fn,
+    const char* na,
+    const at::Tensor& a,
+    const char* nb,
+    const at::Tensor& b) {
   check_embedding(fn, na, a, 2);
   check_embedding(fn, nb, b, 2);
   TORCH_CHECK(
-      a.sizes() == b.sizes(), fn, ": ", na, " and ", nb, " must have the same shape, got ", a.sizes(), " and ", b.sizes());
+      a.sizes() == b.sizes(),
+      fn,
+      ": ",
+      na,
+      " and ",
+      nb,
+      " must have the same shape, got ",
+      a.sizes(),
+      " and ",
+      b.sizes());
   check_same_device_dtype(fn, na, a, nb, b);
   check_finite(fn, na, a);
   check_finite(fn, nb, b);
@@ -41,9 +55,13 @@ namespace functional {
 /// Shape: online_prediction [B, D], target_projection [B, D] -> 0-dim tensor.
 ///
 /// Example:
-///   auto loss = F::byol_loss(pred(online(v0)), target(v1)) + F::byol_loss(pred(online(v1)), target(v0));
-inline at::Tensor byol_loss(const at::Tensor& online_prediction, const at::Tensor& target_projection) {
-  detail::check_pair("byol_loss", "online_prediction", online_prediction, "target_projection", target_projection);
+///   auto loss = F::byol_loss(pred(online(v0)), target(v1)) + F::byol_loss(pred(online(v1)),
+///   target(v0));
+inline at::Tensor byol_loss(
+    const at::Tensor& online_prediction,
+    const at::Tensor& target_projection) {
+  detail::check_pair(
+      "byol_loss", "online_prediction", online_prediction, "target_projection", target_projection);
   return (2.0 - 2.0 * detail::cos_stopgrad(online_prediction, target_projection)).mean();
 }
 
@@ -79,7 +97,8 @@ TORCH_MODULE(BYOLLoss);
 class SimSiamLossImpl : public torch::nn::Cloneable<SimSiamLossImpl> {
  public:
   void reset() override {}
-  at::Tensor forward(const at::Tensor& p0, const at::Tensor& p1, const at::Tensor& z0, const at::Tensor& z1) {
+  at::Tensor
+  forward(const at::Tensor& p0, const at::Tensor& p1, const at::Tensor& z0, const at::Tensor& z1) {
     return functional::simsiam_loss(p0, p1, z0, z1);
   }
 };

@@ -45,10 +45,8 @@ namespace functional {
 ///
 /// Example:
 ///   auto loss = medcl::functional::nt_xent_loss(proj(view0), proj(view1));
-inline at::Tensor nt_xent_loss(
-    const at::Tensor& z0,
-    const at::Tensor& z1,
-    const NTXentLossOptions& options = {}) {
+inline at::Tensor
+nt_xent_loss(const at::Tensor& z0, const at::Tensor& z1, const NTXentLossOptions& options = {}) {
   constexpr const char* fn = "nt_xent_loss";
   detail::check_embedding(fn, "z0", z0, 2);
   detail::check_embedding(fn, "z1", z1, 2);

@@ -67,13 +67,15 @@ inline at::Tensor supcon_loss(
     detail::check_finite(fn, "features", features);
   }
   // View-major order, as the reference implementation's torch.cat(torch.unbind(features, 1)).
-  auto flat = detail::l2_normalize(features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
+  auto flat = detail::l2_normalize(
+      features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
   auto long_opts = flat.options().dtype(at::kLong);
   std::shared_ptr<const PairRule> rule;
   if (!labels.defined() && v == 2) {
     rule = std::make_shared<TwoViewRule>(b, long_opts);
   } else {
-    auto keys = labels.defined() ? labels.to(at::kLong).repeat({v}) : at::arange(b, long_opts).repeat({v});
+    auto keys =
+        labels.defined() ? labels.to(at::kLong).repeat({v}) : at::arange(b, long_opts).repeat({v});
     rule = std::make_shared<KeyMatchRule>(
         keys, keys, /*exclude_diagonal=*/true, labels.defined() ? "same label" : "same instance");
   }

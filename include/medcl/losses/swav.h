@@ -41,13 +41,15 @@ namespace functional {
 inline at::Tensor sinkhorn_knopp(const at::Tensor& scores, const SinkhornOptions& options = {}) {
   constexpr const char* fn = "sinkhorn_knopp";
   detail::check_embedding(fn, "scores", scores, 2);
-  TORCH_CHECK(options.iterations() >= 1, fn, ": iterations must be >= 1, got ", options.iterations());
+  TORCH_CHECK(
+      options.iterations() >= 1, fn, ": iterations must be >= 1, got ", options.iterations());
   detail::check_temperature(fn, "epsilon", options.epsilon());
   detail::check_finite(fn, "scores", scores);
   at::NoGradGuard no_grad;
   const int64_t b = scores.size(0);
   const int64_t k = scores.size(1);
-  auto lq = scores.detach().to(detail::accumulation_dtype(scores.scalar_type())).t() / options.epsilon(); // [K, B]
+  auto lq = scores.detach().to(detail::accumulation_dtype(scores.scalar_type())).t() /
+      options.epsilon(); // [K, B]
   lq = lq - lq.logsumexp(at::IntArrayRef{0, 1});
   const double log_k = std::log(static_cast<double>(k));
   const double log_b = std::log(static_cast<double>(b));
@@ -86,7 +88,8 @@ inline at::Tensor swav_loss(
     const SwAVLossOptions& options = {},
     const std::vector<at::Tensor>& queue_outputs = {}) {
   constexpr const char* fn = "swav_loss";
-  TORCH_CHECK(!high_resolution_outputs.empty(), fn, ": high_resolution_outputs is an empty list of views");
+  TORCH_CHECK(
+      !high_resolution_outputs.empty(), fn, ": high_resolution_outputs is an empty list of views");
   const auto& first = high_resolution_outputs.front();
   detail::check_embedding(fn, "high_resolution_outputs[0]", first, 2);
   detail::check_view_list(fn, "high_resolution_outputs", high_resolution_outputs, first);
@@ -102,7 +105,8 @@ inline at::Tensor swav_loss(
         first.size(1),
         " prototype scores, got shape ",
         v.sizes());
-    detail::check_same_device_dtype(fn, "high_resolution_outputs[0]", first, "low_resolution_outputs", v);
+    detail::check_same_device_dtype(
+        fn, "high_resolution_outputs[0]", first, "low_resolution_outputs", v);
   }
   const size_t n_crops = high_resolution_outputs.size() + low_resolution_outputs.size();
   TORCH_CHECK(n_crops >= 2, fn, ": needs at least two views, got ", n_crops);
@@ -115,7 +119,9 @@ inline at::Tensor swav_loss(
       queue_outputs.size());
   detail::check_temperature(fn, "temperature", options.temperature());
   const auto acc = detail::accumulation_dtype(first.scalar_type());
-  auto sinkhorn = SinkhornOptions().iterations(options.sinkhorn_iterations()).epsilon(options.sinkhorn_epsilon());
+  auto sinkhorn = SinkhornOptions()
+                      .iterations(options.sinkhorn_iterations())
+                      .epsilon(options.sinkhorn_epsilon());
   auto subloss = [&](const at::Tensor& z, const at::Tensor& q) {
     TORCH_CHECK(
         z.size(0) == q.size(0),
@@ -176,7 +182,8 @@ class SwAVLossImpl : public torch::nn::Cloneable<SwAVLossImpl> {
       const std::vector<at::Tensor>& high_resolution_outputs,
       const std::vector<at::Tensor>& low_resolution_outputs = {},
       const std::vector<at::Tensor>& queue_outputs = {}) {
-    return functional::swav_loss(high_resolution_outputs, low_resolution_outputs, options, queue_outputs);
+    return functional::swav_loss(
+        high_resolution_outputs, low_resolution_outputs, options, queue_outputs);
   }
   SwAVLossOptions options;
 };

@@ -116,7 +116,12 @@ class MemoryQueue {
   /// The pairing key `name` of the valid entries [filled()].
   at::Tensor pairing_key(const std::string& name) const {
     auto it = tags_.find(name);
-    TORCH_CHECK(it != tags_.end(), "MemoryQueue::pairing_key: the queue keeps no key '", name, "'; it keeps ", names());
+    TORCH_CHECK(
+        it != tags_.end(),
+        "MemoryQueue::pairing_key: the queue keeps no key '",
+        name,
+        "'; it keeps ",
+        names());
     return it->second.slice(0, 0, filled_);
   }
   bool has_pairing_key(const std::string& name) const {

@@ -17,7 +17,8 @@ namespace medcl {
 /// Example:
 ///   medcl::update_momentum(*online, *target, 0.996);
 inline void update_momentum(const torch::nn::Module& online, torch::nn::Module& target, double m) {
-  TORCH_CHECK(std::isfinite(m) && m >= 0.0 && m <= 1.0, "update_momentum: m must be in [0, 1], got ", m);
+  TORCH_CHECK(
+      std::isfinite(m) && m >= 0.0 && m <= 1.0, "update_momentum: m must be in [0, 1], got ", m);
   auto op = online.named_parameters(true);
   auto tp = target.named_parameters(true);
   TORCH_CHECK(
@@ -53,14 +54,16 @@ inline void update_momentum(const torch::nn::Module& online, torch::nn::Module& 
 /// Cosine schedule from `start_value` at step 0 to `end_value` at step max_steps - 1, as lightly's
 /// `cosine_schedule`: \f$v = e - (e - s)\,\frac{\cos(\pi\,t/(T-1)) + 1}{2}\f$.
 /// Used for the EMA momentum (0.996 -> 1) and DINO's teacher temperature.
-inline double cosine_schedule(int64_t step, int64_t max_steps, double start_value, double end_value) {
+inline double
+cosine_schedule(int64_t step, int64_t max_steps, double start_value, double end_value) {
   TORCH_CHECK(max_steps >= 1, "cosine_schedule: max_steps must be >= 1, got ", max_steps);
   TORCH_CHECK(step >= 0, "cosine_schedule: step must be >= 0, got ", step);
   if (max_steps == 1) {
     return end_value;
   }
   const double pi = std::acos(-1.0);
-  const double t = static_cast<double>(std::min(step, max_steps - 1)) / static_cast<double>(max_steps - 1);
+  const double t =
+      static_cast<double>(std::min(step, max_steps - 1)) / static_cast<double>(max_steps - 1);
   return end_value - (end_value - start_value) * (std::cos(pi * t) + 1.0) / 2.0;
 }
 

@@ -90,7 +90,11 @@ inline at::Tensor tile_mask_from_sparse(
 /// Shape: anchor_keys [N], candidate_keys [M], int64, on the embeddings' device.
 class KeyMatchRule : public PairRule {
  public:
-  KeyMatchRule(at::Tensor anchor_keys, at::Tensor candidate_keys, bool exclude_diagonal, std::string what)
+  KeyMatchRule(
+      at::Tensor anchor_keys,
+      at::Tensor candidate_keys,
+      bool exclude_diagonal,
+      std::string what)
       : a_(std::move(anchor_keys)),
         c_(std::move(candidate_keys)),
         exclude_diagonal_(exclude_diagonal),
@@ -155,8 +159,9 @@ class TwoViewRule : public PairRule {
     return 2 * b_;
   }
   PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const override {
-    return {detail::tile_mask_from_sparse(pos_, r0, r1, c0, c1),
-            detail::tile_mask_from_sparse(self_, r0, r1, c0, c1)};
+    return {
+        detail::tile_mask_from_sparse(pos_, r0, r1, c0, c1),
+        detail::tile_mask_from_sparse(self_, r0, r1, c0, c1)};
   }
   c10::optional<SparsePairs> sparse() const override {
     return SparsePairs{pos_, self_};
