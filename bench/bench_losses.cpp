@@ -93,6 +93,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 void bm_floor(benchmark::State& state, std::string family, int64_t b) {
   auto [n, m] = shape_of(family, b);
+  if (static_cast<double>(n) * static_cast<double>(m) * 4.0 > 17.5e9) {
+    state.SkipWithError("floor not measured: the N x M gradient matrix alone would exceed 16 GiB");
+    for (auto _ : state) {
+    }
+    return;
+  }
   const auto opts = torch::TensorOptions().device(device()).dtype(
       device().is_cuda() ? parse_dtype(g_cfg.dtype)
                          : (g_cfg.dtype == "double" ? torch::kDouble : torch::kFloat));
@@ -105,7 +111,8 @@ void bm_floor(benchmark::State& state, std::string family, int64_t b) {
     auto t0 = std::chrono::steady_clock::now();
     auto s = torch::mm(a, c.t());
     auto ga = torch::mm(g, c);
-    auto gc = torch::mm(g.t(), a);
+    // MoCo's queue receives no gradient: its floor is two products.
+    auto gc = family == "info_nce" ? ga : torch::mm(g.t(), a);
     sync();
     const double dt = seconds_since(t0);
     total += dt;

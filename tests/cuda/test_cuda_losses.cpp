@@ -1,0 +1,149 @@
+// Built only against a LibTorch with CUDA; the tests need a visible device.
+#include "support.h"
+
+#include <medcl/medcl.h>
+
+#include <catch2/catch.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+using medcl::EnginePath;
+using medcl::NegativeWeighting;
+using medcl::SimilarityEngineOptions;
+using medcl_test::rel_err;
+namespace F = medcl::functional;
+
+namespace {
+
+struct Case {
+  std::string name;
+  std::function<at::Tensor(const std::vector<at::Tensor>&, const SimilarityEngineOptions&, const NegativeWeighting&)> loss;
+  std::vector<int64_t> shape0, shape1, shape2;
+};
+
+std::vector<Case> cases() {
+  return {
+      {"nt_xent",
+       [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
+         return F::nt_xent_loss(x[0], x[1], medcl::NTXentLossOptions().engine(e).weighting(w).temperature(0.2));
+       },
+       {300, 64}, {300, 64}, {}},
+      {"info_nce",
+       [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
+         return F::info_nce_loss(x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).weighting(w).temperature(0.2));
+       },
+       {200, 64}, {200, 64}, {700, 64}},
+      {"supcon",
+       [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
+         auto labels = torch::arange(x[0].size(0), torch::TensorOptions().dtype(torch::kLong).device(x[0].device())) % 7;
+         return F::supcon_loss(x[0], labels, medcl::SupConLossOptions().engine(e).weighting(w).temperature(0.2));
+       },
+       {150, 2, 64}, {}, {}},
+      {"clip",
+       [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
+         return F::clip_loss(x[0], x[1], 5.0, medcl::CLIPLossOptions().engine(e).weighting(w));
+       },
+       {250, 64}, {250, 64}, {}},
+  };
+}
+
+std::vector<at::Tensor> inputs(const Case& c) {
+  std::vector<at::Tensor> x;
+  for (const auto& s : {c.shape0, c.shape1, c.shape2}) {
+    if (!s.empty()) {
+      x.push_back(torch::randn(s, torch::kDouble));
+    }
+  }
+  return x;
+}
+
+std::pair<at::Tensor, std::vector<at::Tensor>> run(
+    const Case& c,
+    const std::vector<at::Tensor>& x,
+    torch::Device dev,
+    torch::Dtype dtype,
+    const SimilarityEngineOptions& e,
+    const NegativeWeighting& w) {
+  std::vector<at::Tensor> leaves;
+  for (const auto& t : x) {
+    leaves.push_back(t.to(dev, dtype).detach().requires_grad_(true));
+  }
+  auto loss = c.loss(leaves, e, w);
+  loss.backward();
+  std::vector<at::Tensor> g;
+  for (const auto& l : leaves) {
+    g.push_back(l.grad().to(torch::kCPU, torch::kDouble));
+  }
+  return {loss.detach().to(torch::kCPU, torch::kDouble), g};
+}
+
+}  // namespace
+
+TEST_CASE("CUDA: every family matches the CPU double result on both paths", "[cuda][losses]") {
+  REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(41);
+  const torch::Device cuda(torch::kCUDA, 0);
+  for (const auto& c : cases()) {
+    for (const auto& w : {NegativeWeighting::uniform(), NegativeWeighting::debiased(0.1), NegativeWeighting::hard(1.0)}) {
+      auto x = inputs(c);
+      auto ref = run(c, x, torch::kCPU, torch::kDouble, SimilarityEngineOptions().path(EnginePath::Dense), w);
+      for (auto path : {EnginePath::Dense, EnginePath::Tiled}) {
+        auto e = SimilarityEngineOptions().path(path).tile_size(128);
+        auto got = run(c, x, cuda, torch::kFloat, e, w);
+        INFO(c.name << " " << w.describe() << (path == EnginePath::Dense ? " dense" : " tiled"));
+        REQUIRE(rel_err(got.first, ref.first) < 1e-5);
+        for (size_t k = 0; k < x.size(); ++k) {
+          REQUIRE(rel_err(got.second[k], ref.second[k]) < 1e-4);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("CUDA: bf16 and fp16 inputs stay close to float32", "[cuda][losses][dtype]") {
+  REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(42);
+  const torch::Device cuda(torch::kCUDA, 0);
+  for (const auto& c : cases()) {
+    auto x = inputs(c);
+    for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+      // The reference sees the same rounded inputs in float32.
+      std::vector<at::Tensor> rounded;
+      for (const auto& t : x) {
+        rounded.push_back(t.to(dtype).to(torch::kDouble));
+      }
+      auto ref = run(c, rounded, cuda, torch::kFloat, SimilarityEngineOptions().path(EnginePath::Tiled), NegativeWeighting::uniform());
+      for (auto path : {EnginePath::Dense, EnginePath::Tiled}) {
+        auto got = run(c, rounded, cuda, dtype, SimilarityEngineOptions().path(path).tile_size(128), NegativeWeighting::uniform());
+        INFO(c.name << " " << dtype);
+        REQUIRE(std::isfinite(got.first.item<double>()));
+        // Matrix products in bf16/fp16 round each similarity (8 or 11 mantissa bits).
+        const double tol_value = dtype == torch::kBFloat16 ? 1e-2 : 2e-3;
+        const double tol_grad = dtype == torch::kBFloat16 ? 5e-2 : 1e-2;
+        REQUIRE(rel_err(got.first, ref.first) < tol_value);
+        REQUIRE(rel_err(got.second[0], ref.second[0]) < tol_grad);
+      }
+    }
+  }
+}
+
+TEST_CASE("CUDA: dense and tiled agree at B = 8192", "[cuda][losses]") {
+  REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(43);
+  auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
+  auto z0 = torch::randn({8192, 128}, opts);
+  auto z1 = torch::randn({8192, 128}, opts);
+  auto run_path = [&](EnginePath path) {
+    auto a = z0.detach().clone().requires_grad_(true);
+    auto b = z1.detach().clone().requires_grad_(true);
+    auto loss = F::nt_xent_loss(a, b, medcl::NTXentLossOptions().engine(SimilarityEngineOptions().path(path).tile_size(4096)));
+    loss.backward();
+    return std::make_pair(loss.detach(), a.grad());
+  };
+  auto d = run_path(EnginePath::Dense);
+  auto t = run_path(EnginePath::Tiled);
+  REQUIRE(rel_err(t.first, d.first) < 1e-5);
+  REQUIRE(rel_err(t.second, d.second) < 1e-5);
+}
