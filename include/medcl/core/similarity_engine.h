@@ -11,6 +11,7 @@
 #include <medcl/pairing/pair_rule.h>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 #include <torch/csrc/autograd/function.h>
@@ -922,7 +923,7 @@ inline at::Tensor contrast_loss(ContrastProblem problem) {
   }
   at::Tensor loss;
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     loss = contrast_forward(st);
   }
   if (!needs_grad) {

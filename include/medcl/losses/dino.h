@@ -7,6 +7,7 @@
 #include <medcl/core/normalize.h>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
@@ -205,7 +206,7 @@ class DINOLossImpl : public torch::nn::Cloneable<DINOLossImpl> {
   }
   /// c = m c + (1 - m) mean over views and batch of the teacher outputs.
   void update_center(const std::vector<at::Tensor>& teacher_outputs) {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     auto batch_center = at::cat(teacher_outputs, 0).detach().to(center.scalar_type()).mean(0, true);
     center.mul_(options.center_momentum())
         .add_(batch_center.to(center.device()), 1.0 - options.center_momentum());

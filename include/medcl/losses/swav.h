@@ -8,6 +8,7 @@
 #include <medcl/losses/dino.h>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
@@ -45,7 +46,7 @@ inline at::Tensor sinkhorn_knopp(const at::Tensor& scores, const SinkhornOptions
       options.iterations() >= 1, fn, ": iterations must be >= 1, got ", options.iterations());
   detail::check_temperature(fn, "epsilon", options.epsilon());
   detail::check_finite(fn, "scores", scores);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const int64_t b = scores.size(0);
   const int64_t k = scores.size(1);
   auto lq = scores.detach().to(detail::accumulation_dtype(scores.scalar_type())).t() /
@@ -136,7 +137,7 @@ inline at::Tensor swav_loss(
   for (size_t i = 0; i < high_resolution_outputs.size(); ++i) {
     at::Tensor q;
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       auto out = high_resolution_outputs[i].detach();
       if (!queue_outputs.empty()) {
         const auto& qo = queue_outputs[i];

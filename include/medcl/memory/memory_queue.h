@@ -5,6 +5,7 @@
 /// that pairing rules can be applied to queued negatives.
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 
 #include <map>
@@ -96,7 +97,7 @@ class MemoryQueue {
           "' must be an integer tensor, got ",
           kv.second.scalar_type());
     }
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     const int64_t take = std::min(b, size_);
     auto src = keys.detach().slice(0, b - take, b).to(buffer_.options());
     auto idx = at::remainder(at::arange(ptr_, ptr_ + take, options_.dtype(at::kLong)), size_);

@@ -3,6 +3,7 @@
 /// \file
 /// Momentum (EMA) copies of networks and the cosine momentum schedule of BYOL, MoCo v3 and DINO.
 
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/module.h>
 
@@ -27,7 +28,7 @@ inline void update_momentum(const torch::nn::Module& online, torch::nn::Module& 
       op.size(),
       " parameters, target has ",
       tp.size());
-  torch::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (const auto& item : op) {
     auto* t = tp.find(item.key());
     TORCH_CHECK(t != nullptr, "update_momentum: target has no parameter '", item.key(), "'");
