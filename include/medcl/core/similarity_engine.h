@@ -117,161 +117,6 @@ struct DirectionCoef {
   int64_t valid_rows = 0;
 };
 
-/// Masks of a tile, from a sparse rule (indices) or dense tiles.
-struct TileView {
-  // dense masks (may be undefined)
-  at::Tensor positive;
-  at::Tensor excluded;
-  // sparse: local (row, col) of the positive / excluded entry for rows that have one in the tile
-  bool sparse = false;
-  at::Tensor pos_rows, pos_cols, exc_rows, exc_cols;
-};
-
-inline void sparse_local(
-    const at::Tensor& cols_of_rows,
-    int64_t r0,
-    int64_t r1,
-    int64_t c0,
-    int64_t c1,
-    at::Tensor* rows,
-    at::Tensor* cols) {
-  auto idx = cols_of_rows.slice(0, r0, r1);
-  auto inside = idx.ge(c0).logical_and(idx.lt(c1));
-  *rows = at::arange(r1 - r0, idx.options()).masked_select(inside);
-  *cols = idx.masked_select(inside) - c0;
-}
-
-/// Tile masks for the row direction (transposed = false) or for a tile seen from the candidates
-/// (transposed = true: rows are candidates [c0, c1), columns anchors [r0, r1)).
-inline TileView make_tile_view(
-    const ContrastProblem& p,
-    const c10::optional<SparsePairs>& sp,
-    int64_t r0,
-    int64_t r1,
-    int64_t c0,
-    int64_t c1,
-    bool need_dense) {
-  TileView v;
-  if (sp.has_value() && !need_dense) {
-    v.sparse = true;
-    sparse_local(sp->positive_col, r0, r1, c0, c1, &v.pos_rows, &v.pos_cols);
-    sparse_local(sp->excluded_col, r0, r1, c0, c1, &v.exc_rows, &v.exc_cols);
-    return v;
-  }
-  if (sp.has_value()) {
-    v.positive = tile_mask_from_sparse(sp->positive_col, r0, r1, c0, c1);
-    v.excluded = tile_mask_from_sparse(sp->excluded_col, r0, r1, c0, c1);
-    return v;
-  }
-  auto t = p.rule->tile(r0, r1, c0, c1);
-  v.positive = t.positive;
-  v.excluded = t.excluded;
-  if (v.positive.defined() && v.excluded.defined()) {
-    // A pair that is excluded is never a positive.
-    v.positive = v.positive.logical_and(v.excluded.logical_not());
-  }
-  return v;
-}
-
-inline at::Tensor linear_index(const at::Tensor& rows, const at::Tensor& cols, int64_t width) {
-  return rows * width + cols;
-}
-
-/// Writes the masked value into the excluded entries of a logits tile (in place).
-inline void apply_exclusions(at::Tensor& logits, const TileView& v, double neg) {
-  if (v.sparse) {
-    if (v.exc_rows.numel() > 0) {
-      logits.view(-1).index_fill_(0, linear_index(v.exc_rows, v.exc_cols, logits.size(1)), neg);
-    }
-  } else if (v.excluded.defined()) {
-    logits.masked_fill_(v.excluded, neg);
-  }
-}
-
-inline void merge_lse(at::Tensor& acc, const at::Tensor& add) {
-  acc = at::logaddexp(acc, add);
-}
-
-/// Accumulates the statistics of one direction from a logits tile whose exclusions are applied.
-/// `rows` selects the slice of `s` that the tile's rows belong to.
-inline void accumulate_stats(
-    DirectionStats& s,
-    int64_t row0,
-    const at::Tensor& logits,
-    const TileView& v,
-    const NegativeWeighting& w,
-    double neg) {
-  const int64_t tn = logits.size(0);
-  const int64_t tm = logits.size(1);
-  auto pos_n = s.pos_n.slice(0, row0, row0 + tn);
-  auto pos_sum = s.pos_sum.slice(0, row0, row0 + tn);
-  auto neg_n = s.neg_n.slice(0, row0, row0 + tn);
-  auto opts = logits.options();
-  at::Tensor tile_pos_n, tile_pos_sum, tile_pos_lse, tile_exc_n;
-  if (v.sparse) {
-    tile_pos_n = at::zeros({tn}, opts);
-    tile_exc_n = at::zeros({tn}, opts);
-    tile_pos_sum = at::zeros({tn}, opts);
-    tile_pos_lse = at::full({tn}, neg, opts);
-    if (v.pos_rows.numel() > 0) {
-      auto vals = logits.view(-1).index_select(0, linear_index(v.pos_rows, v.pos_cols, tm));
-      tile_pos_n.index_fill_(0, v.pos_rows, 1.0);
-      tile_pos_sum.index_copy_(0, v.pos_rows, vals);
-      tile_pos_lse.index_copy_(0, v.pos_rows, vals);
-    }
-    if (v.exc_rows.numel() > 0) {
-      tile_exc_n.index_fill_(0, v.exc_rows, 1.0);
-    }
-  } else {
-    if (v.positive.defined()) {
-      tile_pos_n = v.positive.sum(1, false, opts.dtype().toScalarType());
-      tile_pos_sum = at::where(v.positive, logits, at::zeros({}, opts)).sum(1);
-      tile_pos_lse = at::where(v.positive, logits, at::full({}, neg, opts)).logsumexp(1);
-    } else {
-      tile_pos_n = at::zeros({tn}, opts);
-      tile_pos_sum = at::zeros({tn}, opts);
-      tile_pos_lse = at::full({tn}, neg, opts);
-    }
-    tile_exc_n = v.excluded.defined() ? v.excluded.sum(1, false, opts.dtype().toScalarType())
-                                      : at::zeros({tn}, opts);
-  }
-  pos_n.add_(tile_pos_n);
-  pos_sum.add_(tile_pos_sum);
-  neg_n.add_(static_cast<double>(tm) - tile_pos_n - tile_exc_n);
-  auto pos_lse = s.pos_lse.slice(0, row0, row0 + tn);
-  pos_lse.copy_(at::logaddexp(pos_lse, tile_pos_lse));
-  if (w.is_uniform()) {
-    auto den = s.den_lse.slice(0, row0, row0 + tn);
-    den.copy_(at::logaddexp(den, logits.logsumexp(1)));
-    return;
-  }
-  // Weighted: negatives only. Positive entries are masked out of the negative statistics.
-  at::Tensor negmask;
-  if (v.sparse) {
-    negmask = at::ones({tn, tm}, opts.dtype(at::kBool));
-    if (v.pos_rows.numel() > 0) {
-      negmask.view(-1).index_fill_(0, linear_index(v.pos_rows, v.pos_cols, tm), false);
-    }
-    if (v.exc_rows.numel() > 0) {
-      negmask.view(-1).index_fill_(0, linear_index(v.exc_rows, v.exc_cols, tm), false);
-    }
-  } else {
-    negmask = at::ones({tn, tm}, opts.dtype(at::kBool));
-    if (v.positive.defined()) {
-      negmask.logical_and_(v.positive.logical_not());
-    }
-    if (v.excluded.defined()) {
-      negmask.logical_and_(v.excluded.logical_not());
-    }
-  }
-  const double beta = w.beta();
-  auto negval = at::full({}, neg, opts);
-  auto lse_a = s.lse_a.slice(0, row0, row0 + tn);
-  lse_a.copy_(at::logaddexp(lse_a, at::where(negmask, logits * (1.0 + beta), negval).logsumexp(1)));
-  auto lse_b = s.lse_b.slice(0, row0, row0 + tn);
-  lse_b.copy_(at::logaddexp(lse_b, at::where(negmask, logits * beta, negval).logsumexp(1)));
-}
-
 /// Adds one extra positive logit per row (MoCo's query-key logit) to the statistics.
 inline void
 accumulate_paired(DirectionStats& s, const at::Tensor& logit, const NegativeWeighting& w) {
@@ -361,73 +206,307 @@ inline DirectionCoef finalize(
   return c;
 }
 
-/// d loss / d logits for one direction over a tile with exclusions applied (rows of `logits` are
-/// rows of that direction), multiplied by the row weights.
-inline at::Tensor grad_tile(
-    const at::Tensor& logits,
-    const TileView& v,
+/// At most one entry per line of a tile, by local index: a line's positive or excluded column
+/// for sparse rules. Kept as a clamped index plus a validity flag so that no operation has a
+/// data-dependent shape (which would force a device-to-host synchronisation on CUDA).
+struct Slot {
+  at::Tensor idx;   // int64 [lines], clamped into [0, extent)
+  at::Tensor valid; // bool [lines]
+  bool defined() const {
+    return idx.defined();
+  }
+};
+
+/// Slot of lines [l0, l1) whose target index (global, -1 for none) falls in [t0, t1).
+inline Slot make_slot(const at::Tensor& targets, int64_t l0, int64_t l1, int64_t t0, int64_t t1) {
+  Slot s;
+  auto local = targets.slice(0, l0, l1) - t0;
+  s.valid = local.ge(0).logical_and(local.lt(t1 - t0));
+  s.idx = local.clamp(0, t1 - t0 - 1);
+  return s;
+}
+
+/// The entries of `t` (lines along dim 0) at the slot's positions, [lines].
+inline at::Tensor slot_gather(const at::Tensor& t, const Slot& s) {
+  return t.gather(1, s.idx.unsqueeze(1)).squeeze(1);
+}
+
+/// t[line, idx] = value where the slot is valid (in place; t may be a transposed view).
+inline void slot_fill(at::Tensor& t, const Slot& s, double value) {
+  auto cur = slot_gather(t, s);
+  auto v = at::where(s.valid, at::full({}, value, cur.options()), cur);
+  t.scatter_(1, s.idx.unsqueeze(1), v.unsqueeze(1));
+}
+
+/// t[line, idx] += values[line] where the slot is valid (in place).
+inline void slot_add(at::Tensor& t, const Slot& s, const at::Tensor& values) {
+  auto v = at::where(s.valid, values, at::zeros({}, values.options()));
+  t.scatter_add_(1, s.idx.unsqueeze(1), v.unsqueeze(1));
+}
+
+/// Dense boolean mask [lines, extent] of the slot.
+inline at::Tensor slot_mask(const Slot& s, int64_t extent) {
+  auto m = at::zeros({s.idx.size(0), extent}, s.valid.options());
+  m.scatter_(1, s.idx.unsqueeze(1), s.valid.unsqueeze(1));
+  return m;
+}
+
+/// What one direction (anchors against candidates, or candidates against anchors) sees of a
+/// tile, in that direction's orientation: either slots (sparse rules) or dense masks.
+struct DirView {
+  bool sparse = false;
+  Slot pos, exc;
+  at::Tensor positive, excluded; // dense masks, may be undefined (= all false)
+};
+
+struct EngineState {
+  ContrastProblem problem;
+  c10::optional<SparsePairs> sparse;
+  c10::optional<SparsePairs> sparse_t;
+  bool dense = false;
+  bool shifted = false; // uniform fast path: logits shifted by their bound, no running maximum
+  int64_t tile = 0;
+  at::Tensor a_mm; // scale * anchors in the matmul dtype
+  at::Tensor c_mm; // candidates in the matmul dtype
+  at::Tensor paired_logit;
+  DirectionCoef row;
+  DirectionCoef col;
+  at::Tensor dense_logits; // dense path only (e^{l - scale} on the shifted path)
+  bool consumed = false;
+};
+
+/// The row view (and, for symmetric problems, the column view) of tile [r0, r1) × [c0, c1).
+inline void make_views(const EngineState& st, int64_t r0, int64_t r1, int64_t c0, int64_t c1, DirView* row, DirView* col) {
+  const auto& p = st.problem;
+  if (st.sparse.has_value()) {
+    row->sparse = true;
+    row->pos = make_slot(st.sparse->positive_col, r0, r1, c0, c1);
+    row->exc = make_slot(st.sparse->excluded_col, r0, r1, c0, c1);
+    if (col != nullptr) {
+      col->sparse = true;
+      col->pos = make_slot(st.sparse_t->positive_col, c0, c1, r0, r1);
+      col->exc = make_slot(st.sparse_t->excluded_col, c0, c1, r0, r1);
+    }
+    return;
+  }
+  auto t = p.rule->tile(r0, r1, c0, c1);
+  row->positive = t.positive;
+  row->excluded = t.excluded;
+  if (row->positive.defined() && row->excluded.defined()) {
+    // A pair that is excluded is never a positive.
+    row->positive = row->positive.logical_and(row->excluded.logical_not());
+  }
+  if (col != nullptr) {
+    col->positive = row->positive.defined() ? row->positive.t() : at::Tensor();
+    col->excluded = row->excluded.defined() ? row->excluded.t() : at::Tensor();
+  }
+}
+
+/// Writes `value` into the excluded entries of a tile (in place). For symmetric problems the
+/// transposed rule excludes the transposed pairs, so the row view's exclusions cover both.
+inline void apply_exclusions(at::Tensor& tile, const DirView& v, double value) {
+  if (v.sparse) {
+    slot_fill(tile, v.exc, value);
+  } else if (v.excluded.defined()) {
+    tile.masked_fill_(v.excluded, value);
+  }
+}
+
+/// Counts, sums (and optionally log-sum-exp) of the positive logits of one direction, and the
+/// count of its negatives, from `lg` (that direction's orientation, before exponentiation).
+inline void positive_stats(
+    DirectionStats& s,
+    int64_t off,
+    const at::Tensor& lg,
+    const DirView& v,
+    bool need_lse,
+    double neg) {
+  const int64_t tn = lg.size(0);
+  const int64_t tm = lg.size(1);
+  auto opts = lg.options();
+  const auto acc = lg.scalar_type();
+  auto pos_n = s.pos_n.slice(0, off, off + tn);
+  auto pos_sum = s.pos_sum.slice(0, off, off + tn);
+  auto neg_n = s.neg_n.slice(0, off, off + tn);
+  at::Tensor tile_pos_lse;
+  neg_n.add_(static_cast<double>(tm));
+  if (v.sparse) {
+    auto vals = slot_gather(lg, v.pos);
+    auto vf = v.pos.valid.to(acc);
+    pos_n.add_(vf);
+    neg_n.sub_(vf);
+    pos_sum.add_(at::where(v.pos.valid, vals, at::zeros({}, opts)));
+    neg_n.sub_(v.exc.valid.to(acc));
+    if (need_lse) {
+      tile_pos_lse = at::where(v.pos.valid, vals, at::full({}, neg, opts));
+    }
+  } else {
+    if (v.positive.defined()) {
+      auto cnt = v.positive.sum(1, false, acc);
+      pos_n.add_(cnt);
+      neg_n.sub_(cnt);
+      pos_sum.add_(at::where(v.positive, lg, at::zeros({}, opts)).sum(1));
+      if (need_lse) {
+        tile_pos_lse = at::where(v.positive, lg, at::full({}, neg, opts)).logsumexp(1);
+      }
+    }
+    if (v.excluded.defined()) {
+      neg_n.sub_(v.excluded.sum(1, false, acc));
+    }
+  }
+  if (tile_pos_lse.defined()) {
+    auto pos_lse = s.pos_lse.slice(0, off, off + tn);
+    pos_lse.copy_(at::logaddexp(pos_lse, tile_pos_lse));
+  }
+}
+
+/// Mask of the negatives of one direction (neither positive nor excluded), dense.
+inline at::Tensor negative_mask(const at::Tensor& lg, const DirView& v) {
+  auto m = at::ones({lg.size(0), lg.size(1)}, lg.options().dtype(at::kBool));
+  if (v.sparse) {
+    m.logical_and_(slot_mask(v.pos, lg.size(1)).logical_not());
+    m.logical_and_(slot_mask(v.exc, lg.size(1)).logical_not());
+    return m;
+  }
+  if (v.positive.defined()) {
+    m.logical_and_(v.positive.logical_not());
+  }
+  if (v.excluded.defined()) {
+    m.logical_and_(v.excluded.logical_not());
+  }
+  return m;
+}
+
+/// Running-maximum path: denominators of one direction from `lg` with exclusions applied.
+inline void denominator_stats(
+    DirectionStats& s,
+    int64_t off,
+    const at::Tensor& lg,
+    const DirView& v,
+    const NegativeWeighting& w,
+    double neg) {
+  const int64_t tn = lg.size(0);
+  if (w.is_uniform()) {
+    auto den = s.den_lse.slice(0, off, off + tn);
+    den.copy_(at::logaddexp(den, lg.logsumexp(1)));
+    return;
+  }
+  auto negmask = negative_mask(lg, v);
+  const double beta = w.beta();
+  auto negval = at::full({}, neg, lg.options());
+  auto lse_a = s.lse_a.slice(0, off, off + tn);
+  lse_a.copy_(at::logaddexp(lse_a, at::where(negmask, lg * (1.0 + beta), negval).logsumexp(1)));
+  auto lse_b = s.lse_b.slice(0, off, off + tn);
+  lse_b.copy_(at::logaddexp(lse_b, at::where(negmask, lg * beta, negval).logsumexp(1)));
+}
+
+/// Running-maximum path: d loss / d logits of one direction over `lg` (exclusions applied),
+/// times the row weights. Consumes `lg` when allowed.
+inline at::Tensor grad_direction(
+    at::Tensor lg,
+    const DirView& v,
     const DirectionCoef& c,
-    int64_t row0,
+    int64_t off,
     const NegativeWeighting& w,
     bool may_consume) {
-  const int64_t tn = logits.size(0);
-  const int64_t tm = logits.size(1);
-  auto weight = c.weight.slice(0, row0, row0 + tn).unsqueeze(1);
-  auto inv_pn = c.inv_pn.slice(0, row0, row0 + tn);
-  auto log_pos = c.log_pos.slice(0, row0, row0 + tn).unsqueeze(1);
-  at::Tensor g;
+  const int64_t tn = lg.size(0);
+  const int64_t tm = lg.size(1);
+  auto weight = c.weight.slice(0, off, off + tn);
+  auto inv_pn = c.inv_pn.slice(0, off, off + tn);
+  auto log_pos = c.log_pos.slice(0, off, off + tn).unsqueeze(1);
+  auto zero = at::zeros({}, lg.options());
   if (w.is_uniform()) {
     // softmax over the row's denominator minus 1/P at its positives.
-    g = may_consume ? logits.add_(log_pos).exp_() : (logits + log_pos).exp_();
+    auto g = may_consume ? lg.add_(log_pos).exp_() : (lg + log_pos).exp_();
     if (v.sparse) {
-      if (v.pos_rows.numel() > 0) {
-        g.view(-1).index_add_(
-            0, linear_index(v.pos_rows, v.pos_cols, tm), inv_pn.index_select(0, v.pos_rows).neg());
-      }
+      slot_add(g, v.pos, inv_pn.neg());
     } else if (v.positive.defined()) {
       g.sub_(v.positive * inv_pn.unsqueeze(1));
     }
-    return g.mul_(weight);
+    return g.mul_(weight.unsqueeze(1));
   }
   const double beta = w.beta();
-  at::Tensor posmask = v.positive;
-  at::Tensor excmask = v.excluded;
-  if (v.sparse) {
-    posmask = at::zeros({tn, tm}, logits.options().dtype(at::kBool));
-    excmask = at::zeros({tn, tm}, logits.options().dtype(at::kBool));
-    if (v.pos_rows.numel() > 0) {
-      posmask.view(-1).index_fill_(0, linear_index(v.pos_rows, v.pos_cols, tm), true);
-    }
-    if (v.exc_rows.numel() > 0) {
-      excmask.view(-1).index_fill_(0, linear_index(v.exc_rows, v.exc_cols, tm), true);
-    }
-  }
-  auto log_a = c.log_a.slice(0, row0, row0 + tn).unsqueeze(1);
-  auto log_b = c.log_b.slice(0, row0, row0 + tn).unsqueeze(1);
-  auto sign = c.sign_pos.slice(0, row0, row0 + tn).unsqueeze(1);
-  auto gneg = (logits * (1.0 + beta) + log_a).exp_();
+  auto posmask = v.sparse ? slot_mask(v.pos, tm) : v.positive;
+  auto negmask = negative_mask(lg, v);
+  auto log_a = c.log_a.slice(0, off, off + tn).unsqueeze(1);
+  auto log_b = c.log_b.slice(0, off, off + tn).unsqueeze(1);
+  auto sign = c.sign_pos.slice(0, off, off + tn).unsqueeze(1);
+  auto gneg = (lg * (1.0 + beta) + log_a).exp_();
   if (beta > 0) {
-    gneg.sub_((logits * beta + log_b).exp_());
+    gneg.sub_((lg * beta + log_b).exp_());
   }
-  auto zero = at::zeros({}, logits.options());
-  at::Tensor negmask = at::ones({tn, tm}, logits.options().dtype(at::kBool));
+  auto g = at::where(negmask, gneg, zero);
   if (posmask.defined()) {
-    negmask.logical_and_(posmask.logical_not());
-  }
-  if (excmask.defined()) {
-    negmask.logical_and_(excmask.logical_not());
-  }
-  g = at::where(negmask, gneg, zero);
-  if (posmask.defined()) {
-    auto gpos = (logits + log_pos).exp_().mul_(sign).sub_(inv_pn.unsqueeze(1));
+    auto gpos = (lg + log_pos).exp_().mul_(sign).sub_(inv_pn.unsqueeze(1));
     g = at::where(posmask, gpos, g);
   }
-  return g.mul_(weight);
+  return g.mul_(weight.unsqueeze(1));
 }
 
 /// d loss_i / d l for the paired positive logit of each row, times the row weight.
 inline at::Tensor grad_paired(const at::Tensor& logit, const DirectionCoef& c) {
   return (logit + c.log_pos).exp().mul_(c.sign_pos).sub_(c.inv_pn).mul_(c.weight);
+}
+
+/// Whether the uniform fast path may shift logits by their upper bound `scale` (cosine <= 1)
+/// instead of a running maximum: exp(l - scale) >= exp(-2 scale) must stay a normal number.
+inline bool use_shifted_path(const ContrastProblem& p) {
+  if (!p.weighting.is_uniform()) {
+    return false;
+  }
+  const double limit = p.anchors.scalar_type() == at::kDouble ? 300.0 : 40.0;
+  return p.scale <= limit;
+}
+
+/// Shifted path: logits -> e^{l - scale} in place, excluded entries zeroed.
+inline void exponentiate(at::Tensor& tile, const DirView& row, double scale) {
+  tile.sub_(scale).exp_();
+  apply_exclusions(tile, row, 0.0);
+}
+
+/// Shifted path: merges sums of e^{l - scale} into a direction's log-denominators.
+inline void merge_shifted(at::Tensor den, const at::Tensor& sums, double scale, double neg) {
+  auto add = at::where(sums.gt(0), sums.log().add_(scale), at::full({}, neg, sums.options()));
+  den.copy_(at::logaddexp(den, add));
+}
+
+/// Shifted path: d loss / d logits of a tile holding e^{l - scale} (consumed): the softmax is
+/// shift_fac * e^{l - scale} per row (plus per column for symmetric problems), minus 1/P times
+/// the row weight at the positives.
+inline at::Tensor grad_shifted(
+    at::Tensor& expl,
+    const DirView& vr,
+    const DirView* vc,
+    const DirectionCoef& row,
+    const DirectionCoef* col,
+    int64_t r0,
+    int64_t c0) {
+  const int64_t tn = expl.size(0);
+  const int64_t tm = expl.size(1);
+  auto rf = row.shift_fac.slice(0, r0, r0 + tn).unsqueeze(1);
+  at::Tensor g;
+  if (col != nullptr) {
+    auto tmp = expl * col->shift_fac.slice(0, c0, c0 + tm).unsqueeze(0);
+    g = expl.mul_(rf).add_(tmp);
+  } else {
+    g = expl.mul_(rf);
+  }
+  auto row_pos = (row.inv_pn * row.weight).slice(0, r0, r0 + tn);
+  if (vr.sparse) {
+    slot_add(g, vr.pos, row_pos.neg());
+  } else if (vr.positive.defined()) {
+    g.sub_(vr.positive * row_pos.unsqueeze(1));
+  }
+  if (col != nullptr) {
+    auto col_pos = (col->inv_pn * col->weight).slice(0, c0, c0 + tm);
+    auto gt = g.t();
+    if (vc->sparse) {
+      slot_add(gt, vc->pos, col_pos.neg());
+    } else if (vc->positive.defined()) {
+      gt.sub_(vc->positive * col_pos.unsqueeze(1));
+    }
+  }
+  return g;
 }
 
 inline int64_t resolve_tile(const ContrastProblem& p) {
@@ -436,22 +515,6 @@ inline int64_t resolve_tile(const ContrastProblem& p) {
   }
   return p.anchors.is_cuda() ? 8192 : 2048;
 }
-
-struct EngineState {
-  ContrastProblem problem;
-  c10::optional<SparsePairs> sparse;
-  c10::optional<SparsePairs> sparse_t;
-  bool dense = false;
-  int64_t tile = 0;
-  at::Tensor a_mm; // scale * anchors in mm dtype
-  at::Tensor c_mm; // candidates in mm dtype
-  at::Tensor paired_logit;
-  DirectionCoef row;
-  DirectionCoef col;
-  at::Tensor dense_logits; // dense path only (e^{l - scale} on the shifted path)
-  bool consumed = false;
-  bool shifted = false; // uniform fast path: logits shifted by their bound, no running maximum
-};
 
 /// Backward node of the engine: recomputes (tiled) or reuses (dense) the logits.
 struct ContrastBackward : public torch::autograd::Node {
@@ -468,202 +531,7 @@ struct ContrastBackward : public torch::autograd::Node {
   }
 };
 
-/// Whether the uniform fast path may shift logits by their upper bound `scale` (cosine <= 1)
-/// instead of a running maximum: exp(l - scale) >= exp(-2 scale) must stay a normal number.
-inline bool use_shifted_path(const ContrastProblem& p) {
-  if (!p.weighting.is_uniform()) {
-    return false;
-  }
-  const double limit = p.anchors.scalar_type() == at::kDouble ? 300.0 : 40.0;
-  return p.scale <= limit;
-}
-
-/// Positive statistics from a logits tile (before exponentiation), for the uniform fast path:
-/// counts and sums only (the uniform loss needs no log-sum-exp of positives).
-inline void accumulate_positive_sums(
-    DirectionStats& s,
-    int64_t row0,
-    const at::Tensor& logits,
-    const at::Tensor& pos_rows,
-    const at::Tensor& lin,
-    const at::Tensor& dense_pos,
-    const at::Tensor& dense_exc,
-    bool sparse,
-    int64_t tn,
-    int64_t tm) {
-  auto opts = logits.options();
-  auto pos_n = s.pos_n.slice(0, row0, row0 + tn);
-  auto pos_sum = s.pos_sum.slice(0, row0, row0 + tn);
-  auto neg_n = s.neg_n.slice(0, row0, row0 + tn);
-  neg_n.add_(static_cast<double>(tm));
-  if (sparse) {
-    if (pos_rows.numel() > 0) {
-      auto vals = logits.reshape(-1).index_select(0, lin);
-      pos_n.index_add_(0, pos_rows, at::ones({pos_rows.numel()}, opts));
-      pos_sum.index_add_(0, pos_rows, vals);
-      neg_n.index_add_(0, pos_rows, at::full({pos_rows.numel()}, -1.0, opts));
-    }
-  } else if (dense_pos.defined()) {
-    auto cnt = dense_pos.sum(1, false, opts.dtype().toScalarType());
-    pos_n.add_(cnt);
-    neg_n.sub_(cnt);
-    pos_sum.add_(at::where(dense_pos, logits, at::zeros({}, opts)).sum(1));
-  }
-  if (!sparse && dense_exc.defined()) {
-    neg_n.sub_(dense_exc.sum(1, false, opts.dtype().toScalarType()));
-  }
-}
-
-/// Uniform fast path, forward part of one tile: positive sums, then logits -> e^{l - scale} in
-/// place with excluded entries zeroed, and the row (and column) sums merged into the
-/// log-denominators. Returns the exponentiated tile.
-inline void shifted_tile_forward(
-    const ContrastProblem& p,
-    const c10::optional<SparsePairs>& sp,
-    const c10::optional<SparsePairs>& sp_t,
-    DirectionStats& rs,
-    DirectionStats* cs,
-    int64_t r0,
-    int64_t r1,
-    int64_t c0,
-    int64_t c1,
-    at::Tensor& logits,
-    double neg) {
-  const int64_t tn = r1 - r0, tm = c1 - c0;
-  auto v = make_tile_view(p, sp, r0, r1, c0, c1, false);
-  at::Tensor lin =
-      v.sparse && v.pos_rows.numel() > 0 ? linear_index(v.pos_rows, v.pos_cols, tm) : at::Tensor();
-  accumulate_positive_sums(
-      rs, r0, logits, v.pos_rows, lin, v.positive, v.excluded, v.sparse, tn, tm);
-  if (v.sparse && v.exc_rows.numel() > 0) {
-    rs.neg_n.slice(0, r0, r1).index_add_(
-        0, v.exc_rows, at::full({v.exc_rows.numel()}, -1.0, logits.options()));
-  }
-  TileView vt;
-  if (cs != nullptr) {
-    if (sp_t.has_value()) {
-      vt = make_tile_view(p, sp_t, c0, c1, r0, r1, false);
-      // Positions in the (untransposed) tile: row = transposed column, column = transposed row.
-      at::Tensor lin_t =
-          vt.pos_rows.numel() > 0 ? linear_index(vt.pos_cols, vt.pos_rows, tm) : at::Tensor();
-      accumulate_positive_sums(*cs, c0, logits, vt.pos_rows, lin_t, {}, {}, true, tm, tn);
-      if (vt.exc_rows.numel() > 0) {
-        cs->neg_n.slice(0, c0, c1).index_add_(
-            0, vt.exc_rows, at::full({vt.exc_rows.numel()}, -1.0, logits.options()));
-      }
-    } else {
-      auto lt = logits.t();
-      accumulate_positive_sums(
-          *cs,
-          c0,
-          lt,
-          {},
-          {},
-          v.positive.defined() ? v.positive.t() : at::Tensor(),
-          v.excluded.defined() ? v.excluded.t() : at::Tensor(),
-          false,
-          tm,
-          tn);
-    }
-  }
-  logits.sub_(p.scale).exp_();
-  if (v.sparse) {
-    if (v.exc_rows.numel() > 0) {
-      logits.view(-1).index_fill_(0, linear_index(v.exc_rows, v.exc_cols, tm), 0.0);
-    }
-  } else if (v.excluded.defined()) {
-    logits.masked_fill_(v.excluded, 0.0);
-  }
-  if (cs != nullptr && vt.sparse && vt.exc_rows.numel() > 0) {
-    logits.view(-1).index_fill_(0, linear_index(vt.exc_cols, vt.exc_rows, tm), 0.0);
-  }
-  auto merge = [&](at::Tensor den, const at::Tensor& sums) {
-    auto add = at::where(sums.gt(0), sums.log().add_(p.scale), at::full({}, neg, sums.options()));
-    den.copy_(at::logaddexp(den, add));
-  };
-  merge(rs.den_lse.slice(0, r0, r1), logits.sum(1));
-  if (cs != nullptr) {
-    merge(cs->den_lse.slice(0, c0, c1), logits.sum(0));
-  }
-}
-
-/// Uniform fast path, gradient of one exponentiated tile (consumed in place): row factor times
-/// e^{l - scale} (plus the column factor for symmetric problems) minus 1/P at the positives.
-inline at::Tensor shifted_grad_tile(
-    const ContrastProblem& p,
-    const c10::optional<SparsePairs>& sp,
-    const c10::optional<SparsePairs>& sp_t,
-    const DirectionCoef& row,
-    const DirectionCoef* col,
-    int64_t r0,
-    int64_t r1,
-    int64_t c0,
-    int64_t c1,
-    at::Tensor& expl) {
-  const int64_t tm = c1 - c0;
-  auto v = make_tile_view(p, sp, r0, r1, c0, c1, false);
-  auto rf = row.shift_fac.slice(0, r0, r1).unsqueeze(1);
-  at::Tensor g;
-  if (col != nullptr) {
-    auto tmp = expl * col->shift_fac.slice(0, c0, c1).unsqueeze(0);
-    g = expl.mul_(rf).add_(tmp);
-  } else {
-    g = expl.mul_(rf);
-  }
-  auto row_pos = (row.inv_pn * row.weight).slice(0, r0, r1);
-  if (v.sparse) {
-    if (v.pos_rows.numel() > 0) {
-      g.view(-1).index_add_(
-          0, linear_index(v.pos_rows, v.pos_cols, tm), row_pos.index_select(0, v.pos_rows).neg());
-    }
-  } else if (v.positive.defined()) {
-    g.sub_(v.positive * row_pos.unsqueeze(1));
-  }
-  if (col != nullptr) {
-    auto col_pos = (col->inv_pn * col->weight).slice(0, c0, c1);
-    if (sp_t.has_value()) {
-      auto vt = make_tile_view(p, sp_t, c0, c1, r0, r1, false);
-      if (vt.pos_rows.numel() > 0) {
-        g.view(-1).index_add_(
-            0,
-            linear_index(vt.pos_cols, vt.pos_rows, tm),
-            col_pos.index_select(0, vt.pos_rows).neg());
-      }
-    } else if (v.positive.defined()) {
-      g.sub_(v.positive * col_pos.unsqueeze(0));
-    }
-  }
-  return g;
-}
-
-/// Recomputes e^{l - scale} of a tile with its exclusions zeroed (shifted path, backward).
-inline void recompute_shifted(
-    const ContrastProblem& p,
-    const c10::optional<SparsePairs>& sp,
-    const c10::optional<SparsePairs>& sp_t,
-    int64_t r0,
-    int64_t r1,
-    int64_t c0,
-    int64_t c1,
-    at::Tensor& logits) {
-  const int64_t tm = c1 - c0;
-  auto v = make_tile_view(p, sp, r0, r1, c0, c1, false);
-  logits.sub_(p.scale).exp_();
-  if (v.sparse) {
-    if (v.exc_rows.numel() > 0) {
-      logits.view(-1).index_fill_(0, linear_index(v.exc_rows, v.exc_cols, tm), 0.0);
-    }
-  } else if (v.excluded.defined()) {
-    logits.masked_fill_(v.excluded, 0.0);
-  }
-  if (p.symmetric && sp_t.has_value()) {
-    auto vt = make_tile_view(p, sp_t, c0, c1, r0, r1, false);
-    if (vt.exc_rows.numel() > 0) {
-      logits.view(-1).index_fill_(0, linear_index(vt.exc_cols, vt.exc_rows, tm), 0.0);
-    }
-  }
-}
-
+/// Calls `body(r0, r1, c0, c1, logits)` for every tile, logits in the accumulation dtype.
 inline void tile_loop(
     EngineState& st,
     const std::function<void(int64_t, int64_t, int64_t, int64_t, at::Tensor&)>& body) {
@@ -686,7 +554,7 @@ inline void tile_loop(
   }
 }
 
-inline at::Tensor contrast_forward(std::shared_ptr<EngineState> st_ptr) {
+inline at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
   auto& st = *st_ptr;
   auto& p = st.problem;
   const int64_t n = p.anchors.size(0);
@@ -698,6 +566,11 @@ inline at::Tensor contrast_forward(std::shared_ptr<EngineState> st_ptr) {
 
   st.sparse = p.rule->sparse();
   st.sparse_t = p.symmetric ? p.rule->sparse_transposed() : c10::nullopt;
+  if (p.symmetric && st.sparse.has_value() != st.sparse_t.has_value()) {
+    // Mixed sparse/dense directions: use the rule's dense tiles for both.
+    st.sparse = c10::nullopt;
+    st.sparse_t = c10::nullopt;
+  }
   switch (p.options.path()) {
     case EnginePath::Dense:
       st.dense = true;
@@ -710,6 +583,7 @@ inline at::Tensor contrast_forward(std::shared_ptr<EngineState> st_ptr) {
       break;
   }
   st.tile = resolve_tile(p);
+  st.shifted = use_shifted_path(p);
   st.a_mm = (p.anchors * p.scale).to(p.mm_dtype);
   st.c_mm = p.candidates.to(p.mm_dtype);
 
@@ -718,33 +592,27 @@ inline at::Tensor contrast_forward(std::shared_ptr<EngineState> st_ptr) {
   if (p.symmetric) {
     cs.init(m, acc_opts, neg);
   }
-  const bool dense_masks_row = !st.sparse.has_value();
-  st.shifted = use_shifted_path(p);
   tile_loop(st, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits) {
+    DirView vr, vc;
+    make_views(st, r0, r1, c0, c1, &vr, p.symmetric ? &vc : nullptr);
     if (st.shifted) {
-      shifted_tile_forward(
-          p, st.sparse, st.sparse_t, rs, p.symmetric ? &cs : nullptr, r0, r1, c0, c1, logits, neg);
-      if (st.dense) {
-        st.dense_logits = logits;
+      positive_stats(rs, r0, logits, vr, false, neg);
+      if (p.symmetric) {
+        positive_stats(cs, c0, logits.t(), vc, false, neg);
       }
-      return;
-    }
-    auto v = make_tile_view(p, st.sparse, r0, r1, c0, c1, dense_masks_row);
-    apply_exclusions(logits, v, neg);
-    accumulate_stats(rs, r0, logits, v, w, neg);
-    if (p.symmetric) {
-      TileView vt;
-      if (st.sparse_t.has_value()) {
-        vt = make_tile_view(p, st.sparse_t, c0, c1, r0, r1, false);
-        // exclusions of the transposed rule on the transposed tile
-        auto lt = logits.t().clone(at::MemoryFormat::Contiguous);
-        apply_exclusions(lt, vt, neg);
-        accumulate_stats(cs, c0, lt, vt, w, neg);
-      } else {
-        vt.positive = v.positive.defined() ? v.positive.t() : at::Tensor();
-        vt.excluded = v.excluded.defined() ? v.excluded.t() : at::Tensor();
+      exponentiate(logits, vr, p.scale);
+      merge_shifted(rs.den_lse.slice(0, r0, r1), logits.sum(1), p.scale, neg);
+      if (p.symmetric) {
+        merge_shifted(cs.den_lse.slice(0, c0, c1), logits.sum(0), p.scale, neg);
+      }
+    } else {
+      apply_exclusions(logits, vr, neg);
+      positive_stats(rs, r0, logits, vr, !w.is_uniform(), neg);
+      denominator_stats(rs, r0, logits, vr, w, neg);
+      if (p.symmetric) {
         auto lt = logits.t();
-        accumulate_stats(cs, c0, lt, vt, w, neg);
+        positive_stats(cs, c0, lt, vc, !w.is_uniform(), neg);
+        denominator_stats(cs, c0, lt, vc, w, neg);
       }
     }
     if (st.dense) {
@@ -801,8 +669,7 @@ inline torch::autograd::variable_list ContrastBackward::apply(
   auto ga = at::zeros({n, p.anchors.size(1)}, p.anchors.options());
   auto gc = at::zeros({m, p.candidates.size(1)}, p.candidates.options());
   const auto& w = p.weighting;
-  const auto mm_dtype = p.mm_dtype;
-  // Fold the incoming gradient into the row weights once, instead of into every tile.
+  // Fold the incoming gradient into the row coefficients once, instead of into every tile.
   DirectionCoef row = st.row;
   row.weight = st.row.weight * go;
   row.shift_fac = st.row.shift_fac * go;
@@ -811,55 +678,35 @@ inline torch::autograd::variable_list ContrastBackward::apply(
     col.weight = st.col.weight * go;
     col.shift_fac = st.col.shift_fac * go;
   }
-  auto accumulate =
-      [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits, bool consume) {
-        if (st.shifted) {
-          if (!consume) {
-            // Recompute e^{l - scale} with exclusions, as the forward pass did.
-            recompute_shifted(p, st.sparse, st.sparse_t, r0, r1, c0, c1, logits);
-          }
-          auto g = shifted_grad_tile(
-              p, st.sparse, st.sparse_t, row, p.symmetric ? &col : nullptr, r0, r1, c0, c1, logits);
-          auto gm = g.to(mm_dtype);
-          if (need_a) {
-            ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
-          }
-          if (need_c) {
-            gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
-          }
-          return;
-        }
-        auto v = make_tile_view(p, st.sparse, r0, r1, c0, c1, !st.sparse.has_value());
-        if (!consume) {
-          apply_exclusions(logits, v, neg);
-        }
-        at::Tensor g;
-        if (p.symmetric) {
-          TileView vt;
-          at::Tensor lt;
-          if (st.sparse_t.has_value()) {
-            vt = make_tile_view(p, st.sparse_t, c0, c1, r0, r1, false);
-            lt = logits.t().clone(at::MemoryFormat::Contiguous);
-            apply_exclusions(lt, vt, neg);
-          } else {
-            vt.positive = v.positive.defined() ? v.positive.t() : at::Tensor();
-            vt.excluded = v.excluded.defined() ? v.excluded.t() : at::Tensor();
-            lt = logits.t().clone();
-          }
-          auto gt = grad_tile(lt, vt, col, c0, w, true);
-          g = grad_tile(logits, v, row, r0, w, consume);
-          g.add_(gt.t());
-        } else {
-          g = grad_tile(logits, v, row, r0, w, true);
-        }
-        auto gm = g.to(mm_dtype);
-        if (need_a) {
-          ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
-        }
-        if (need_c) {
-          gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
-        }
-      };
+  auto accumulate = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits, bool saved) {
+    DirView vr, vc;
+    make_views(st, r0, r1, c0, c1, &vr, p.symmetric ? &vc : nullptr);
+    at::Tensor g;
+    if (st.shifted) {
+      if (!saved) {
+        exponentiate(logits, vr, p.scale);
+      }
+      g = grad_shifted(logits, vr, p.symmetric ? &vc : nullptr, row, p.symmetric ? &col : nullptr, r0, c0);
+    } else {
+      if (!saved) {
+        apply_exclusions(logits, vr, neg);
+      }
+      if (p.symmetric) {
+        auto gt = grad_direction(logits.t(), vc, col, c0, w, false);
+        g = grad_direction(logits, vr, row, r0, w, true);
+        g.add_(gt.t());
+      } else {
+        g = grad_direction(logits, vr, row, r0, w, true);
+      }
+    }
+    auto gm = g.to(p.mm_dtype);
+    if (need_a) {
+      ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
+    }
+    if (need_c) {
+      gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
+    }
+  };
   if (st.dense && st.dense_logits.defined()) {
     st.consumed = true;
     auto logits = st.dense_logits;

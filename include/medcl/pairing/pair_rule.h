@@ -68,14 +68,11 @@ inline at::Tensor tile_mask_from_sparse(
     int64_t r1,
     int64_t c0,
     int64_t c1) {
-  auto idx = cols_of_rows.slice(0, r0, r1);
-  auto inside = idx.ge(c0).logical_and(idx.lt(c1));
-  auto mask = at::zeros({r1 - r0, c1 - c0}, idx.options().dtype(at::kBool));
-  auto rows = at::arange(r1 - r0, idx.options()).masked_select(inside);
-  auto cols = idx.masked_select(inside) - c0;
-  if (rows.numel() > 0) {
-    mask.index_put_({rows, cols}, true);
-  }
+  // Clamped index + validity flag: no data-dependent shapes, so no device synchronisation.
+  auto local = cols_of_rows.slice(0, r0, r1) - c0;
+  auto inside = local.ge(0).logical_and(local.lt(c1 - c0));
+  auto mask = at::zeros({r1 - r0, c1 - c0}, local.options().dtype(at::kBool));
+  mask.scatter_(1, local.clamp(0, c1 - c0 - 1).unsqueeze(1), inside.unsqueeze(1));
   return mask;
 }
 
