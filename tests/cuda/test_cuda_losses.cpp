@@ -19,33 +19,59 @@ namespace {
 
 struct Case {
   std::string name;
-  std::function<at::Tensor(const std::vector<at::Tensor>&, const SimilarityEngineOptions&, const NegativeWeighting&)> loss;
+  std::function<at::Tensor(
+      const std::vector<at::Tensor>&,
+      const SimilarityEngineOptions&,
+      const NegativeWeighting&)>
+      loss;
   std::vector<int64_t> shape0, shape1, shape2;
 };
 
 std::vector<Case> cases() {
   return {
       {"nt_xent",
-       [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
-         return F::nt_xent_loss(x[0], x[1], medcl::NTXentLossOptions().engine(e).weighting(w).temperature(0.2));
+       [](const std::vector<at::Tensor>& x,
+          const SimilarityEngineOptions& e,
+          const NegativeWeighting& w) {
+         return F::nt_xent_loss(
+             x[0], x[1], medcl::NTXentLossOptions().engine(e).weighting(w).temperature(0.2));
        },
-       {300, 64}, {300, 64}, {}},
+       {300, 64},
+       {300, 64},
+       {}},
       {"info_nce",
-       [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
-         return F::info_nce_loss(x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).weighting(w).temperature(0.2));
+       [](const std::vector<at::Tensor>& x,
+          const SimilarityEngineOptions& e,
+          const NegativeWeighting& w) {
+         return F::info_nce_loss(
+             x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).weighting(w).temperature(0.2));
        },
-       {200, 64}, {200, 64}, {700, 64}},
+       {200, 64},
+       {200, 64},
+       {700, 64}},
       {"supcon",
-       [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
-         auto labels = torch::arange(x[0].size(0), torch::TensorOptions().dtype(torch::kLong).device(x[0].device())) % 7;
-         return F::supcon_loss(x[0], labels, medcl::SupConLossOptions().engine(e).weighting(w).temperature(0.2));
+       [](const std::vector<at::Tensor>& x,
+          const SimilarityEngineOptions& e,
+          const NegativeWeighting& w) {
+         auto labels =
+             torch::arange(
+                 x[0].size(0), torch::TensorOptions().dtype(torch::kLong).device(x[0].device())) %
+             7;
+         return F::supcon_loss(
+             x[0], labels, medcl::SupConLossOptions().engine(e).weighting(w).temperature(0.2));
        },
-       {150, 2, 64}, {}, {}},
+       {150, 2, 64},
+       {},
+       {}},
       {"clip",
-       [](const std::vector<at::Tensor>& x, const SimilarityEngineOptions& e, const NegativeWeighting& w) {
+       [](const std::vector<at::Tensor>& x,
+          const SimilarityEngineOptions& e,
+          const NegativeWeighting& w) {
          return F::clip_loss(x[0], x[1], 5.0, medcl::CLIPLossOptions().engine(e).weighting(w));
        },
-       {250, 64}, {250, 64}, {}},
+       {250, 64},
+       {250, 64},
+       {}},
   };
 }
 
@@ -79,16 +105,20 @@ std::pair<at::Tensor, std::vector<at::Tensor>> run(
   return {loss.detach().to(torch::kCPU, torch::kDouble), g};
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("CUDA: every family matches the CPU double result on both paths", "[cuda][losses]") {
   REQUIRE(torch::cuda::is_available());
   torch::manual_seed(41);
   const torch::Device cuda(torch::kCUDA, 0);
   for (const auto& c : cases()) {
-    for (const auto& w : {NegativeWeighting::uniform(), NegativeWeighting::debiased(0.1), NegativeWeighting::hard(1.0)}) {
+    for (const auto& w :
+         {NegativeWeighting::uniform(),
+          NegativeWeighting::debiased(0.1),
+          NegativeWeighting::hard(1.0)}) {
       auto x = inputs(c);
-      auto ref = run(c, x, torch::kCPU, torch::kDouble, SimilarityEngineOptions().path(EnginePath::Dense), w);
+      auto ref = run(
+          c, x, torch::kCPU, torch::kDouble, SimilarityEngineOptions().path(EnginePath::Dense), w);
       for (auto path : {EnginePath::Dense, EnginePath::Tiled}) {
         auto e = SimilarityEngineOptions().path(path).tile_size(128);
         auto got = run(c, x, cuda, torch::kFloat, e, w);
@@ -114,9 +144,21 @@ TEST_CASE("CUDA: bf16 and fp16 inputs stay close to float32", "[cuda][losses][dt
       for (const auto& t : x) {
         rounded.push_back(t.to(dtype).to(torch::kDouble));
       }
-      auto ref = run(c, rounded, cuda, torch::kFloat, SimilarityEngineOptions().path(EnginePath::Tiled), NegativeWeighting::uniform());
+      auto ref =
+          run(c,
+              rounded,
+              cuda,
+              torch::kFloat,
+              SimilarityEngineOptions().path(EnginePath::Tiled),
+              NegativeWeighting::uniform());
       for (auto path : {EnginePath::Dense, EnginePath::Tiled}) {
-        auto got = run(c, rounded, cuda, dtype, SimilarityEngineOptions().path(path).tile_size(128), NegativeWeighting::uniform());
+        auto got =
+            run(c,
+                rounded,
+                cuda,
+                dtype,
+                SimilarityEngineOptions().path(path).tile_size(128),
+                NegativeWeighting::uniform());
         INFO(c.name << " " << dtype);
         REQUIRE(std::isfinite(got.first.item<double>()));
         // Matrix products in bf16/fp16 round each similarity (8 or 11 mantissa bits).
@@ -138,7 +180,10 @@ TEST_CASE("CUDA: dense and tiled agree at B = 8192", "[cuda][losses]") {
   auto run_path = [&](EnginePath path) {
     auto a = z0.detach().clone().requires_grad_(true);
     auto b = z1.detach().clone().requires_grad_(true);
-    auto loss = F::nt_xent_loss(a, b, medcl::NTXentLossOptions().engine(SimilarityEngineOptions().path(path).tile_size(4096)));
+    auto loss = F::nt_xent_loss(
+        a,
+        b,
+        medcl::NTXentLossOptions().engine(SimilarityEngineOptions().path(path).tile_size(4096)));
     loss.backward();
     return std::make_pair(loss.detach(), a.grad());
   };

@@ -312,3 +312,30 @@ TEST_CASE("bad inputs give errors that name the function and the values", "[loss
           a, a, medcl::NTXentLossOptions().engine(SimilarityEngineOptions().tile_size(-2))),
       Contains("tile_size"));
 }
+
+TEST_CASE("upstream gradients of any sign scale the engine's gradients", "[losses][engine][grad]") {
+  torch::manual_seed(17);
+  for (const auto& fam : families()) {
+    for (const auto& w : {NegativeWeighting::uniform(), NegativeWeighting::hard(0.5)}) {
+      for (const auto& e : {dense(), tiled(4)}) {
+        auto x = fam.inputs(torch::kDouble);
+        at::Tensor v;
+        auto base = grads_of(fam, x, e, w, &v);
+        for (double c : {-2.5, 0.0}) {
+          Family scaled = fam;
+          scaled.loss = [&](const std::vector<at::Tensor>& y,
+                            const SimilarityEngineOptions& eo,
+                            const NegativeWeighting& wo) { return c * fam.loss(y, eo, wo); };
+          auto g = grads_of(scaled, x, e, w, &v);
+          INFO(fam.name << " " << w.describe() << " factor " << c);
+          for (size_t k = 0; k < g.size(); ++k) {
+            REQUIRE(rel_err(g[k], c * base[k] + 0.0) < 1e-12 + (c == 0.0 ? 1.0 : 0.0));
+            if (c == 0.0) {
+              REQUIRE(g[k].abs().max().item<double>() == 0.0);
+            }
+          }
+        }
+      }
+    }
+  }
+}

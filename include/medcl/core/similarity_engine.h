@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -273,11 +274,31 @@ struct EngineState {
   DirectionCoef col;
   at::Tensor dense_logits; // dense path only (e^{l - scale} on the shifted path)
   bool consumed = false;
+  // Key-class path (positives = equal keys): class ids, excluded columns, class sums.
+  bool classes = false;
+  at::Tensor aid, cid;  // class of each anchor / candidate
+  at::Tensor excl_col;  // excluded column per row, -1 for none
+  at::Tensor excl_same; // the excluded column has the row's class (removed from positives)
+  at::Tensor pos_vec;   // sum of the row's positive candidates' embeddings [N, D]
+  int64_t n_classes = 0;
 };
 
 /// The row view (and, for symmetric problems, the column view) of tile [r0, r1) × [c0, c1).
-inline void make_views(const EngineState& st, int64_t r0, int64_t r1, int64_t c0, int64_t c1, DirView* row, DirView* col) {
+inline void make_views(
+    const EngineState& st,
+    int64_t r0,
+    int64_t r1,
+    int64_t c0,
+    int64_t c1,
+    DirView* row,
+    DirView* col) {
   const auto& p = st.problem;
+  if (st.classes) {
+    // Positives come from class sums; only the exclusions are needed per tile.
+    row->sparse = true;
+    row->exc = make_slot(st.excl_col, r0, r1, c0, c1);
+    return;
+  }
   if (st.sparse.has_value()) {
     row->sparse = true;
     row->pos = make_slot(st.sparse->positive_col, r0, r1, c0, c1);
@@ -470,6 +491,18 @@ inline void merge_shifted(at::Tensor den, const at::Tensor& sums, double scale, 
   den.copy_(at::logaddexp(den, add));
 }
 
+/// g[i, positives of i] -= values[i] (sparse slot or dense mask).
+inline void slot_or_mask_sub(at::Tensor& g, const DirView& v, const at::Tensor& values) {
+  if (v.sparse) {
+    if (!v.pos.defined()) {
+      return; // key-class path: positives are handled outside the tiles
+    }
+    slot_add(g, v.pos, values.neg());
+  } else if (v.positive.defined()) {
+    g.sub_(v.positive * values.unsqueeze(1));
+  }
+}
+
 /// Shifted path: d loss / d logits of a tile holding e^{l - scale} (consumed): the softmax is
 /// shift_fac * e^{l - scale} per row (plus per column for symmetric problems), minus 1/P times
 /// the row weight at the positives.
@@ -491,20 +524,10 @@ inline at::Tensor grad_shifted(
   } else {
     g = expl.mul_(rf);
   }
-  auto row_pos = (row.inv_pn * row.weight).slice(0, r0, r0 + tn);
-  if (vr.sparse) {
-    slot_add(g, vr.pos, row_pos.neg());
-  } else if (vr.positive.defined()) {
-    g.sub_(vr.positive * row_pos.unsqueeze(1));
-  }
+  slot_or_mask_sub(g, vr, (row.inv_pn * row.weight).slice(0, r0, r0 + tn));
   if (col != nullptr) {
-    auto col_pos = (col->inv_pn * col->weight).slice(0, c0, c0 + tm);
     auto gt = g.t();
-    if (vc->sparse) {
-      slot_add(gt, vc->pos, col_pos.neg());
-    } else if (vc->positive.defined()) {
-      gt.sub_(vc->positive * col_pos.unsqueeze(1));
-    }
+    slot_or_mask_sub(gt, *vc, (col->inv_pn * col->weight).slice(0, c0, c0 + tm));
   }
   return g;
 }
@@ -554,6 +577,60 @@ inline void tile_loop(
   }
 }
 
+/// Key-class path, forward: positive counts and logit sums from per-class sums of the candidate
+/// embeddings, O((N + M)·D); no positive mask is built.
+inline void class_positive_stats(EngineState& st, DirectionStats& rs) {
+  auto& p = st.problem;
+  const auto kc = p.rule->key_classes();
+  const int64_t n = p.anchors.size(0);
+  const int64_t m = p.candidates.size(0);
+  const auto acc = p.anchors.scalar_type();
+  auto keys = at::cat({kc->anchor_keys.to(at::kLong), kc->candidate_keys.to(at::kLong)});
+  auto uniq = at::_unique(keys, /*sorted=*/false, /*return_inverse=*/true);
+  st.n_classes = std::get<0>(uniq).size(0);
+  auto inv = std::get<1>(uniq);
+  st.aid = inv.slice(0, 0, n);
+  st.cid = inv.slice(0, n, n + m);
+  auto e = *p.rule->excluded_cols();
+  auto ev = e.ge(0);
+  st.excl_col = e;
+  auto ec = e.clamp_min(0);
+  st.excl_same = ev.logical_and(st.cid.index_select(0, ec).eq(st.aid));
+  auto csum = at::zeros({st.n_classes, p.candidates.size(1)}, p.candidates.options());
+  csum.index_add_(0, st.cid, p.candidates);
+  auto ccnt = at::zeros({st.n_classes}, p.candidates.options());
+  ccnt.index_add_(0, st.cid, at::ones({m}, p.candidates.options()));
+  auto samef = st.excl_same.to(acc);
+  st.pos_vec = csum.index_select(0, st.aid) - p.candidates.index_select(0, ec) * samef.unsqueeze(1);
+  rs.pos_n = ccnt.index_select(0, st.aid) - samef;
+  rs.pos_sum = (p.anchors * st.pos_vec).sum(1).mul_(p.scale);
+  rs.neg_n = static_cast<double>(m) - rs.pos_n - ev.to(acc);
+}
+
+/// Key-class path, backward: the positive part -(1/P_i) sum_p l_ip of every row, through the
+/// class sums.
+inline void class_positive_grad(
+    const EngineState& st,
+    const DirectionCoef& row,
+    at::Tensor& ga,
+    at::Tensor& gc,
+    bool need_a,
+    bool need_c) {
+  const auto& p = st.problem;
+  auto q = (row.inv_pn * row.weight).mul(p.scale).unsqueeze(1); // [N, 1]
+  if (need_a) {
+    ga.sub_(st.pos_vec * q);
+  }
+  if (need_c) {
+    auto qa = p.anchors * q;
+    auto aq = at::zeros({st.n_classes, p.anchors.size(1)}, p.anchors.options());
+    aq.index_add_(0, st.aid, qa);
+    gc.sub_(aq.index_select(0, st.cid));
+    // Rows whose excluded column shares their class did not count it as a positive.
+    gc.index_add_(0, st.excl_col.clamp_min(0), qa * st.excl_same.to(qa.scalar_type()).unsqueeze(1));
+  }
+}
+
 inline at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
   auto& st = *st_ptr;
   auto& p = st.problem;
@@ -584,6 +661,8 @@ inline at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
   }
   st.tile = resolve_tile(p);
   st.shifted = use_shifted_path(p);
+  st.classes = st.shifted && !p.symmetric && !st.sparse.has_value() &&
+      p.rule->key_classes().has_value() && p.rule->excluded_cols().has_value();
   st.a_mm = (p.anchors * p.scale).to(p.mm_dtype);
   st.c_mm = p.candidates.to(p.mm_dtype);
 
@@ -592,10 +671,16 @@ inline at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
   if (p.symmetric) {
     cs.init(m, acc_opts, neg);
   }
+  if (st.classes) {
+    class_positive_stats(st, rs);
+  }
   tile_loop(st, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits) {
     DirView vr, vc;
     make_views(st, r0, r1, c0, c1, &vr, p.symmetric ? &vc : nullptr);
-    if (st.shifted) {
+    if (st.classes) {
+      exponentiate(logits, vr, p.scale);
+      merge_shifted(rs.den_lse.slice(0, r0, r1), logits.sum(1), p.scale, neg);
+    } else if (st.shifted) {
       positive_stats(rs, r0, logits, vr, false, neg);
       if (p.symmetric) {
         positive_stats(cs, c0, logits.t(), vc, false, neg);
@@ -678,35 +763,53 @@ inline torch::autograd::variable_list ContrastBackward::apply(
     col.weight = st.col.weight * go;
     col.shift_fac = st.col.shift_fac * go;
   }
-  auto accumulate = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits, bool saved) {
-    DirView vr, vc;
-    make_views(st, r0, r1, c0, c1, &vr, p.symmetric ? &vc : nullptr);
-    at::Tensor g;
-    if (st.shifted) {
-      if (!saved) {
-        exponentiate(logits, vr, p.scale);
-      }
-      g = grad_shifted(logits, vr, p.symmetric ? &vc : nullptr, row, p.symmetric ? &col : nullptr, r0, c0);
-    } else {
-      if (!saved) {
-        apply_exclusions(logits, vr, neg);
-      }
-      if (p.symmetric) {
-        auto gt = grad_direction(logits.t(), vc, col, c0, w, false);
-        g = grad_direction(logits, vr, row, r0, w, true);
-        g.add_(gt.t());
-      } else {
-        g = grad_direction(logits, vr, row, r0, w, true);
-      }
-    }
-    auto gm = g.to(p.mm_dtype);
-    if (need_a) {
-      ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
-    }
-    if (need_c) {
-      gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
-    }
-  };
+  const bool negative_go = go.item<double>() < 0;
+  at::Tensor row_log_shift;
+  if (st.shifted && !p.symmetric) {
+    auto f = row.shift_fac.abs();
+    row_log_shift = at::where(f.gt(0), f.log() - p.scale, at::full({}, neg, f.options()));
+  }
+  auto accumulate =
+      [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits, bool saved) {
+        DirView vr, vc;
+        make_views(st, r0, r1, c0, c1, &vr, p.symmetric ? &vc : nullptr);
+        at::Tensor g;
+        if (st.shifted && !saved && !p.symmetric) {
+          // Recomputed tile: e^{l - scale} * shift_fac = e^{l + log|shift_fac| - scale}, one pass
+          // fewer than exponentiating and scaling.
+          logits.add_(row_log_shift.slice(0, r0, r1).unsqueeze(1)).exp_();
+          apply_exclusions(logits, vr, 0.0);
+          if (negative_go) {
+            logits.neg_();
+          }
+          g = logits;
+          slot_or_mask_sub(g, vr, (row.inv_pn * row.weight).slice(0, r0, r1));
+        } else if (st.shifted) {
+          if (!saved) {
+            exponentiate(logits, vr, p.scale);
+          }
+          g = grad_shifted(
+              logits, vr, p.symmetric ? &vc : nullptr, row, p.symmetric ? &col : nullptr, r0, c0);
+        } else {
+          if (!saved) {
+            apply_exclusions(logits, vr, neg);
+          }
+          if (p.symmetric) {
+            auto gt = grad_direction(logits.t(), vc, col, c0, w, false);
+            g = grad_direction(logits, vr, row, r0, w, true);
+            g.add_(gt.t());
+          } else {
+            g = grad_direction(logits, vr, row, r0, w, true);
+          }
+        }
+        auto gm = g.to(p.mm_dtype);
+        if (need_a) {
+          ga.slice(0, r0, r1).add_(at::mm(gm, st.c_mm.slice(0, c0, c1)).to(acc), p.scale);
+        }
+        if (need_c) {
+          gc.slice(0, c0, c1).add_(at::mm(gm.t(), st.a_mm.slice(0, r0, r1)).to(acc));
+        }
+      };
   if (st.dense && st.dense_logits.defined()) {
     st.consumed = true;
     auto logits = st.dense_logits;
@@ -716,6 +819,9 @@ inline torch::autograd::variable_list ContrastBackward::apply(
     tile_loop(st, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits) {
       accumulate(r0, r1, c0, c1, logits, false);
     });
+  }
+  if (st.classes) {
+    class_positive_grad(st, row, ga, gc, need_a, need_c);
   }
   if (p.paired.defined()) {
     auto gp = grad_paired(st.paired_logit, row).mul_(p.scale).unsqueeze(1);

@@ -31,6 +31,15 @@ struct SparsePairs {
   at::Tensor excluded_col;
 };
 
+/// Positives defined by equal keys (an equivalence relation between anchors and candidates), as
+/// in SupCon (labels) or same-patient pairing: the engine then obtains positive counts and logit
+/// sums from per-class sums of the embeddings, O((N + M)·D), without any positive mask. Pairs
+/// listed by `PairRule::excluded_cols()` are removed from the positives too.
+struct KeyClasses {
+  at::Tensor anchor_keys;    // int64 [N]
+  at::Tensor candidate_keys; // int64 [M]
+};
+
 /// Decides, from per-sample keys, which (anchor, candidate) pairs are positives and which
 /// candidates may not be negatives.
 ///
@@ -51,6 +60,15 @@ class PairRule {
   virtual c10::optional<SparsePairs> sparse() const {
     return c10::nullopt;
   }
+  /// When positives are "equal keys", the keys (see KeyClasses). Requires `excluded_cols()`.
+  virtual c10::optional<KeyClasses> key_classes() const {
+    return c10::nullopt;
+  }
+  /// The excluded candidate of each row as an index (-1 for none), when there is at most one.
+  virtual c10::optional<at::Tensor> excluded_cols() const {
+    return c10::nullopt;
+  }
+
   /// The transposed rule as index vectors (for the column direction of symmetric losses).
   virtual c10::optional<SparsePairs> sparse_transposed() const {
     return c10::nullopt;
@@ -127,6 +145,16 @@ class KeyMatchRule : public PairRule {
       t.positive.logical_and_(t.excluded.logical_not());
     }
     return t;
+  }
+
+  c10::optional<KeyClasses> key_classes() const override {
+    return KeyClasses{a_, c_};
+  }
+  c10::optional<at::Tensor> excluded_cols() const override {
+    if (exclude_diagonal_) {
+      return at::arange(a_.size(0), a_.options());
+    }
+    return at::full({a_.size(0)}, -1, a_.options());
   }
 
   std::string describe() const override {
