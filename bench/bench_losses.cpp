@@ -106,7 +106,7 @@ void bm_floor(benchmark::State& state, std::string family, int64_t b) {
   auto c = torch::randn({m, g_cfg.dim}, opts);
   auto g = torch::randn({n, m}, opts);
   double total = 0;
-  benchmark::DoNotOptimize(torch::mm(a, c.t()));  // warm-up
+  benchmark::DoNotOptimize(torch::mm(a, c.t())); // warm-up
   for (auto _ : state) {
     sync();
     auto t0 = std::chrono::steady_clock::now();

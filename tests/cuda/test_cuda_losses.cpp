@@ -192,3 +192,37 @@ TEST_CASE("CUDA: dense and tiled agree at B = 8192", "[cuda][losses]") {
   REQUIRE(rel_err(t.first, d.first) < 1e-5);
   REQUIRE(rel_err(t.second, d.second) < 1e-5);
 }
+
+TEST_CASE("CUDA: inputs on different devices are refused by name", "[cuda][losses][errors]") {
+  REQUIRE(torch::cuda::is_available());
+  using Catch::Contains;
+  auto cpu = torch::randn({4, 3});
+  auto gpu = cpu.to(torch::kCUDA);
+  REQUIRE_THROWS_WITH(
+      F::nt_xent_loss(cpu, gpu), Contains("nt_xent_loss") && Contains("same device"));
+  REQUIRE_THROWS_WITH(
+      F::info_nce_loss(gpu, gpu, cpu), Contains("info_nce_loss") && Contains("same device"));
+  REQUIRE_THROWS_WITH(
+      F::clip_loss(gpu, cpu, 10.0), Contains("clip_loss") && Contains("same device"));
+  REQUIRE_THROWS_WITH(
+      F::supcon_loss(torch::randn({4, 2, 3}).to(torch::kCUDA), torch::zeros({4}, torch::kLong)),
+      Contains("supcon_loss") && Contains("device"));
+  REQUIRE_THROWS_WITH(
+      F::dino_loss({gpu, gpu}, {gpu}, torch::zeros({3})),
+      Contains("dino_loss") && Contains("device"));
+}
+
+TEST_CASE("CUDA: MemoryQueue lives on the device and keeps its pairing keys", "[cuda][memory]") {
+  REQUIRE(torch::cuda::is_available());
+  medcl::MemoryQueue q(4, 2, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat));
+  q.enqueue(torch::ones({3, 2}), {{"patient", torch::tensor({1, 2, 3})}}); // CPU input, moved
+  q.enqueue(
+      torch::full({2, 2}, 2.0, torch::kCUDA),
+      {{"patient", torch::tensor({4, 5}).to(torch::kCUDA)}});
+  REQUIRE(q.keys().is_cuda());
+  REQUIRE(q.pairing_key("patient").is_cuda());
+  REQUIRE(q.pairing_key("patient").cpu().equal(torch::tensor({5, 2, 3, 4})));
+  auto loss = F::info_nce_loss(
+      torch::randn({2, 2}, torch::kCUDA), torch::randn({2, 2}, torch::kCUDA), q.keys());
+  REQUIRE(std::isfinite(loss.item<double>()));
+}

@@ -94,6 +94,9 @@ inline at::Tensor swav_loss(
   const auto& first = high_resolution_outputs.front();
   detail::check_embedding(fn, "high_resolution_outputs[0]", first, 2);
   detail::check_view_list(fn, "high_resolution_outputs", high_resolution_outputs, first);
+  for (const auto& v : high_resolution_outputs) {
+    detail::check_finite(fn, "high_resolution_outputs", v);
+  }
   for (size_t i = 0; i < low_resolution_outputs.size(); ++i) {
     const auto& v = low_resolution_outputs[i];
     detail::check_embedding(fn, "low_resolution_outputs", v, 2);
@@ -108,6 +111,7 @@ inline at::Tensor swav_loss(
         v.sizes());
     detail::check_same_device_dtype(
         fn, "high_resolution_outputs[0]", first, "low_resolution_outputs", v);
+    detail::check_finite(fn, "low_resolution_outputs", v);
   }
   const size_t n_crops = high_resolution_outputs.size() + low_resolution_outputs.size();
   TORCH_CHECK(n_crops >= 2, fn, ": needs at least two views, got ", n_crops);
