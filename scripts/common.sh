@@ -9,6 +9,10 @@ medcl_build_dir="${MEDCL_BUILD_DIR:-$medcl_root/build/release}"
 
 medcl_log() { printf '[medcl] %s\n' "$*" >&2; }
 
+# The package tools (overridable so that the test suite can check the no-apt path).
+medcl_apt_get="${MEDCL_APT_GET:-apt-get}"
+medcl_dpkg_query="${MEDCL_DPKG_QUERY:-dpkg-query}"
+
 medcl_user_torch() {
   [ -n "${Torch_DIR:-}" ] || [ -n "${CMAKE_PREFIX_PATH:-}" ]
 }
@@ -25,7 +29,7 @@ medcl_packages() {
 medcl_missing_packages() {
   local missing=""
   for p in $(medcl_packages); do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    if ! "$medcl_dpkg_query" -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
       missing="$missing $p"
     fi
   done
@@ -45,7 +49,7 @@ MSG
 }
 
 medcl_install_deps() {
-  if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+  if ! command -v "$medcl_dpkg_query" >/dev/null 2>&1 || ! command -v "$medcl_apt_get" >/dev/null 2>&1; then
     if medcl_user_torch && command -v cmake >/dev/null 2>&1; then
       return 0
     fi
@@ -68,9 +72,9 @@ medcl_install_deps() {
   fi
   medcl_log "installing:$missing"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -q >/dev/null || medcl_log "apt-get update failed; trying the install anyway"
+  $sudo "$medcl_apt_get" update -q >/dev/null || medcl_log "apt-get update failed; trying the install anyway"
   # shellcheck disable=SC2086
-  $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null
+  $sudo "$medcl_apt_get" install -y -q --no-install-recommends $missing >/dev/null
 }
 
 medcl_configure() {
