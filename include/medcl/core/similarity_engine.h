@@ -43,8 +43,8 @@ enum class EnginePath {
 struct SimilarityEngineOptions {
   /// Path selection. Default: EnginePath::Auto
   TORCH_ARG(EnginePath, path) = EnginePath::Auto;
-  /// Rows and columns per tile on the tiled path; 0 picks 2048 on CPU and 8192 on CUDA.
-  /// Default: 0
+  /// Rows and columns per tile on the tiled path; 0 picks 2048 on CPU, and on CUDA 16384 for
+  /// uniform weighting (8192 otherwise). Default: 0
   TORCH_ARG(int64_t, tile_size) = 0;
   /// Largest N·M for which EnginePath::Auto takes the dense path. Default: 2^28 (1 GiB of float32)
   TORCH_ARG(int64_t, dense_max_elements) = int64_t(1) << 28;
@@ -532,11 +532,16 @@ inline at::Tensor grad_shifted(
   return g;
 }
 
-inline int64_t resolve_tile(const ContrastProblem& p) {
+inline int64_t resolve_tile(const ContrastProblem& p, bool shifted) {
   if (p.options.tile_size() > 0) {
     return p.options.tile_size();
   }
-  return p.anchors.is_cuda() ? 8192 : 2048;
+  if (!p.anchors.is_cuda()) {
+    return 2048;
+  }
+  // On CUDA larger tiles mean fewer, fuller kernels. The uniform shifted path keeps about two
+  // float32 tiles alive (1 GiB each at 16384); the other paths build masks and temporaries too.
+  return shifted ? 16384 : 8192;
 }
 
 /// Backward node of the engine: recomputes (tiled) or reuses (dense) the logits.
@@ -659,8 +664,8 @@ inline at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
       st.dense = n * m <= p.options.dense_max_elements();
       break;
   }
-  st.tile = resolve_tile(p);
   st.shifted = use_shifted_path(p);
+  st.tile = resolve_tile(p, st.shifted);
   st.classes = st.shifted && !p.symmetric && !st.sparse.has_value() &&
       p.rule->key_classes().has_value() && p.rule->excluded_cols().has_value();
   st.a_mm = (p.anchors * p.scale).to(p.mm_dtype);
