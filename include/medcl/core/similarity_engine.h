@@ -145,7 +145,7 @@ inline DirectionCoef finalize(
   c.valid_rows = valid.sum().item<int64_t>();
   auto inv_pn = at::where(valid, 1.0 / pn.clamp_min(1.0), at::zeros({}, pn.options()));
   auto mean_pos = d(s.pos_sum) * inv_pn;
-  at::Tensor log_t, log_pos, sign_pos, log_a, log_b;
+  at::Tensor log_t, log_pos, sign_pos, log_a, log_b, floor_grad;
   if (w.is_uniform()) {
     log_t = d(s.den_lse);
     log_pos = -log_t;
@@ -169,6 +169,11 @@ inline DirectionCoef finalize(
     auto clamped = g.lt(floor);
     auto ng = at::where(clamped, floor, g);
     log_t = m + at::log(sm + ng);
+    // The clamp N e^{-scale} depends on the scale itself: d log T / d scale = -N e^{-scale} / T.
+    floor_grad = at::where(
+        valid.logical_and(clamped),
+        -at::exp(at::log(floor) + m - log_t),
+        at::zeros({}, pn.options()));
     // d log T / d l_p = e^{l_p} (1 - tau+ N / (P (1 - tau+))) / T unless clamped.
     auto k = at::where(clamped, at::ones_like(n), 1.0 - tp * n / (p * (1.0 - tp)));
     sign_pos = at::sign(k);
@@ -179,22 +184,7 @@ inline DirectionCoef finalize(
     log_b = beta > 0 ? at::where(clamped, negv, base + std::log(beta) - lse_b) : negv;
   }
   auto loss = at::where(valid, log_t - mean_pos, at::zeros({}, pn.options()));
-  if (!w.is_uniform()) {
-    // The clamp N e^{-scale} depends on the scale itself: d log T / d scale = -N e^{-scale} / T.
-    const double tp = w.tau_plus();
-    auto n = nn.clamp_min(1.0);
-    auto log_w = at::log(n) + d(s.lse_a) - d(s.lse_b);
-    auto log_s = d(s.pos_lse);
-    auto m = at::maximum(log_w, log_s);
-    auto g = (at::exp(log_w - m) - tp * n * at::exp(log_s - m) / pn.clamp_min(1.0)) / (1.0 - tp);
-    auto floor = n * at::exp(-scale - m);
-    c.floor_grad = at::where(
-        valid.logical_and(g.lt(floor)),
-        -at::exp(at::log(floor) + m - log_t),
-        at::zeros({}, pn.options()));
-  } else {
-    c.floor_grad = at::zeros_like(loss);
-  }
+  c.floor_grad = floor_grad.defined() ? floor_grad : at::zeros_like(loss);
   const double rw = c.valid_rows > 0 ? direction_weight / static_cast<double>(c.valid_rows) : 0.0;
   c.weight = at::where(valid, at::full({}, rw, pn.options()), at::zeros({}, pn.options())).to(acc);
   c.inv_pn = inv_pn.to(acc);
