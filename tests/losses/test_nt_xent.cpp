@@ -191,7 +191,7 @@ TEST_CASE("supcon_loss without labels is SimCLR over the views", "[losses][supco
   auto z0 = torch::randn({8, 4}, torch::kDouble);
   auto z1 = torch::randn({8, 4}, torch::kDouble);
   auto opts = medcl::SupConLossOptions().temperature(0.3).base_temperature(0.3);
-  const double sup = F::supcon_loss(at::stack({z0, z1}, 1), {}, opts).item<double>();
+  const double sup = F::supcon_loss(at::stack({z0, z1}, 1), at::Tensor(), opts).item<double>();
   const double nt =
       F::nt_xent_loss(z0, z1, medcl::NTXentLossOptions().temperature(0.3)).item<double>();
   REQUIRE(sup == Approx(nt).epsilon(1e-12));
@@ -202,7 +202,7 @@ TEST_CASE("supcon_loss without labels is SimCLR over the views", "[losses][supco
   auto pos = make_mask(24, 24, [](int64_t i, int64_t j) { return i != j && i % 8 == j % 8; });
   auto cand = make_mask(24, 24, [](int64_t i, int64_t j) { return i != j; });
   REQUIRE(
-      F::supcon_loss(f, {}, opts).item<double>() ==
+      F::supcon_loss(f, at::Tensor(), opts).item<double>() ==
       Approx(medcl_test::ref_loss(flat, flat, pos, cand, 0.3, {})).epsilon(1e-11));
 }
 

@@ -6,6 +6,8 @@
 #include <medcl/core/checks.h>
 #include <medcl/core/normalize.h>
 #include <medcl/core/similarity_engine.h>
+#include <medcl/pairing/sample_keys.h>
+#include <medcl/pairing/strategy.h>
 
 #include <ATen/ATen.h>
 
@@ -40,6 +42,25 @@ inline ContrastProblem make_problem(
   p.mm_dtype = mm_dtype;
   p.caller = fn;
   return p;
+}
+
+/// Keys of `views` stacked copies of `b` samples (view-major), with `instance` defaulting to the
+/// sample index. `keys` may be empty (no key carried).
+inline SampleKeys stacked_view_keys(
+    const char* fn,
+    const SampleKeys& keys,
+    int64_t b,
+    int64_t views,
+    const at::Device& device) {
+  keys.check(fn, "sample", b, device);
+  const auto lo = at::TensorOptions().dtype(at::kLong).device(device);
+  if (keys.size() < 0) {
+    SampleKeys k;
+    k.instance = at::arange(b, lo).repeat({views});
+    k.view = at::arange(views, lo).repeat_interleave(b);
+    return k;
+  }
+  return keys.repeat_views(views, lo);
 }
 
 } // namespace detail

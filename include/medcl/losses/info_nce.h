@@ -21,11 +21,22 @@ struct InfoNCELossOptions {
   TORCH_ARG(SimilarityEngineOptions, engine) = {};
   /// Epsilon of the L2 normalisation. Default: 1e-12
   TORCH_ARG(double, eps) = 1e-12;
+  /// Pairing strategy deciding positives and excluded negatives from sample keys (the keyed
+  /// overload's `keys`). Default: none (only the query's own key is positive)
+  TORCH_ARG(c10::optional<PairingStrategy>, pairing) = c10::nullopt;
   /// Refuse NaN/Inf embeddings. Default: true
   TORCH_ARG(bool, check_finite) = true;
 };
 
 namespace functional {
+
+inline at::Tensor info_nce_loss(
+    const at::Tensor& query,
+    const at::Tensor& positive_key,
+    const at::Tensor& negative_keys,
+    const SampleKeys& query_keys,
+    const SampleKeys& negative_sample_keys,
+    const InfoNCELossOptions& options = {});
 
 /// InfoNCE as MoCo computes it (He et al. 2020, https://arxiv.org/abs/1911.05722): on
 /// L2-normalised vectors, the logits of query i are
@@ -46,6 +57,9 @@ inline at::Tensor info_nce_loss(
     const at::Tensor& positive_key,
     const at::Tensor& negative_keys = {},
     const InfoNCELossOptions& options = {}) {
+  if (options.pairing().has_value()) {
+    return info_nce_loss(query, positive_key, negative_keys, SampleKeys{}, SampleKeys{}, options);
+  }
   constexpr const char* fn = "info_nce_loss";
   detail::check_embedding(fn, "query", query, 2);
   detail::check_embedding(fn, "positive_key", positive_key, 2);
@@ -106,6 +120,108 @@ inline at::Tensor info_nce_loss(
   return detail::contrast_loss(std::move(p));
 }
 
+/// InfoNCE with sample keys: the queue is filtered by `options.pairing()` (default
+/// PairingStrategy::none(): only the query's own key is positive). With
+/// `PairingStrategy::none().exclude_same_patient()` a MoCo queue never uses an earlier record of
+/// the query's own patient as a negative; with `PairingStrategy::same_patient()` those records
+/// become positives. Without `negative_keys` the other queries' keys are the candidates (keyed
+/// by `query_keys`), the matched key always positive.
+///
+/// Shape: query, positive_key [B, D]; negative_keys [M, D] or undefined; query_keys [B] each;
+/// negative_sample_keys [M] each (e.g. MemoryQueue::sample_keys()) -> 0-dim tensor.
+///
+/// Example:
+///   auto opts =
+///   medcl::InfoNCELossOptions().pairing(medcl::PairingStrategy::none().exclude_same_patient());
+///   auto loss = F::info_nce_loss(q, k.detach(), queue.keys(), batch_keys, queue.sample_keys(),
+///   opts);
+inline at::Tensor info_nce_loss(
+    const at::Tensor& query,
+    const at::Tensor& positive_key,
+    const at::Tensor& negative_keys,
+    const SampleKeys& query_keys,
+    const SampleKeys& negative_sample_keys,
+    const InfoNCELossOptions& options) {
+  constexpr const char* fn = "info_nce_loss";
+  detail::check_embedding(fn, "query", query, 2);
+  detail::check_embedding(fn, "positive_key", positive_key, 2);
+  TORCH_CHECK(
+      query.sizes() == positive_key.sizes(),
+      fn,
+      ": query and positive_key must have the same shape, got ",
+      query.sizes(),
+      " and ",
+      positive_key.sizes());
+  detail::check_same_device_dtype(fn, "query", query, "positive_key", positive_key);
+  detail::check_temperature(fn, "temperature", options.temperature());
+  if (options.check_finite()) {
+    detail::check_finite(fn, "query", query);
+    detail::check_finite(fn, "positive_key", positive_key);
+  }
+  const int64_t b = query.size(0);
+  query_keys.check(fn, "query", b, query.device());
+  auto strategy = options.pairing().value_or(PairingStrategy::none());
+  auto q = detail::l2_normalize(query, options.eps());
+  auto k = detail::l2_normalize(positive_key, options.eps());
+  const auto mm = detail::matmul_dtype(query);
+  if (!negative_keys.defined()) {
+    auto rule = strategy.rule(
+        query_keys,
+        query_keys,
+        b,
+        b,
+        /*same_set=*/false,
+        /*diagonal_positive=*/true,
+        query.device(),
+        fn);
+    auto p = detail::make_problem(
+        fn,
+        q,
+        k,
+        std::move(rule),
+        options.temperature(),
+        options.weighting(),
+        options.engine(),
+        mm);
+    return detail::contrast_loss(std::move(p));
+  }
+  detail::check_embedding(fn, "negative_keys", negative_keys, 2);
+  TORCH_CHECK(
+      negative_keys.size(1) == query.size(1),
+      fn,
+      ": negative_keys must have the query's embedding size ",
+      query.size(1),
+      ", got shape ",
+      negative_keys.sizes());
+  detail::check_same_device_dtype(fn, "query", query, "negative_keys", negative_keys);
+  if (options.check_finite()) {
+    detail::check_finite(fn, "negative_keys", negative_keys);
+  }
+  const int64_t m = negative_keys.size(0);
+  negative_sample_keys.check(fn, "negative", m, query.device());
+  auto rule = strategy.rule(
+      query_keys,
+      negative_sample_keys,
+      b,
+      m,
+      /*same_set=*/false,
+      /*diagonal_positive=*/false,
+      query.device(),
+      fn);
+  auto neg = detail::l2_normalize(negative_keys, options.eps());
+  auto p = detail::make_problem(
+      fn,
+      q,
+      neg,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      mm);
+  p.paired = k;
+  return detail::contrast_loss(std::move(p));
+}
+
 } // namespace functional
 
 /// Module form of `functional::info_nce_loss`.
@@ -118,6 +234,16 @@ class InfoNCELossImpl : public torch::nn::Cloneable<InfoNCELossImpl> {
       const at::Tensor& positive_key,
       const at::Tensor& negative_keys = {}) {
     return functional::info_nce_loss(query, positive_key, negative_keys, options);
+  }
+  /// forward() with sample keys (a module has one `forward`; TORCH_MODULE needs it unique).
+  at::Tensor forward_keyed(
+      const at::Tensor& query,
+      const at::Tensor& positive_key,
+      const at::Tensor& negative_keys,
+      const SampleKeys& query_keys,
+      const SampleKeys& negative_sample_keys) {
+    return functional::info_nce_loss(
+        query, positive_key, negative_keys, query_keys, negative_sample_keys, options);
   }
   InfoNCELossOptions options;
 };

@@ -24,6 +24,9 @@ struct NTXentLossOptions {
   TORCH_ARG(SimilarityEngineOptions, engine) = {};
   /// Epsilon of the L2 normalisation. Default: 1e-12
   TORCH_ARG(double, eps) = 1e-12;
+  /// Pairing strategy deciding positives and excluded negatives from sample keys (the keyed
+  /// overload's `keys`). Default: none (the other view of each sample)
+  TORCH_ARG(c10::optional<PairingStrategy>, pairing) = c10::nullopt;
   /// Refuse NaN/Inf embeddings (one reduction and a host sync). Default: true
   TORCH_ARG(bool, check_finite) = true;
 };
@@ -45,8 +48,17 @@ namespace functional {
 ///
 /// Example:
 ///   auto loss = medcl::functional::nt_xent_loss(proj(view0), proj(view1));
+inline at::Tensor nt_xent_loss(
+    const at::Tensor& z0,
+    const at::Tensor& z1,
+    const SampleKeys& keys,
+    const NTXentLossOptions& options = {});
+
 inline at::Tensor
 nt_xent_loss(const at::Tensor& z0, const at::Tensor& z1, const NTXentLossOptions& options = {}) {
+  if (options.pairing().has_value()) {
+    return nt_xent_loss(z0, z1, SampleKeys{}, options);
+  }
   constexpr const char* fn = "nt_xent_loss";
   detail::check_embedding(fn, "z0", z0, 2);
   detail::check_embedding(fn, "z1", z1, 2);
@@ -78,6 +90,59 @@ nt_xent_loss(const at::Tensor& z0, const at::Tensor& z1, const NTXentLossOptions
   return detail::contrast_loss(std::move(p));
 }
 
+/// NT-Xent with sample keys: the 2B embeddings' positives and excluded negatives follow
+/// `options.pairing()` (default PairingStrategy::instance(), i.e. plain NT-Xent), evaluated from
+/// `keys` (of the B samples, shared by both views; `instance` defaults to the sample index).
+/// With PairingStrategy::same_patient() every record of the anchor's patient in the batch is a
+/// positive (PCLR); `.exclude_same_patient()` keeps them out of the negatives instead.
+///
+/// Shape: z0, z1 [B, D]; every defined key [B] (int64; time floating) -> 0-dim tensor.
+///
+/// Example:
+///   medcl::SampleKeys keys;
+///   keys.patient = patient_ids;
+///   auto opts =
+///   medcl::NTXentLossOptions().pairing(medcl::PairingStrategy::instance().exclude_same_patient());
+///   auto loss = F::nt_xent_loss(z0, z1, keys, opts);
+inline at::Tensor nt_xent_loss(
+    const at::Tensor& z0,
+    const at::Tensor& z1,
+    const SampleKeys& keys,
+    const NTXentLossOptions& options) {
+  constexpr const char* fn = "nt_xent_loss";
+  detail::check_embedding(fn, "z0", z0, 2);
+  detail::check_embedding(fn, "z1", z1, 2);
+  TORCH_CHECK(
+      z0.sizes() == z1.sizes(),
+      fn,
+      ": z0 and z1 must have the same shape, got ",
+      z0.sizes(),
+      " and ",
+      z1.sizes());
+  detail::check_same_device_dtype(fn, "z0", z0, "z1", z1);
+  detail::check_temperature(fn, "temperature", options.temperature());
+  if (options.check_finite()) {
+    detail::check_finite(fn, "z0", z0);
+    detail::check_finite(fn, "z1", z1);
+  }
+  const int64_t b = z0.size(0);
+  auto all = detail::stacked_view_keys(fn, keys, b, 2, z0.device());
+  auto strategy = options.pairing().value_or(PairingStrategy::instance());
+  auto rule = strategy.rule(
+      all, all, 2 * b, 2 * b, /*same_set=*/true, /*diagonal_positive=*/false, z0.device(), fn);
+  auto z = detail::l2_normalize(at::cat({z0, z1}, 0), options.eps());
+  auto p = detail::make_problem(
+      fn,
+      z,
+      z,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      detail::matmul_dtype(z0));
+  return detail::contrast_loss(std::move(p));
+}
+
 } // namespace functional
 
 /// Module form of `functional::nt_xent_loss`.
@@ -91,6 +156,10 @@ class NTXentLossImpl : public torch::nn::Cloneable<NTXentLossImpl> {
   void reset() override {}
   at::Tensor forward(const at::Tensor& z0, const at::Tensor& z1) {
     return functional::nt_xent_loss(z0, z1, options);
+  }
+  /// forward() with sample keys (a module has one `forward`; TORCH_MODULE needs it unique).
+  at::Tensor forward_keyed(const at::Tensor& z0, const at::Tensor& z1, const SampleKeys& keys) {
+    return functional::nt_xent_loss(z0, z1, keys, options);
   }
   NTXentLossOptions options;
 };

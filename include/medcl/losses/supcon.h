@@ -23,6 +23,9 @@ struct SupConLossOptions {
   TORCH_ARG(SimilarityEngineOptions, engine) = {};
   /// Epsilon of the L2 normalisation. Default: 1e-12
   TORCH_ARG(double, eps) = 1e-12;
+  /// Pairing strategy deciding positives and excluded negatives from sample keys (the keyed
+  /// overload's `keys`). Default: none (same label with labels, else the other views)
+  TORCH_ARG(c10::optional<PairingStrategy>, pairing) = c10::nullopt;
   /// Refuse NaN/Inf embeddings. Default: true
   TORCH_ARG(bool, check_finite) = true;
 };
@@ -46,8 +49,18 @@ namespace functional {
 ///   auto loss = F::supcon_loss(feats, diagnosis);
 inline at::Tensor supcon_loss(
     const at::Tensor& features,
+    const SampleKeys& keys,
+    const SupConLossOptions& options = {});
+
+inline at::Tensor supcon_loss(
+    const at::Tensor& features,
     const at::Tensor& labels = {},
     const SupConLossOptions& options = {}) {
+  if (options.pairing().has_value()) {
+    SampleKeys keys;
+    keys.label = labels.defined() ? labels.to(at::kLong) : labels;
+    return supcon_loss(features, keys, options);
+  }
   constexpr const char* fn = "supcon_loss";
   detail::check_embedding(fn, "features", features, 3);
   detail::check_temperature(fn, "temperature", options.temperature());
@@ -92,6 +105,55 @@ inline at::Tensor supcon_loss(
   return detail::contrast_loss(std::move(p));
 }
 
+/// SupCon with sample keys: the B·V views' positives and excluded negatives follow
+/// `options.pairing()` (default: PairingStrategy::same_label() when `keys.label` is defined, else
+/// PairingStrategy::instance()). Negative labels mean "unknown" here (never a label positive).
+/// `supcon_loss(features, patient_ids)` equals this with PairingStrategy::same_patient().
+///
+/// Shape: features [B, V, D]; every defined key [B] -> 0-dim tensor.
+///
+/// Example:
+///   auto opts =
+///   medcl::SupConLossOptions().pairing(medcl::PairingStrategy::temporal_neighbours(90.0)); auto
+///   loss = F::supcon_loss(at::stack({z0, z1}, 1), keys, opts);
+inline at::Tensor
+supcon_loss(const at::Tensor& features, const SampleKeys& keys, const SupConLossOptions& options) {
+  constexpr const char* fn = "supcon_loss";
+  detail::check_embedding(fn, "features", features, 3);
+  detail::check_temperature(fn, "temperature", options.temperature());
+  detail::check_temperature(fn, "base_temperature", options.base_temperature());
+  if (options.check_finite()) {
+    detail::check_finite(fn, "features", features);
+  }
+  const int64_t b = features.size(0);
+  const int64_t v = features.size(1);
+  auto all = detail::stacked_view_keys(fn, keys, b, v, features.device());
+  auto strategy = options.pairing().value_or(
+      keys.has(Key::Label) ? PairingStrategy::same_label() : PairingStrategy::instance());
+  auto rule = strategy.rule(
+      all,
+      all,
+      v * b,
+      v * b,
+      /*same_set=*/true,
+      /*diagonal_positive=*/false,
+      features.device(),
+      fn);
+  auto flat = detail::l2_normalize(
+      features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
+  auto p = detail::make_problem(
+      fn,
+      flat,
+      flat,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      detail::matmul_dtype(features));
+  p.loss_scale = options.temperature() / options.base_temperature();
+  return detail::contrast_loss(std::move(p));
+}
+
 } // namespace functional
 
 /// Module form of `functional::supcon_loss`.
@@ -101,6 +163,10 @@ class SupConLossImpl : public torch::nn::Cloneable<SupConLossImpl> {
   void reset() override {}
   at::Tensor forward(const at::Tensor& features, const at::Tensor& labels = {}) {
     return functional::supcon_loss(features, labels, options);
+  }
+  /// forward() with sample keys (a module has one `forward`; TORCH_MODULE needs it unique).
+  at::Tensor forward_keyed(const at::Tensor& features, const SampleKeys& keys) {
+    return functional::supcon_loss(features, keys, options);
   }
   SupConLossOptions options;
 };

@@ -4,6 +4,8 @@
 /// A ring buffer of keys (MoCo's queue) that also keeps the pairing keys of what it holds, so
 /// that pairing rules can be applied to queued negatives.
 
+#include <medcl/pairing/sample_keys.h>
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
@@ -63,7 +65,8 @@ class MemoryQueue {
     }
     if (!initialised_) {
       for (const auto& kv : pairing_keys) {
-        tags_[kv.first] = at::full({size_}, -1, options_.dtype(at::kLong));
+        tags_[kv.first] = kv.first == "time" ? at::zeros({size_}, options_.dtype(at::kDouble))
+                                             : at::full({size_}, -1, options_.dtype(at::kLong));
       }
       initialised_ = true;
     }
@@ -91,7 +94,7 @@ class MemoryQueue {
           "], got ",
           kv.second.defined() ? kv.second.sizes() : at::IntArrayRef{});
       TORCH_CHECK(
-          !at::isFloatingType(kv.second.scalar_type()),
+          kv.first == "time" || !at::isFloatingType(kv.second.scalar_type()),
           "MemoryQueue::enqueue: pairing key '",
           kv.first,
           "' must be an integer tensor, got ",
@@ -108,6 +111,29 @@ class MemoryQueue {
     }
     ptr_ = (ptr_ + take) % size_;
     filled_ = std::min(size_, filled_ + take);
+  }
+
+  /// Adds a batch with its SampleKeys (every defined key is kept, by its name).
+  void enqueue(const at::Tensor& keys, const SampleKeys& sample_keys) {
+    std::map<std::string, at::Tensor> named;
+    for (Key k : all_keys()) {
+      if (sample_keys.has(k)) {
+        named[key_name(k)] = sample_keys.get(k);
+      }
+    }
+    enqueue(keys, named);
+  }
+
+  /// The SampleKeys of the valid entries (the keys enqueued under the standard names).
+  SampleKeys sample_keys() const {
+    SampleKeys out;
+    for (Key k : all_keys()) {
+      auto it = tags_.find(key_name(k));
+      if (it != tags_.end()) {
+        out.get(k) = it->second.slice(0, 0, filled_);
+      }
+    }
+    return out;
   }
 
   /// The valid entries [filled(), dim] (a view of the buffer: clone it to keep a snapshot).
