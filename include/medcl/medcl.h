@@ -7,6 +7,8 @@
 #include <medcl/core/negative_weighting.h>
 #include <medcl/core/runtime.h>
 #include <medcl/core/similarity_engine.h>
+#include <medcl/data/samplers.h>
+#include <medcl/data/splits.h>
 #include <medcl/losses/clip.h>
 #include <medcl/losses/dino.h>
 #include <medcl/losses/info_nce.h>
@@ -17,4 +19,6 @@
 #include <medcl/memory/memory_queue.h>
 #include <medcl/nn/momentum.h>
 #include <medcl/pairing/pair_rule.h>
+#include <medcl/pairing/sample_keys.h>
+#include <medcl/pairing/strategy.h>
 #include <medcl/version.h>
