@@ -7,6 +7,10 @@
 //   medcl_bench_losses [--device=cpu|cuda] [--dtype=float|bf16|half|double] [--batch=1024,4096]
 //                      [--dim=128] [--families=nt_xent,supcon,clip,info_nce]
 //                      [--paths=plain,dense,tiled] [--queue=16384] [--tile=0] [--threads=1]
+//                      [--floor=1] [--warmup=1]
+// Pairing families (keys: 4 records per patient, 8 sites): nt_xent_fnc (NT-Xent, same-patient
+// negatives removed), supcon_patient (PCLR positives), pclr_site (PCLR, same-site negatives
+// removed).
 //                      [Google Benchmark flags...]
 
 #include "memory_meter.h"
@@ -39,6 +43,8 @@ struct Config {
   int64_t queue = 16384;
   int64_t tile = 0;
   int threads = 1;
+  bool floor = true;
+  bool warmup = true;
 };
 
 Config g_cfg;
@@ -80,11 +86,13 @@ void sync() {
 
 // N anchors and M candidates of each family at batch size B.
 std::pair<int64_t, int64_t> shape_of(const std::string& family, int64_t b) {
-  if (family == "nt_xent" || family == "supcon")
-    return {2 * b, 2 * b};
-  if (family == "clip")
+  if (family == "clip") {
     return {b, b};
-  return {b, g_cfg.queue}; // info_nce
+  }
+  if (family == "info_nce") {
+    return {b, g_cfg.queue};
+  }
+  return {2 * b, 2 * b}; // two views of B samples
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -93,8 +101,17 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 void bm_floor(benchmark::State& state, std::string family, int64_t b) {
   auto [n, m] = shape_of(family, b);
-  if (static_cast<double>(n) * static_cast<double>(m) * 4.0 > 17.5e9) {
-    state.SkipWithError("floor not measured: the N x M gradient matrix alone would exceed 16 GiB");
+  if (!g_cfg.floor) {
+    state.SkipWithError("floor not measured (--floor=0)");
+    for (auto _ : state) {
+    }
+    return;
+  }
+  const double limit = g_cfg.device == "cuda" ? 17.5e9 : 4.5e9; // bytes of the N x M gradient
+  if (static_cast<double>(n) * static_cast<double>(m) * 4.0 > limit) {
+    state.SkipWithError(
+        "floor not measured: the N x M gradient matrix alone would exceed the memory limit (16 GiB "
+        "CUDA, 4 GiB CPU)");
     for (auto _ : state) {
     }
     return;
@@ -132,9 +149,9 @@ std::vector<torch::Tensor> make_inputs(const std::string& family, int64_t b) {
   const auto opts = torch::TensorOptions().device(device()).dtype(parse_dtype(g_cfg.dtype));
   const int64_t d = g_cfg.dim;
   std::vector<torch::Tensor> x;
-  if (family == "nt_xent") {
+  if (family == "nt_xent" || family == "nt_xent_fnc") {
     x = {torch::randn({b, d}, opts), torch::randn({b, d}, opts)};
-  } else if (family == "supcon") {
+  } else if (family == "supcon" || family == "supcon_patient" || family == "pclr_site") {
     x = {torch::randn({b, 2, d}, opts)};
   } else if (family == "clip") {
     x = {torch::randn({b, d}, opts), torch::randn({b, d}, opts)};
@@ -172,6 +189,15 @@ torch::Tensor plain_clip(const torch::Tensor& x, const torch::Tensor& t, double 
   return 0.5 * (NF::cross_entropy(logits, labels) + NF::cross_entropy(logits.t(), labels));
 }
 
+// Keys of a cohort with 4 records per patient and 8 sites, for the pairing benchmarks.
+medcl::SampleKeys cohort_keys(int64_t b) {
+  auto lo = torch::TensorOptions().dtype(torch::kLong).device(device());
+  medcl::SampleKeys k;
+  k.patient = torch::arange(b, lo).floor_divide(4);
+  k.site = torch::remainder(k.patient, 8);
+  return k;
+}
+
 torch::Tensor run_loss(
     const std::string& family,
     const std::string& path,
@@ -187,6 +213,24 @@ torch::Tensor run_loss(
   }
   if (family == "supcon") {
     return F::supcon_loss(x[0], labels, medcl::SupConLossOptions().engine(e).check_finite(false));
+  }
+  if (family == "nt_xent_fnc") { // false-negative control: same-patient negatives removed
+    auto keys = cohort_keys(x[0].size(0));
+    auto s = medcl::PairingStrategy::instance().exclude_same_patient();
+    return F::nt_xent_loss(
+        x[0], x[1], keys, medcl::NTXentLossOptions().engine(e).pairing(s).check_finite(false));
+  }
+  if (family == "supcon_patient") { // PCLR: a patient's records are positives
+    auto keys = cohort_keys(x[0].size(0));
+    auto s = medcl::PairingStrategy::same_patient();
+    return F::supcon_loss(
+        x[0], keys, medcl::SupConLossOptions().engine(e).pairing(s).check_finite(false));
+  }
+  if (family == "pclr_site") { // PCLR with same-site negatives removed
+    auto keys = cohort_keys(x[0].size(0));
+    auto s = medcl::PairingStrategy::same_patient().exclude_same_site_negatives();
+    return F::supcon_loss(
+        x[0], keys, medcl::SupConLossOptions().engine(e).pairing(s).check_finite(false));
   }
   if (family == "clip") {
     if (path == "plain")
@@ -206,7 +250,7 @@ void bm_loss(benchmark::State& state, std::string family, std::string path, int6
       {b},
       torch::TensorOptions().dtype(torch::kLong).device(device()));
   medcl_bench::MemoryMeter meter(device());
-  {
+  if (g_cfg.warmup) {
     // One untimed run: allocator growth, library handles and kernels' first launches.
     auto warm = run_loss(family, path, x, labels);
     warm.backward();
@@ -271,6 +315,10 @@ int main(int argc, char** argv) {
       g_cfg.tile = std::stoll(v8);
     else if (const char* v9 = value("--threads="))
       g_cfg.threads = std::stoi(v9);
+    else if (const char* v10 = value("--floor="))
+      g_cfg.floor = std::string(v10) != "0";
+    else if (const char* v11 = value("--warmup="))
+      g_cfg.warmup = std::string(v11) != "0";
     else
       rest.push_back(argv[i]);
   }
