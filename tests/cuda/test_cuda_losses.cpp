@@ -226,3 +226,36 @@ TEST_CASE("CUDA: MemoryQueue lives on the device and keeps its pairing keys", "[
       torch::randn({2, 2}, torch::kCUDA), torch::randn({2, 2}, torch::kCUDA), q.keys());
   REQUIRE(std::isfinite(loss.item<double>()));
 }
+
+TEST_CASE(
+    "CUDA: pairing strategies give the CPU result; keys must be on the device",
+    "[cuda][pairing]") {
+  REQUIRE(torch::cuda::is_available());
+  using Catch::Contains;
+  torch::manual_seed(44);
+  const int64_t b = 64;
+  auto feats = torch::randn({b, 2, 16}, torch::kDouble);
+  medcl::SampleKeys keys;
+  keys.patient = torch::arange(b).floor_divide(4);
+  keys.site = torch::remainder(keys.patient, 3);
+  keys.time = torch::rand({b}, torch::kDouble) * 100;
+  for (const auto& s :
+       {medcl::PairingStrategy::same_patient(),
+        medcl::PairingStrategy::temporal_neighbours(30.0).exclude_same_patient(),
+        medcl::PairingStrategy::same_patient()
+            .positives_across_sites()
+            .exclude_same_site_negatives()}) {
+    for (auto path : {EnginePath::Dense, EnginePath::Tiled}) {
+      auto opts = medcl::SupConLossOptions().pairing(s).engine(
+          SimilarityEngineOptions().path(path).tile_size(48));
+      auto cpu = F::supcon_loss(feats, keys, opts).item<double>();
+      auto gpu = F::supcon_loss(feats.to(torch::kCUDA, torch::kFloat), keys.to(torch::kCUDA), opts)
+                     .item<double>();
+      INFO(s.describe());
+      REQUIRE(gpu == Approx(cpu).epsilon(1e-5));
+    }
+  }
+  REQUIRE_THROWS_WITH(
+      F::supcon_loss(feats.to(torch::kCUDA), keys),
+      Contains("key 'patient' must be on the embeddings' device"));
+}
