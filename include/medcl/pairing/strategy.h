@@ -31,17 +31,17 @@ class PairExpr {
 
   /// True for every pair.
   static PairExpr always() {
-    return PairExpr(std::make_shared<Node>(Node{Op::Always}));
+    return PairExpr(std::make_shared<Node>(Node(Op::Always)));
   }
   /// False for every pair.
   static PairExpr never() {
-    return PairExpr(std::make_shared<Node>(Node{Op::Never}));
+    return PairExpr(std::make_shared<Node>(Node(Op::Never)));
   }
   /// Equal key `k` on both sides. For `Key::Label` both labels must be known (>= 0). `Key::Time`
   /// is not allowed here: use time_within.
   static PairExpr same(Key k) {
     TORCH_CHECK(k != Key::Time, "PairExpr::same: compare times with PairExpr::time_within(window)");
-    Node n{Op::Same};
+    Node n(Op::Same);
     n.key = k;
     return PairExpr(std::make_shared<Node>(std::move(n)));
   }
@@ -51,7 +51,7 @@ class PairExpr {
         std::isfinite(window) && window >= 0,
         "PairExpr::time_within: window must be finite and >= 0, got ",
         window);
-    Node n{Op::TimeWithin};
+    Node n(Op::TimeWithin);
     n.key = Key::Time;
     n.window = window;
     return PairExpr(std::make_shared<Node>(std::move(n)));
@@ -64,7 +64,7 @@ class PairExpr {
         dense.defined() ? dense.sizes() : at::IntArrayRef{},
         " of dtype ",
         dense.defined() ? dense.scalar_type() : at::kBool);
-    Node n{Op::Mask};
+    Node n(Op::Mask);
     n.mask = std::move(dense);
     n.what = std::move(what);
     return PairExpr(std::make_shared<Node>(std::move(n)));
@@ -77,7 +77,7 @@ class PairExpr {
     return binary(Op::Or, a, b);
   }
   friend PairExpr operator!(const PairExpr& a) {
-    Node n{Op::Not};
+    Node n(Op::Not);
     n.children = {a.node_};
     return PairExpr(std::make_shared<Node>(std::move(n)));
   }
@@ -117,6 +117,7 @@ class PairExpr {
 
  private:
   struct Node {
+    explicit Node(Op o) : op(o) {}
     Op op;
     Key key = Key::Instance;
     double window = 0;
@@ -127,7 +128,7 @@ class PairExpr {
   explicit PairExpr(std::shared_ptr<const Node> n) : node_(std::move(n)) {}
 
   static PairExpr binary(Op op, const PairExpr& a, const PairExpr& b) {
-    Node n{op};
+    Node n(op);
     n.children = {a.node_, b.node_};
     return PairExpr(std::make_shared<Node>(std::move(n)));
   }
