@@ -1,0 +1,218 @@
+#pragma once
+
+/// \file
+/// Augmentations of tabular records (EHR values [B, F] with an observed-mask) and of omics
+/// profiles (expression or counts [B, G]).
+
+#include <medcl/augment/policy.h>
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace medcl {
+namespace augment {
+
+/// Hides each observed feature with probability p: its mask becomes false and its value 0. A
+/// missing feature stays missing (the transform never invents an observation).
+class FeatureMask : public Transform {
+ public:
+  explicit FeatureMask(double p) : p_(p) {
+    check_probability("FeatureMask", "p", p_);
+  }
+  std::string name() const override {
+    return "feature_mask";
+  }
+  std::vector<Modality> modalities() const override {
+    return {Modality::Tabular};
+  }
+  std::vector<std::string> invariances() const override {
+    return {"missing features"};
+  }
+  std::map<std::string, std::string> params() const override {
+    return {{"p", fmt_double(p_)}};
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    auto observed = in.mask.defined()
+        ? in.mask
+        : at::ones_like(in.values, in.values.options().dtype(at::kBool));
+    auto hide =
+        detail::bernoulli(in.values.sizes(), p_, gen, in.values.options()).logical_and_(observed);
+    return {in.values.masked_fill(hide, 0.0), observed.logical_and(hide.logical_not())};
+  }
+
+ private:
+  double p_;
+};
+
+/// Adds Gaussian noise scaled per feature, `scale` times each feature's standard deviation
+/// (`feature_sd` [F], e.g. the assay's measurement error or the cohort's spread), to observed
+/// values only.
+class FeatureNoise : public Transform {
+ public:
+  FeatureNoise(at::Tensor feature_sd, double scale) : sd_(std::move(feature_sd)), scale_(scale) {
+    TORCH_CHECK(sd_.defined() && sd_.dim() == 1, "FeatureNoise: feature_sd must be 1-D [F]");
+    TORCH_CHECK(
+        at::isfinite(sd_).all().item<bool>() && sd_.ge(0).all().item<bool>(),
+        "FeatureNoise: feature_sd must be finite and >= 0");
+    TORCH_CHECK(
+        std::isfinite(scale_) && scale_ >= 0, "FeatureNoise: scale must be >= 0, got ", scale_);
+  }
+  std::string name() const override {
+    return "feature_noise";
+  }
+  std::vector<Modality> modalities() const override {
+    return {Modality::Tabular};
+  }
+  std::vector<std::string> invariances() const override {
+    return {"measurement noise"};
+  }
+  std::map<std::string, std::string> params() const override {
+    return {{"scale", fmt_double(scale_)}, {"features", std::to_string(sd_.size(0))}};
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    TORCH_CHECK(
+        in.values.size(1) == sd_.size(0),
+        "FeatureNoise: built for ",
+        sd_.size(0),
+        " features, the batch has ",
+        in.values.size(1));
+    auto noise = detail::normal(in.values.sizes(), gen, in.values.options()) *
+        (sd_.to(in.values.options()) * scale_);
+    if (in.mask.defined()) {
+      noise.masked_fill_(in.mask.logical_not(), 0.0);
+    }
+    return {in.values + noise, in.mask};
+  }
+
+ private:
+  at::Tensor sd_;
+  double scale_;
+};
+
+/// Sets each gene's value to 0 with probability p (technical dropout of single-cell and
+/// low-depth assays).
+class GeneDropout : public Transform {
+ public:
+  explicit GeneDropout(double p) : p_(p) {
+    check_probability("GeneDropout", "p", p_);
+  }
+  std::string name() const override {
+    return "gene_dropout";
+  }
+  std::vector<Modality> modalities() const override {
+    return {Modality::Omics};
+  }
+  std::vector<std::string> invariances() const override {
+    return {"technical dropout"};
+  }
+  std::map<std::string, std::string> params() const override {
+    return {{"p", fmt_double(p_)}};
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    return {
+        in.values.masked_fill(
+            detail::bernoulli(in.values.sizes(), p_, gen, in.values.options()), 0.0),
+        in.mask};
+  }
+
+ private:
+  double p_;
+};
+
+/// Binomial thinning of counts: each count c becomes Binomial(c, p) with p ~ U(lo, hi) per
+/// sample — the profile at a lower sequencing depth. Counts must be non-negative integers.
+class BinomialThinning : public Transform {
+ public:
+  BinomialThinning(double lo, double hi) : lo_(lo), hi_(hi) {
+    check_range("BinomialThinning", "keep probability", lo, hi);
+    check_probability("BinomialThinning", "lo", lo);
+    check_probability("BinomialThinning", "hi", hi);
+  }
+  std::string name() const override {
+    return "binomial_thinning";
+  }
+  std::vector<Modality> modalities() const override {
+    return {Modality::Omics};
+  }
+  std::vector<std::string> invariances() const override {
+    return {"sequencing depth"};
+  }
+  std::map<std::string, std::string> params() const override {
+    return {{"lo", fmt_double(lo_)}, {"hi", fmt_double(hi_)}};
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    const auto& x = in.values;
+    TORCH_CHECK(
+        x.ge(0).all().item<bool>() && x.eq(x.round()).all().item<bool>(),
+        "BinomialThinning: expects non-negative integer counts (use it before log-transforming)");
+    auto p = detail::uniform({x.size(0), 1}, lo_, hi_, gen, x.options()).expand_as(x).contiguous();
+    return {at::binomial(x.contiguous(), p, gen), in.mask};
+  }
+
+ private:
+  double lo_, hi_;
+};
+
+/// Multiplies each profile by a factor ~ U(lo, hi): a different library size (total count).
+class LibrarySizeScale : public Transform {
+ public:
+  LibrarySizeScale(double lo, double hi) : lo_(lo), hi_(hi) {
+    check_range("LibrarySizeScale", "scale", lo, hi);
+    TORCH_CHECK(lo > 0, "LibrarySizeScale: scales must be > 0, got [", lo, ", ", hi, "]");
+  }
+  std::string name() const override {
+    return "library_size_scale";
+  }
+  std::vector<Modality> modalities() const override {
+    return {Modality::Omics};
+  }
+  std::vector<std::string> invariances() const override {
+    return {"library size"};
+  }
+  std::map<std::string, std::string> params() const override {
+    return {{"lo", fmt_double(lo_)}, {"hi", fmt_double(hi_)}};
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    return {
+        in.values * detail::uniform({in.values.size(0), 1}, lo_, hi_, gen, in.values.options()),
+        in.mask};
+  }
+
+ private:
+  double lo_, hi_;
+};
+
+/// Adds Gaussian noise of standard deviation `sigma` to log-expression values.
+class LogExpressionNoise : public Transform {
+ public:
+  explicit LogExpressionNoise(double sigma) : sigma_(sigma) {
+    TORCH_CHECK(
+        std::isfinite(sigma) && sigma >= 0, "LogExpressionNoise: sigma must be >= 0, got ", sigma);
+  }
+  std::string name() const override {
+    return "log_expression_noise";
+  }
+  std::vector<Modality> modalities() const override {
+    return {Modality::Omics};
+  }
+  std::vector<std::string> invariances() const override {
+    return {"expression noise"};
+  }
+  std::map<std::string, std::string> params() const override {
+    return {{"sigma", fmt_double(sigma_)}};
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    return {
+        in.values + sigma_ * detail::normal(in.values.sizes(), gen, in.values.options()), in.mask};
+  }
+
+ private:
+  double sigma_;
+};
+
+} // namespace augment
+} // namespace medcl
