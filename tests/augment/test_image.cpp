@@ -1,0 +1,137 @@
+#include "support.h"
+
+#include <medcl/augment/image.h>
+
+#include <catch2/catch.hpp>
+
+#include <memory>
+#include <vector>
+
+using Catch::Contains;
+using namespace medcl::augment;
+using medcl_test::rel_err;
+
+namespace {
+
+Batch images2d(int64_t b = 6) {
+  torch::manual_seed(81);
+  return {torch::rand({b, 1, 32, 32}), {}};
+}
+Batch images3d(int64_t b = 3) {
+  torch::manual_seed(82);
+  return {torch::rand({b, 1, 12, 16, 16}), {}};
+}
+
+Batch run(Modality m, const TransformPtr& t, const Batch& b, uint64_t seed) {
+  return Policy(m, t, seed).views(b, 1)[0];
+}
+
+std::vector<TransformPtr> all_image_transforms() {
+  return {
+      std::make_shared<RandomResizedCrop>(0.5),
+      std::make_shared<IntensityWindow>(40, 400, 10, 0.1),
+      std::make_shared<Gamma>(0.7, 1.5),
+      std::make_shared<BrightnessContrast>(0.2, 0.2),
+      std::make_shared<GaussianNoise>(0.05),
+      std::make_shared<GaussianBlur>(0.5, 1.5),
+      std::make_shared<RandomAffine>(10, 0.05, 0.05),
+      std::make_shared<BiasField>(0.3),
+      std::make_shared<Cutout>(0.2, 2)};
+}
+
+} // namespace
+
+TEST_CASE(
+    "image transforms keep shape, dtype and device in 2-D and 3-D; seeded; differ across seeds",
+    "[augment][image]") {
+  for (const auto& b : {images2d(), images3d()}) {
+    const auto m = b.values.dim() == 4 ? Modality::Image2D : Modality::Image3D;
+    for (const auto& t : all_image_transforms()) {
+      INFO(t->name() << " " << modality_name(m));
+      auto v1 = run(m, t, b, 1);
+      REQUIRE(v1.values.sizes() == b.values.sizes());
+      REQUIRE(v1.values.scalar_type() == b.values.scalar_type());
+      REQUIRE(torch::isfinite(v1.values).all().item<bool>());
+      REQUIRE(v1.values.equal(run(m, t, b, 1).values));
+      REQUIRE_FALSE(v1.values.equal(run(m, t, b, 2).values));
+    }
+  }
+}
+
+TEST_CASE("image transforms deliver what they promise", "[augment][image]") {
+  auto b = images2d(16);
+  const auto& x = b.values;
+  // Noise variance.
+  auto d = run(Modality::Image2D, std::make_shared<GaussianNoise>(0.1), b, 3).values - x;
+  REQUIRE(d.std().item<double>() == Approx(0.1).epsilon(0.03));
+  // Window: output in [0, 1], HU below the window -> 0, above -> 1.
+  Batch hu{torch::linspace(-1000, 1000, 16 * 32 * 32).reshape({16, 1, 32, 32}), {}};
+  auto w = run(Modality::Image2D, std::make_shared<IntensityWindow>(40, 400), hu, 1).values;
+  REQUIRE(w.min().item<double>() == 0.0);
+  REQUIRE(w.max().item<double>() == 1.0);
+  REQUIRE(w.masked_select(hu.values.lt(40 - 200)).max().item<double>() == 0.0);
+  REQUIRE(w.masked_select(hu.values.gt(40 + 200)).min().item<double>() == 1.0);
+  // Gamma keeps each image's range.
+  auto g = run(Modality::Image2D, std::make_shared<Gamma>(0.5, 2.0), b, 4).values;
+  REQUIRE(rel_err(std::get<0>(g.flatten(1).min(1)), std::get<0>(x.flatten(1).min(1))) < 1e-5);
+  REQUIRE(rel_err(std::get<0>(g.flatten(1).max(1)), std::get<0>(x.flatten(1).max(1))) < 1e-5);
+  // Brightness/contrast with zero strength is the identity; blur lowers the variance of noise.
+  REQUIRE(
+      rel_err(run(Modality::Image2D, std::make_shared<BrightnessContrast>(0, 0), b, 1).values, x) <
+      1e-5);
+  auto blurred = run(Modality::Image2D, std::make_shared<GaussianBlur>(1.0, 1.0), b, 1).values;
+  REQUIRE(blurred.std().item<double>() < 0.5 * x.std().item<double>());
+  REQUIRE(blurred.mean().item<double>() == Approx(x.mean().item<double>()).epsilon(0.01));
+  // Bias field: on a constant image the field itself, positive and smooth.
+  Batch ones{torch::ones({4, 1, 12, 16, 16}), {}};
+  auto field = run(Modality::Image3D, std::make_shared<BiasField>(0.3), ones, 5).values;
+  REQUIRE(field.min().item<double>() > 0);
+  // |d log f / dx| <= c (1 + 2 + 1 + 1) for the order-2 monomials in x (x, x^2, xy, xz): 1.5 per
+  // unit of the [-1, 1] coordinate, i.e. at most 0.2 between neighbours 2/15 apart on 16 voxels.
+  auto lf = field.log();
+  REQUIRE((lf.slice(4, 1) - lf.slice(4, 0, -1)).abs().max().item<double>() <= 0.2 + 1e-4);
+  REQUIRE(field.std().item<double>() > 1e-3);
+  // Cutout: zeroed boxes of the requested size (2 boxes of 0.25 x 0.25 on 32 x 32 -> at most 128
+  // px).
+  Batch white{torch::ones({8, 1, 32, 32}), {}};
+  auto cut = run(Modality::Image2D, std::make_shared<Cutout>(0.25, 2), white, 6).values;
+  auto zeros = cut.eq(0).flatten(1).sum(1);
+  REQUIRE(zeros.min().item<int64_t>() >= 64);
+  REQUIRE(zeros.max().item<int64_t>() <= 128);
+  // Identity affine and full-size crop leave the image unchanged.
+  REQUIRE(
+      rel_err(run(Modality::Image2D, std::make_shared<RandomAffine>(0, 0, 0), b, 1).values, x) <
+      1e-5);
+  REQUIRE(
+      rel_err(
+          run(Modality::Image2D, std::make_shared<RandomResizedCrop>(1.0, 1.0), b, 1).values, x) <
+      1e-5);
+  // A crop of at least half the area of a horizontal ramp keeps a span of at least 1/sqrt(2).
+  Batch ramp{torch::linspace(0, 1, 32).view({1, 1, 1, 32}).expand({8, 1, 32, 32}).contiguous(), {}};
+  auto crop = run(Modality::Image2D, std::make_shared<RandomResizedCrop>(0.5), ramp, 7).values;
+  auto span = std::get<0>(crop.flatten(1).max(1)) - std::get<0>(crop.flatten(1).min(1));
+  REQUIRE(span.min().item<double>() >= 0.69);
+}
+
+TEST_CASE("a left-right flip of a chest radiograph is refused unless allowed", "[augment][image]") {
+  auto lr = std::make_shared<Flip>(1);
+  REQUIRE_THROWS_WITH(
+      Policy(Modality::ChestRadiograph, lr, 1),
+      Contains("clinically invalid for chest_radiograph") && Contains("heart"));
+  REQUIRE_NOTHROW(Policy(Modality::ChestRadiograph, std::make_shared<Flip>(0), 1));
+  REQUIRE_NOTHROW(Policy(Modality::Image2D, lr, 1));
+  auto b = images2d(2);
+  Policy allowed(Modality::ChestRadiograph, lr, 1, {"flip"});
+  REQUIRE(allowed.views(b, 1)[0].values.equal(b.values.flip({3})));
+  REQUIRE_THROWS_WITH(
+      Policy(Modality::Image2D, std::make_shared<Flip>(2), 1).views(b, 1),
+      Contains("axis 2 does not exist"));
+  REQUIRE_THROWS_WITH(
+      Policy(Modality::Image3D, std::make_shared<Gamma>(1, 2), 1).views(b, 1),
+      Contains("image3d batch has layout [B, C, D, H, W]"));
+  REQUIRE_THROWS_WITH(RandomResizedCrop(1.5), Contains("crop scales must be in (0, 1]"));
+  REQUIRE_THROWS_WITH(RandomResizedCrop(-0.1), Contains("crop scales must be in (0, 1]"));
+  REQUIRE_THROWS_WITH(
+      Policy(Modality::ECG, std::make_shared<Gamma>(1, 2), 1),
+      Contains("not valid for modality 'ecg'"));
+}
