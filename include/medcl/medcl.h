@@ -4,6 +4,12 @@
 /// Umbrella header: everything medcl offers, for convenience. Production code may include the
 /// one-concept headers (medcl/losses/nt_xent.h, ...) to compile faster.
 
+#include <medcl/augment/image.h>
+#include <medcl/augment/policy.h>
+#include <medcl/augment/probe.h>
+#include <medcl/augment/signal.h>
+#include <medcl/augment/tabular.h>
+#include <medcl/augment/text.h>
 #include <medcl/core/negative_weighting.h>
 #include <medcl/core/runtime.h>
 #include <medcl/core/similarity_engine.h>

@@ -25,7 +25,7 @@ namespace augment {
 /// images [B, C, H, W] (Image2D, ChestRadiograph) or [B, C, D, H, W] (Image3D); signals
 /// [B, leads, T] (ECG, EEG); tables [B, F] with an observed-mask (Tabular); expression [B, G]
 /// (Omics); token ids [B, T] int64 with a valid-token mask (Text).
-enum class Modality { Image2D, ChestRadiograph, Image3D, ECG, EEG, Tabular, Omics, Text };
+enum class Modality { Image2D, ChestRadiograph, Image3D, ECG, EEG, Tabular, Visits, Omics, Text };
 
 inline const char* modality_name(Modality m) {
   switch (m) {
@@ -41,6 +41,8 @@ inline const char* modality_name(Modality m) {
       return "eeg";
     case Modality::Tabular:
       return "tabular";
+    case Modality::Visits:
+      return "visits";
     case Modality::Omics:
       return "omics";
     case Modality::Text:
@@ -58,10 +60,12 @@ inline bool is_signal(Modality m) {
 }
 
 /// A batch to augment: `values` in the modality's layout, `mask` where the modality has one
-/// (Tabular: true where a value was observed; Text: true for real tokens).
+/// (Tabular, Visits: true where a value was observed; Text: true for real tokens), `times` for
+/// visit sequences ([B, V], the visits' times; may be undefined).
 struct Batch {
   at::Tensor values;
   at::Tensor mask;
+  at::Tensor times;
 };
 
 /// Requires `b` to have the layout of modality `m` and no NaN (`who` names the caller).
@@ -89,6 +93,10 @@ inline void check_layout(const std::string& who, Modality m, const Batch& b) {
     case Modality::Omics:
       rank = 2;
       layout = "[B, features]";
+      break;
+    case Modality::Visits:
+      rank = 3;
+      layout = "[B, visits, features]";
       break;
     case Modality::Text:
       rank = 2;
@@ -120,7 +128,7 @@ inline void check_layout(const std::string& who, Modality m, const Batch& b) {
   }
   if (b.mask.defined()) {
     TORCH_CHECK(
-        b.mask.sizes() == x.sizes() || (m == Modality::Text && b.mask.sizes() == x.sizes()),
+        b.mask.sizes() == x.sizes(),
         who,
         ": mask must have the values' shape ",
         x.sizes(),
@@ -128,6 +136,18 @@ inline void check_layout(const std::string& who, Modality m, const Batch& b) {
         b.mask.sizes());
     TORCH_CHECK(
         b.mask.scalar_type() == at::kBool, who, ": mask must be bool, got ", b.mask.scalar_type());
+  }
+  if (b.times.defined()) {
+    TORCH_CHECK(
+        m == Modality::Visits && b.times.dim() == 2 && b.times.size(0) == x.size(0) &&
+            b.times.size(1) == x.size(1),
+        who,
+        ": times are for visit sequences, of shape [B, visits] = [",
+        x.size(0),
+        ", ",
+        x.dim() > 1 ? x.size(1) : 0,
+        "], got ",
+        b.times.sizes());
   }
 }
 
@@ -246,6 +266,7 @@ class Sequence : public Transform {
           Modality::ECG,
           Modality::EEG,
           Modality::Tabular,
+          Modality::Visits,
           Modality::Omics,
           Modality::Text}) {
       bool all = true;
@@ -328,6 +349,9 @@ class RandomApply : public Transform {
     auto sel = take.view(shape);
     Batch r;
     r.values = at::where(sel, out.values, in.values);
+    if (in.times.defined()) {
+      r.times = at::where(take.view({b, 1}), out.times, in.times);
+    }
     if (in.mask.defined() || out.mask.defined()) {
       auto im = in.mask.defined() ? in.mask
                                   : at::ones_like(in.values, in.values.options().dtype(at::kBool));

@@ -27,7 +27,7 @@ class FeatureMask : public Transform {
     return "feature_mask";
   }
   std::vector<Modality> modalities() const override {
-    return {Modality::Tabular};
+    return {Modality::Tabular, Modality::Visits};
   }
   std::vector<std::string> invariances() const override {
     return {"missing features"};
@@ -41,7 +41,7 @@ class FeatureMask : public Transform {
         : at::ones_like(in.values, in.values.options().dtype(at::kBool));
     auto hide =
         detail::bernoulli(in.values.sizes(), p_, gen, in.values.options()).logical_and_(observed);
-    return {in.values.masked_fill(hide, 0.0), observed.logical_and(hide.logical_not())};
+    return {in.values.masked_fill(hide, 0.0), observed.logical_and(hide.logical_not()), in.times};
   }
 
  private:
@@ -65,7 +65,7 @@ class FeatureNoise : public Transform {
     return "feature_noise";
   }
   std::vector<Modality> modalities() const override {
-    return {Modality::Tabular};
+    return {Modality::Tabular, Modality::Visits};
   }
   std::vector<std::string> invariances() const override {
     return {"measurement noise"};
@@ -75,17 +75,17 @@ class FeatureNoise : public Transform {
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     TORCH_CHECK(
-        in.values.size(1) == sd_.size(0),
+        in.values.size(-1) == sd_.size(0),
         "FeatureNoise: built for ",
         sd_.size(0),
         " features, the batch has ",
-        in.values.size(1));
+        in.values.size(-1));
     auto noise = detail::normal(in.values.sizes(), gen, in.values.options()) *
         (sd_.to(in.values.options()) * scale_);
     if (in.mask.defined()) {
       noise.masked_fill_(in.mask.logical_not(), 0.0);
     }
-    return {in.values + noise, in.mask};
+    return {in.values + noise, in.mask, in.times};
   }
 
  private:
@@ -212,6 +212,141 @@ class LogExpressionNoise : public Transform {
 
  private:
   double sigma_;
+};
+
+} // namespace augment
+} // namespace medcl
+
+namespace medcl {
+namespace augment {
+namespace detail {
+
+/// Visits that exist: any observed value in the visit. [B, V] bool.
+inline at::Tensor visit_present(const Batch& in) {
+  return in.mask.defined()
+      ? in.mask.any(2)
+      : at::ones({in.values.size(0), in.values.size(1)}, in.values.options().dtype(at::kBool));
+}
+
+/// Removes visits (values 0, mask false) where `drop` [B, V] is true.
+inline Batch drop_visits(const Batch& in, const at::Tensor& drop) {
+  auto d3 = drop.unsqueeze(2);
+  auto mask =
+      in.mask.defined() ? in.mask : at::ones_like(in.values, in.values.options().dtype(at::kBool));
+  return {in.values.masked_fill(d3, 0.0), mask.logical_and(d3.logical_not()), in.times};
+}
+
+} // namespace detail
+
+/// Drops each present visit with probability p (its values hidden), keeping at least one visit
+/// of every patient.
+class VisitDropout : public Transform {
+ public:
+  explicit VisitDropout(double p) : p_(p) {
+    check_probability("VisitDropout", "p", p_);
+  }
+  std::string name() const override {
+    return "visit_dropout";
+  }
+  std::vector<Modality> modalities() const override {
+    return {Modality::Visits};
+  }
+  std::vector<std::string> invariances() const override {
+    return {"missed visits"};
+  }
+  std::map<std::string, std::string> params() const override {
+    return {{"p", fmt_double(p_)}};
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    auto present = detail::visit_present(in);
+    auto drop =
+        detail::bernoulli(present.sizes(), p_, gen, in.values.options()).logical_and_(present);
+    // A patient whose every visit was dropped keeps one present visit, chosen at random.
+    auto all_gone =
+        present.logical_and(drop.logical_not()).any(1).logical_not().logical_and(present.any(1));
+    auto score =
+        detail::uniform(present.sizes(), 0.0, 1.0, gen, in.values.options().dtype(at::kFloat))
+            .masked_fill(present.logical_not(), -1.0);
+    auto keep = at::zeros_like(present).scatter_(1, score.argmax(1, true), all_gone.unsqueeze(1));
+    return detail::drop_visits(in, drop.logical_and(keep.logical_not()));
+  }
+
+ private:
+  double p_;
+};
+
+/// Keeps a contiguous window of visits covering a fraction U(min_fraction, 1) of each patient's
+/// visit slots (the others hidden): a shorter stretch of the same history.
+class TemporalCrop : public Transform {
+ public:
+  explicit TemporalCrop(double min_fraction) : min_(min_fraction) {
+    TORCH_CHECK(
+        std::isfinite(min_) && min_ > 0 && min_ <= 1,
+        "TemporalCrop: min_fraction must be in (0, 1], got ",
+        min_);
+  }
+  std::string name() const override {
+    return "temporal_crop";
+  }
+  std::vector<Modality> modalities() const override {
+    return {Modality::Visits};
+  }
+  std::vector<std::string> invariances() const override {
+    return {"observation window"};
+  }
+  std::map<std::string, std::string> params() const override {
+    return {{"min_fraction", fmt_double(min_)}};
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    const int64_t b = in.values.size(0), v = in.values.size(1);
+    auto fo = in.values.options().dtype(at::kFloat);
+    auto present = detail::visit_present(in);
+    // Window over the slots [first, last] of present visits.
+    auto pos = at::arange(v, fo).view({1, -1}).expand({b, v});
+    auto first = pos.masked_fill(present.logical_not(), static_cast<double>(v))
+                     .amin(1)
+                     .clamp_max(static_cast<double>(v - 1));
+    auto last = pos.masked_fill(present.logical_not(), -1.0).amax(1).clamp_min(0.0);
+    auto span = (last - first + 1).clamp_min(1.0);
+    auto len = (detail::uniform({b}, min_, 1.0, gen, fo) * span).ceil_().clamp_min_(1.0);
+    auto start = first + (detail::uniform({b}, 0.0, 1.0, gen, fo) * (span - len + 1)).floor_();
+    auto outside = pos.lt(start.view({-1, 1})).logical_or(pos.ge((start + len).view({-1, 1})));
+    return detail::drop_visits(in, outside);
+  }
+
+ private:
+  double min_;
+};
+
+/// Shifts every visit time of a patient by the same offset ~ U(±max_shift): absolute dates carry
+/// no biology.
+class TimeShift : public Transform {
+ public:
+  explicit TimeShift(double max_shift) : shift_(max_shift) {
+    TORCH_CHECK(
+        std::isfinite(shift_) && shift_ >= 0, "TimeShift: max_shift must be >= 0, got ", shift_);
+  }
+  std::string name() const override {
+    return "time_shift";
+  }
+  std::vector<Modality> modalities() const override {
+    return {Modality::Visits};
+  }
+  std::vector<std::string> invariances() const override {
+    return {"absolute time"};
+  }
+  std::map<std::string, std::string> params() const override {
+    return {{"max_shift", fmt_double(shift_)}};
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    TORCH_CHECK(in.times.defined(), "TimeShift: the batch has no visit times");
+    auto off =
+        detail::uniform({in.times.size(0), 1}, -shift_, shift_ + 1e-12, gen, in.times.options());
+    return {in.values, in.mask, in.times + off};
+  }
+
+ private:
+  double shift_;
 };
 
 } // namespace augment
