@@ -474,13 +474,46 @@ class Policy {
     TORCH_CHECK(v >= 1, who, ": the number of views must be >= 1, got ", v);
     check_layout(who, modality_, batch);
     auto& gen = generator(batch.values.device());
+    // Large batches go through the transforms in chunks of about kChunkElements values: every
+    // op then works on cache-sized tensors, while still applying to many samples per call.
+    const int64_t n = batch.values.size(0);
+    const int64_t per_sample = std::max<int64_t>(1, batch.values.numel() / std::max<int64_t>(1, n));
+    const int64_t chunk =
+        batch.values.is_cuda() ? n : std::max<int64_t>(1, kChunkElements / per_sample);
     std::vector<Batch> out;
     out.reserve(static_cast<size_t>(v));
     for (int64_t i = 0; i < v; ++i) {
-      out.push_back(transform_->apply(batch, modality_, gen));
+      if (chunk >= n) {
+        out.push_back(transform_->apply(batch, modality_, gen));
+        continue;
+      }
+      std::vector<at::Tensor> values, masks, times;
+      for (int64_t s = 0; s < n; s += chunk) {
+        const int64_t e = std::min(n, s + chunk);
+        Batch part{
+            batch.values.slice(0, s, e),
+            batch.mask.defined() ? batch.mask.slice(0, s, e) : at::Tensor(),
+            batch.times.defined() ? batch.times.slice(0, s, e) : at::Tensor()};
+        auto r = transform_->apply(part, modality_, gen);
+        values.push_back(r.values);
+        if (r.mask.defined())
+          masks.push_back(r.mask);
+        if (r.times.defined())
+          times.push_back(r.times);
+      }
+      Batch joined;
+      joined.values = at::cat(values);
+      if (!masks.empty())
+        joined.mask = at::cat(masks);
+      if (!times.empty())
+        joined.times = at::cat(times);
+      out.push_back(std::move(joined));
     }
     return out;
   }
+
+  /// Values per chunk on CPU (see views()).
+  static constexpr int64_t kChunkElements = int64_t(1) << 18;
 
   /// The whole policy as JSON: modality, seed, allowed-invalid transforms, transform tree.
   std::string describe_json() const {

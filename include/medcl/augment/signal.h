@@ -180,8 +180,11 @@ class PowerlineInterference : public Transform {
     auto o = x.options();
     auto a = detail::uniform({x.size(0), 1, 1}, 0.0, amp_, gen, o);
     auto phi = detail::uniform({x.size(0), 1, 1}, 0.0, 2 * detail::kPi, gen, o);
-    auto t = at::arange(x.size(2), o).div_(fs_).view({1, 1, -1});
-    return {x + a * at::sin(2 * detail::kPi * f_ * t + phi), in.mask};
+    auto wt = at::arange(x.size(2), o).mul_(2 * detail::kPi * f_ / fs_).view({1, 1, -1});
+    // a sin(wt + phi) = (a cos phi) sin wt + (a sin phi) cos wt: the trigonometry runs over T once,
+    // not over every sample.
+    auto hum = (a * at::cos(phi)) * at::sin(wt) + (a * at::sin(phi)) * at::cos(wt); // [B, 1, T]
+    return {x + hum, in.mask};
   }
 
  private:
