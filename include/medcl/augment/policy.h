@@ -470,7 +470,8 @@ class Policy {
   /// generator for the batch's device is created from the seed on first use and then advances, so
   /// a policy built with the same seed gives the same sequence of views.
   std::vector<Batch> views(const Batch& batch, int64_t v) {
-    const std::string who = "Policy(" + std::string(modality_name(modality_)) + ")";
+    const std::string who = "Policy(" + std::string(modality_name(modality_)) + ", transform '" +
+        transform_->name() + "')";
     TORCH_CHECK(v >= 1, who, ": the number of views must be >= 1, got ", v);
     check_layout(who, modality_, batch);
     auto& gen = generator(batch.values.device());
