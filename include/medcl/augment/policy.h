@@ -63,6 +63,10 @@ inline bool is_signal(Modality m) {
 /// (Tabular, Visits: true where a value was observed; Text: true for real tokens), `times` for
 /// visit sequences ([B, V], the visits' times; may be undefined).
 struct Batch {
+  Batch() = default;
+  // NOLINTNEXTLINE(google-explicit-constructor): {values, mask, times} reads as the struct it is.
+  Batch(at::Tensor values_, at::Tensor mask_ = {}, at::Tensor times_ = {})
+      : values(std::move(values_)), mask(std::move(mask_)), times(std::move(times_)) {}
   at::Tensor values;
   at::Tensor mask;
   at::Tensor times;

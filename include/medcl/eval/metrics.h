@@ -1,0 +1,92 @@
+#pragma once
+
+/// \file
+/// Clinical evaluation metrics: AUROC with DeLong confidence intervals (and the DeLong test
+/// between two models on the same cases), AUPRC, sensitivity at a fixed specificity, Brier score,
+/// expected calibration error with its reliability curve, Harrell's C-index, macro-F1.
+/// Compiled in src/ (Eigen for the DeLong covariance); inputs are plain vectors.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace medcl {
+namespace eval {
+
+/// A point estimate with its confidence interval.
+struct Interval {
+  double estimate = 0;
+  double lower = 0;
+  double upper = 0;
+  /// Confidence level, e.g. 0.95.
+  double level = 0.95;
+  /// How the interval was obtained, e.g. "DeLong".
+  std::string method;
+};
+
+/// Area under the ROC curve: the probability that a random positive scores higher than a random
+/// negative, ties counting one half (the Mann-Whitney U statistic / (n_pos · n_neg)).
+/// Labels are 0/1; both classes must be present (otherwise AUROC is undefined: an error).
+double auroc(const std::vector<double>& scores, const std::vector<int64_t>& labels);
+
+/// AUROC with DeLong et al.'s (1988) variance and a normal confidence interval at `level`, clipped
+/// to [0, 1]. Uses the fast midrank algorithm of Sun & Xu (2014).
+Interval auroc_delong(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels,
+    double level = 0.95);
+
+/// DeLong's test of two models scored on the same cases: the difference AUROC(a) - AUROC(b) with
+/// its interval, and the two-sided p-value.
+struct AurocComparison {
+  Interval difference;
+  double z = 0;
+  double p_value = 1;
+};
+AurocComparison compare_auroc_delong(
+    const std::vector<double>& scores_a,
+    const std::vector<double>& scores_b,
+    const std::vector<int64_t>& labels,
+    double level = 0.95);
+
+/// Area under the precision-recall curve as average precision: Σ (R_k - R_{k-1}) P_k over the
+/// distinct score thresholds, highest first (scikit-learn's average_precision_score).
+double auprc(const std::vector<double>& scores, const std::vector<int64_t>& labels);
+
+/// Sensitivity at the most permissive threshold whose specificity is at least `specificity`.
+double sensitivity_at_specificity(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels,
+    double specificity);
+
+/// Mean squared difference between predicted probabilities and 0/1 outcomes.
+double brier_score(const std::vector<double>& probabilities, const std::vector<int64_t>& labels);
+
+/// Reliability curve and expected calibration error over `bins` equal-width probability bins:
+/// ECE = Σ_b (n_b / n) |mean outcome_b - mean probability_b| (empty bins are skipped).
+struct Calibration {
+  std::vector<double> bin_lower;
+  std::vector<double> bin_upper;
+  std::vector<double> mean_probability;
+  std::vector<double> observed_rate;
+  std::vector<int64_t> count;
+  double ece = 0;
+};
+Calibration calibration(
+    const std::vector<double>& probabilities,
+    const std::vector<int64_t>& labels,
+    int64_t bins = 10);
+
+/// Harrell's concordance index for survival: among comparable pairs (the shorter time had the
+/// event), the fraction where the higher risk has the shorter time; tied risks count one half.
+double c_index(
+    const std::vector<double>& times,
+    const std::vector<int64_t>& events,
+    const std::vector<double>& risk);
+
+/// Macro-averaged F1 over the classes present in `labels` or `predictions` (a class never
+/// predicted and never present is ignored).
+double macro_f1(const std::vector<int64_t>& predictions, const std::vector<int64_t>& labels);
+
+} // namespace eval
+} // namespace medcl

@@ -1,0 +1,398 @@
+#include <medcl/eval/metrics.h>
+
+#include <c10/util/Exception.h>
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <set>
+#include <utility>
+#include <vector>
+
+namespace medcl {
+namespace eval {
+namespace {
+
+void check_binary(
+    const char* fn,
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels,
+    bool need_both) {
+  TORCH_CHECK(!scores.empty(), fn, ": no scores");
+  TORCH_CHECK(
+      scores.size() == labels.size(),
+      fn,
+      ": ",
+      scores.size(),
+      " scores but ",
+      labels.size(),
+      " labels");
+  int64_t pos = 0;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    TORCH_CHECK(std::isfinite(scores[i]), fn, ": score ", i, " is not finite (", scores[i], ")");
+    TORCH_CHECK(
+        labels[i] == 0 || labels[i] == 1,
+        fn,
+        ": labels must be 0 or 1, got ",
+        labels[i],
+        " at ",
+        i);
+    pos += labels[i];
+  }
+  if (need_both) {
+    const auto n = static_cast<int64_t>(labels.size());
+    TORCH_CHECK(
+        pos > 0 && pos < n,
+        fn,
+        ": needs both classes, got ",
+        pos,
+        " positive(s) and ",
+        n - pos,
+        " negative(s); the metric is undefined for one class");
+  }
+}
+
+/// 1-based midranks of v (ties share their average rank).
+std::vector<double> midranks(const std::vector<double>& v) {
+  std::vector<size_t> order(v.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v[a] < v[b]; });
+  std::vector<double> r(v.size());
+  size_t i = 0;
+  while (i < order.size()) {
+    size_t j = i;
+    while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) {
+      ++j;
+    }
+    const double rank = 0.5 * static_cast<double>(i + j) + 1.0;
+    for (size_t k = i; k <= j; ++k) {
+      r[order[k]] = rank;
+    }
+    i = j + 1;
+  }
+  return r;
+}
+
+/// Standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9 after one
+/// Newton step).
+double normal_quantile(double p) {
+  TORCH_CHECK(p > 0 && p < 1, "normal_quantile: p must be in (0, 1), got ", p);
+  static const double a[] = {
+      -3.969683028665376e+01,
+      2.209460984245205e+02,
+      -2.759285104469687e+02,
+      1.383577518672690e+02,
+      -3.066479806614716e+01,
+      2.506628277459239e+00};
+  static const double b[] = {
+      -5.447609879822406e+01,
+      1.615858368580409e+02,
+      -1.556989798598866e+02,
+      6.680131188771972e+01,
+      -1.328068155288572e+01};
+  static const double c[] = {
+      -7.784894002430293e-03,
+      -3.223964580411365e-01,
+      -2.400758277161838e+00,
+      -2.549732539343734e+00,
+      4.374664141464968e+00,
+      2.938163982698783e+00};
+  static const double d[] = {
+      7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00};
+  const double lo = 0.02425;
+  double x;
+  if (p < lo) {
+    const double q = std::sqrt(-2 * std::log(p));
+    x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+        ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+  } else if (p <= 1 - lo) {
+    const double q = p - 0.5;
+    const double r = q * q;
+    x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+  } else {
+    const double q = std::sqrt(-2 * std::log(1 - p));
+    x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+        ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+  }
+  // One Newton step on Φ(x) - p.
+  const double e = 0.5 * std::erfc(-x / std::sqrt(2.0)) - p;
+  const double u = e * std::sqrt(2 * 3.14159265358979323846) * std::exp(x * x / 2);
+  return x - u / (1 + x * u / 2);
+}
+
+/// DeLong structural components for k score vectors: AUROCs and their covariance (Sun & Xu 2014).
+void delong(
+    const std::vector<const std::vector<double>*>& models,
+    const std::vector<int64_t>& labels,
+    Eigen::VectorXd* aucs,
+    Eigen::MatrixXd* cov) {
+  std::vector<size_t> pos, neg;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    (labels[i] == 1 ? pos : neg).push_back(i);
+  }
+  const auto m = static_cast<Eigen::Index>(pos.size());
+  const auto n = static_cast<Eigen::Index>(neg.size());
+  const auto k = static_cast<Eigen::Index>(models.size());
+  Eigen::MatrixXd v10(k, m), v01(k, n);
+  aucs->resize(k);
+  for (Eigen::Index r = 0; r < k; ++r) {
+    const auto& s = *models[static_cast<size_t>(r)];
+    std::vector<double> x, y, z;
+    for (size_t i : pos)
+      x.push_back(s[i]);
+    for (size_t j : neg)
+      y.push_back(s[j]);
+    z = x;
+    z.insert(z.end(), y.begin(), y.end());
+    const auto tx = midranks(x), ty = midranks(y), tz = midranks(z);
+    double sum_pos = 0;
+    for (Eigen::Index i = 0; i < m; ++i) {
+      sum_pos += tz[static_cast<size_t>(i)];
+      v10(r, i) =
+          (tz[static_cast<size_t>(i)] - tx[static_cast<size_t>(i)]) / static_cast<double>(n);
+    }
+    for (Eigen::Index j = 0; j < n; ++j) {
+      v01(r, j) = 1.0 -
+          (tz[static_cast<size_t>(m + j)] - ty[static_cast<size_t>(j)]) / static_cast<double>(m);
+    }
+    (*aucs)(r) = (sum_pos - static_cast<double>(m) * static_cast<double>(m + 1) / 2.0) /
+        (static_cast<double>(m) * static_cast<double>(n));
+  }
+  auto sample_cov = [](const Eigen::MatrixXd& v) {
+    const Eigen::VectorXd mean = v.rowwise().mean();
+    const Eigen::MatrixXd c = v.colwise() - mean;
+    const double denom = std::max<double>(1.0, static_cast<double>(v.cols() - 1));
+    return Eigen::MatrixXd(c * c.transpose() / denom);
+  };
+  *cov = sample_cov(v10) / static_cast<double>(m) + sample_cov(v01) / static_cast<double>(n);
+}
+
+void check_level(const char* fn, double level) {
+  TORCH_CHECK(level > 0 && level < 1, fn, ": level must be in (0, 1), got ", level);
+}
+
+} // namespace
+
+double auroc(const std::vector<double>& scores, const std::vector<int64_t>& labels) {
+  check_binary("auroc", scores, labels, true);
+  Eigen::VectorXd a;
+  Eigen::MatrixXd c;
+  delong({&scores}, labels, &a, &c);
+  return a(0);
+}
+
+Interval
+auroc_delong(const std::vector<double>& scores, const std::vector<int64_t>& labels, double level) {
+  check_binary("auroc_delong", scores, labels, true);
+  check_level("auroc_delong", level);
+  Eigen::VectorXd a;
+  Eigen::MatrixXd c;
+  delong({&scores}, labels, &a, &c);
+  const double half = normal_quantile(0.5 + level / 2) * std::sqrt(std::max(0.0, c(0, 0)));
+  return {a(0), std::max(0.0, a(0) - half), std::min(1.0, a(0) + half), level, "DeLong"};
+}
+
+AurocComparison compare_auroc_delong(
+    const std::vector<double>& scores_a,
+    const std::vector<double>& scores_b,
+    const std::vector<int64_t>& labels,
+    double level) {
+  check_binary("compare_auroc_delong", scores_a, labels, true);
+  check_binary("compare_auroc_delong", scores_b, labels, true);
+  check_level("compare_auroc_delong", level);
+  Eigen::VectorXd a;
+  Eigen::MatrixXd c;
+  delong({&scores_a, &scores_b}, labels, &a, &c);
+  const double diff = a(0) - a(1);
+  const double var = std::max(0.0, c(0, 0) + c(1, 1) - 2 * c(0, 1));
+  const double sd = std::sqrt(var);
+  const double half = normal_quantile(0.5 + level / 2) * sd;
+  AurocComparison out;
+  out.difference = {diff, diff - half, diff + half, level, "DeLong"};
+  out.z = sd > 0 ? diff / sd : 0.0;
+  out.p_value = sd > 0 ? std::erfc(std::abs(out.z) / std::sqrt(2.0)) : (diff == 0 ? 1.0 : 0.0);
+  return out;
+}
+
+double auprc(const std::vector<double>& scores, const std::vector<int64_t>& labels) {
+  check_binary("auprc", scores, labels, true);
+  std::vector<size_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  const double total_pos =
+      static_cast<double>(std::accumulate(labels.begin(), labels.end(), int64_t{0}));
+  double tp = 0, fp = 0, prev_recall = 0, ap = 0;
+  size_t i = 0;
+  while (i < order.size()) {
+    size_t j = i;
+    while (j < order.size() && scores[order[j]] == scores[order[i]]) {
+      (labels[order[j]] == 1 ? tp : fp) += 1;
+      ++j;
+    }
+    const double recall = tp / total_pos;
+    const double precision = tp / (tp + fp);
+    ap += (recall - prev_recall) * precision;
+    prev_recall = recall;
+    i = j;
+  }
+  return ap;
+}
+
+double sensitivity_at_specificity(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels,
+    double specificity) {
+  check_binary("sensitivity_at_specificity", scores, labels, true);
+  TORCH_CHECK(
+      specificity >= 0 && specificity <= 1,
+      "sensitivity_at_specificity: specificity must be in [0, 1], got ",
+      specificity);
+  // Candidate thresholds: every distinct score (predict positive when score >= threshold), plus
+  // one above the maximum (nothing positive: specificity 1).
+  std::set<double> thresholds(scores.begin(), scores.end());
+  double best = 0;
+  int64_t neg = 0, pos = 0;
+  for (auto l : labels)
+    (l == 1 ? pos : neg) += 1;
+  for (double t : thresholds) {
+    int64_t tp = 0, tn = 0;
+    for (size_t i = 0; i < scores.size(); ++i) {
+      if (scores[i] >= t) {
+        tp += labels[i];
+      } else {
+        tn += 1 - labels[i];
+      }
+    }
+    if (static_cast<double>(tn) / static_cast<double>(neg) >= specificity) {
+      best = std::max(best, static_cast<double>(tp) / static_cast<double>(pos));
+    }
+  }
+  return best;
+}
+
+double brier_score(const std::vector<double>& probabilities, const std::vector<int64_t>& labels) {
+  check_binary("brier_score", probabilities, labels, false);
+  double s = 0;
+  for (size_t i = 0; i < probabilities.size(); ++i) {
+    TORCH_CHECK(
+        probabilities[i] >= 0 && probabilities[i] <= 1,
+        "brier_score: probability ",
+        i,
+        " is outside [0, 1] (",
+        probabilities[i],
+        ")");
+    const double d = probabilities[i] - static_cast<double>(labels[i]);
+    s += d * d;
+  }
+  return s / static_cast<double>(probabilities.size());
+}
+
+Calibration calibration(
+    const std::vector<double>& probabilities,
+    const std::vector<int64_t>& labels,
+    int64_t bins) {
+  check_binary("calibration", probabilities, labels, false);
+  TORCH_CHECK(bins >= 1, "calibration: bins must be >= 1, got ", bins);
+  std::vector<double> sum_p(static_cast<size_t>(bins), 0), sum_y(static_cast<size_t>(bins), 0);
+  std::vector<int64_t> cnt(static_cast<size_t>(bins), 0);
+  for (size_t i = 0; i < probabilities.size(); ++i) {
+    const double p = probabilities[i];
+    TORCH_CHECK(p >= 0 && p <= 1, "calibration: probability ", i, " is outside [0, 1] (", p, ")");
+    auto b = std::min<int64_t>(
+        bins - 1, static_cast<int64_t>(std::floor(p * static_cast<double>(bins))));
+    sum_p[static_cast<size_t>(b)] += p;
+    sum_y[static_cast<size_t>(b)] += static_cast<double>(labels[i]);
+    cnt[static_cast<size_t>(b)] += 1;
+  }
+  Calibration c;
+  const double n = static_cast<double>(probabilities.size());
+  for (int64_t b = 0; b < bins; ++b) {
+    const auto k = static_cast<size_t>(b);
+    if (cnt[k] == 0) {
+      continue;
+    }
+    c.bin_lower.push_back(static_cast<double>(b) / static_cast<double>(bins));
+    c.bin_upper.push_back(static_cast<double>(b + 1) / static_cast<double>(bins));
+    c.mean_probability.push_back(sum_p[k] / static_cast<double>(cnt[k]));
+    c.observed_rate.push_back(sum_y[k] / static_cast<double>(cnt[k]));
+    c.count.push_back(cnt[k]);
+    c.ece += static_cast<double>(cnt[k]) / n *
+        std::abs(c.observed_rate.back() - c.mean_probability.back());
+  }
+  return c;
+}
+
+double c_index(
+    const std::vector<double>& times,
+    const std::vector<int64_t>& events,
+    const std::vector<double>& risk) {
+  TORCH_CHECK(!times.empty(), "c_index: no subjects");
+  TORCH_CHECK(
+      times.size() == events.size() && times.size() == risk.size(),
+      "c_index: expected equal lengths, got ",
+      times.size(),
+      " times, ",
+      events.size(),
+      " events and ",
+      risk.size(),
+      " risk scores");
+  for (size_t i = 0; i < times.size(); ++i) {
+    TORCH_CHECK(
+        std::isfinite(times[i]) && std::isfinite(risk[i]),
+        "c_index: non-finite time or risk at ",
+        i);
+    TORCH_CHECK(
+        events[i] == 0 || events[i] == 1,
+        "c_index: events must be 0 or 1, got ",
+        events[i],
+        " at ",
+        i);
+  }
+  double concordant = 0, comparable = 0;
+  for (size_t i = 0; i < times.size(); ++i) {
+    if (events[i] != 1) {
+      continue;
+    }
+    for (size_t j = 0; j < times.size(); ++j) {
+      if (times[i] < times[j]) {
+        comparable += 1;
+        concordant += risk[i] > risk[j] ? 1.0 : (risk[i] == risk[j] ? 0.5 : 0.0);
+      }
+    }
+  }
+  TORCH_CHECK(
+      comparable > 0,
+      "c_index: no comparable pair (an event followed by a longer time); undefined");
+  return concordant / comparable;
+}
+
+double macro_f1(const std::vector<int64_t>& predictions, const std::vector<int64_t>& labels) {
+  TORCH_CHECK(!labels.empty(), "macro_f1: no labels");
+  TORCH_CHECK(
+      predictions.size() == labels.size(),
+      "macro_f1: ",
+      predictions.size(),
+      " predictions but ",
+      labels.size(),
+      " labels");
+  std::set<int64_t> classes(labels.begin(), labels.end());
+  classes.insert(predictions.begin(), predictions.end());
+  double total = 0;
+  for (int64_t c : classes) {
+    double tp = 0, fp = 0, fn = 0;
+    for (size_t i = 0; i < labels.size(); ++i) {
+      const bool p = predictions[i] == c, y = labels[i] == c;
+      tp += p && y;
+      fp += p && !y;
+      fn += !p && y;
+    }
+    total += tp == 0 ? 0.0 : 2 * tp / (2 * tp + fp + fn);
+  }
+  return total / static_cast<double>(classes.size());
+}
+
+} // namespace eval
+} // namespace medcl

@@ -1,0 +1,170 @@
+#include <medcl/eval/metrics.h>
+
+#include <torch/torch.h>
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+using Catch::Contains;
+namespace E = medcl::eval;
+
+namespace {
+
+double psi(double x, double y) {
+  return x > y ? 1.0 : (x == y ? 0.5 : 0.0);
+}
+
+// Independent DeLong: placements by plain loops over all positive-negative pairs.
+void delong_loops(
+    const std::vector<std::vector<double>>& s,
+    const std::vector<int64_t>& y,
+    std::vector<double>* auc,
+    std::vector<std::vector<double>>* cov) {
+  std::vector<size_t> pos, neg;
+  for (size_t i = 0; i < y.size(); ++i)
+    (y[i] ? pos : neg).push_back(i);
+  const double m = static_cast<double>(pos.size()), n = static_cast<double>(neg.size());
+  const size_t k = s.size();
+  std::vector<std::vector<double>> v10(k), v01(k);
+  auc->assign(k, 0);
+  for (size_t r = 0; r < k; ++r) {
+    for (size_t i : pos) {
+      double acc = 0;
+      for (size_t j : neg)
+        acc += psi(s[r][i], s[r][j]);
+      v10[r].push_back(acc / n);
+      (*auc)[r] += acc / (m * n);
+    }
+    for (size_t j : neg) {
+      double acc = 0;
+      for (size_t i : pos)
+        acc += psi(s[r][i], s[r][j]);
+      v01[r].push_back(acc / m);
+    }
+  }
+  auto covar = [](const std::vector<double>& a, const std::vector<double>& b) {
+    double ma = 0, mb = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      ma += a[i];
+      mb += b[i];
+    }
+    ma /= a.size();
+    mb /= b.size();
+    double c = 0;
+    for (size_t i = 0; i < a.size(); ++i)
+      c += (a[i] - ma) * (b[i] - mb);
+    return c / (a.size() - 1);
+  };
+  cov->assign(k, std::vector<double>(k));
+  for (size_t a = 0; a < k; ++a)
+    for (size_t b = 0; b < k; ++b)
+      (*cov)[a][b] = covar(v10[a], v10[b]) / m + covar(v01[a], v01[b]) / n;
+}
+
+} // namespace
+
+TEST_CASE("AUROC equals the Mann-Whitney count, ties counting one half", "[eval][metrics]") {
+  torch::manual_seed(111);
+  for (int trial = 0; trial < 5; ++trial) {
+    auto s = (torch::randint(0, 6, {40}).to(torch::kDouble) + torch::randn({40}) * (trial % 2))
+                 .contiguous();
+    std::vector<double> scores(s.data_ptr<double>(), s.data_ptr<double>() + 40);
+    std::vector<int64_t> labels;
+    for (int i = 0; i < 40; ++i)
+      labels.push_back((i * 7 + trial) % 3 == 0);
+    double u = 0, pairs = 0;
+    for (size_t i = 0; i < 40; ++i)
+      for (size_t j = 0; j < 40; ++j)
+        if (labels[i] == 1 && labels[j] == 0) {
+          u += psi(scores[i], scores[j]);
+          pairs += 1;
+        }
+    REQUIRE(E::auroc(scores, labels) == Approx(u / pairs).epsilon(1e-12));
+  }
+  REQUIRE(E::auroc({0.1, 0.9}, {0, 1}) == 1.0);
+  REQUIRE(E::auroc({0.9, 0.1}, {0, 1}) == 0.0);
+  REQUIRE(E::auroc({0.5, 0.5}, {0, 1}) == 0.5);
+}
+
+TEST_CASE(
+    "DeLong intervals and the paired test equal an independent computation",
+    "[eval][metrics]") {
+  torch::manual_seed(112);
+  const int n = 60;
+  std::vector<int64_t> y;
+  std::vector<double> a, b;
+  for (int i = 0; i < n; ++i) {
+    y.push_back(i % 3 == 0);
+    a.push_back(y.back() * 1.0 + torch::randn({1}).item<double>());
+    b.push_back(y.back() * 0.5 + std::round(torch::randn({1}).item<double>() * 2) / 2); // with ties
+  }
+  std::vector<double> auc;
+  std::vector<std::vector<double>> cov;
+  delong_loops({a, b}, y, &auc, &cov);
+  auto ci = E::auroc_delong(a, y, 0.95);
+  const double z = 1.959963984540054;
+  REQUIRE(ci.estimate == Approx(auc[0]).epsilon(1e-12));
+  REQUIRE(ci.lower == Approx(auc[0] - z * std::sqrt(cov[0][0])).epsilon(1e-9));
+  REQUIRE(ci.upper == Approx(std::min(1.0, auc[0] + z * std::sqrt(cov[0][0]))).epsilon(1e-9));
+  REQUIRE(ci.method == "DeLong");
+  auto cmp = E::compare_auroc_delong(a, b, y);
+  const double sd = std::sqrt(cov[0][0] + cov[1][1] - 2 * cov[0][1]);
+  REQUIRE(cmp.difference.estimate == Approx(auc[0] - auc[1]).epsilon(1e-12));
+  REQUIRE(cmp.z == Approx((auc[0] - auc[1]) / sd).epsilon(1e-9));
+  REQUIRE(cmp.p_value == Approx(std::erfc(std::abs(cmp.z) / std::sqrt(2.0))).epsilon(1e-12));
+  // A 90% interval is narrower; a model compared with itself differs by nothing.
+  auto ci90 = E::auroc_delong(a, y, 0.90);
+  REQUIRE(ci90.upper - ci90.lower < ci.upper - ci.lower);
+  auto same = E::compare_auroc_delong(a, a, y);
+  REQUIRE(same.difference.estimate == 0.0);
+  REQUIRE(same.p_value == 1.0);
+  // Perfect separation: AUROC 1 with no spread.
+  auto perfect = E::auroc_delong({0.1, 0.2, 0.8, 0.9}, {0, 0, 1, 1});
+  REQUIRE(perfect.estimate == 1.0);
+  REQUIRE(perfect.lower == 1.0);
+}
+
+TEST_CASE(
+    "AUPRC, sensitivity at specificity, Brier, calibration, C-index and F1 on hand-computed cases",
+    "[eval][metrics]") {
+  // AP = 0.5 * 1 + 0.5 * 2/3.
+  REQUIRE(
+      E::auprc({0.9, 0.8, 0.7, 0.6}, {1, 0, 1, 0}) == Approx(0.5 + 0.5 * 2.0 / 3.0).epsilon(1e-12));
+  REQUIRE(E::auprc({0.9, 0.8, 0.7, 0.6}, {1, 1, 0, 0}) == Approx(1.0));
+  REQUIRE(E::sensitivity_at_specificity({0.1, 0.4, 0.35, 0.8}, {0, 0, 1, 1}, 0.5) == Approx(1.0));
+  REQUIRE(E::sensitivity_at_specificity({0.1, 0.4, 0.35, 0.8}, {0, 0, 1, 1}, 1.0) == Approx(0.5));
+  REQUIRE(E::brier_score({0.8, 0.3}, {1, 0}) == Approx(0.065).epsilon(1e-12));
+  auto cal = E::calibration({0.1, 0.1, 0.9, 0.9}, {0, 1, 1, 1}, 10);
+  REQUIRE(cal.ece == Approx(0.25).epsilon(1e-12));
+  REQUIRE(cal.count == std::vector<int64_t>{2, 2});
+  REQUIRE(cal.observed_rate[0] == Approx(0.5));
+  REQUIRE(cal.mean_probability[1] == Approx(0.9));
+  REQUIRE(cal.bin_lower[1] == Approx(0.9));
+  REQUIRE(E::c_index({1, 2, 3}, {1, 1, 0}, {3, 2, 1}) == Approx(1.0));
+  REQUIRE(E::c_index({1, 2, 3}, {1, 1, 0}, {1, 2, 3}) == Approx(0.0));
+  REQUIRE(E::c_index({1, 2, 3}, {1, 1, 0}, {1, 1, 1}) == Approx(0.5));
+  // Censored subject 0 (time 1) is comparable to nobody as the earlier one.
+  REQUIRE(E::c_index({1, 2, 3}, {0, 1, 0}, {0, 2, 1}) == Approx(1.0));
+  // Classes 0, 1, 2: F1 = 1, 2/3, 2/3 -> mean 7/9.
+  REQUIRE(
+      E::macro_f1({0, 1, 1, 2}, {0, 1, 2, 2}) ==
+      Approx((1.0 + 2.0 / 3.0 + 2.0 / 3.0) / 3.0).epsilon(1e-12));
+}
+
+TEST_CASE("metrics refuse undefined or malformed input clearly", "[eval][metrics][errors]") {
+  REQUIRE_THROWS_WITH(
+      E::auroc({0.1, 0.2}, {1, 1}),
+      Contains("needs both classes") && Contains("2 positive(s) and 0 negative(s)"));
+  REQUIRE_THROWS_WITH(E::auroc({0.1, std::nan("")}, {0, 1}), Contains("score 1 is not finite"));
+  REQUIRE_THROWS_WITH(E::auroc({0.1, 0.2, 0.3}, {0, 1}), Contains("3 scores but 2 labels"));
+  REQUIRE_THROWS_WITH(E::auroc({0.1, 0.2}, {0, 2}), Contains("labels must be 0 or 1"));
+  REQUIRE_THROWS_WITH(
+      E::auroc_delong({0.1, 0.2}, {0, 1}, 1.5), Contains("level must be in (0, 1)"));
+  REQUIRE_THROWS_WITH(E::brier_score({1.2}, {1}), Contains("outside [0, 1]"));
+  REQUIRE_THROWS_WITH(E::calibration({0.2}, {1}, 0), Contains("bins must be >= 1"));
+  REQUIRE_THROWS_WITH(E::c_index({1, 2}, {0, 0}, {1, 2}), Contains("no comparable pair"));
+  REQUIRE_THROWS_WITH(E::c_index({1, 2}, {1}, {1, 2}), Contains("equal lengths"));
+  REQUIRE_THROWS_WITH(E::macro_f1({1}, {}), Contains("no labels"));
+  REQUIRE_THROWS_WITH(E::auprc({}, {}), Contains("no scores"));
+}
