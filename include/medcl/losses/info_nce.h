@@ -28,6 +28,53 @@ struct InfoNCELossOptions {
   TORCH_ARG(bool, check_finite) = true;
 };
 
+namespace detail {
+
+/// The query/key checks shared by both forms of info_nce_loss.
+inline void check_info_nce_inputs(
+    const char* fn,
+    const at::Tensor& query,
+    const at::Tensor& positive_key,
+    const InfoNCELossOptions& options) {
+  detail::check_embedding(fn, "query", query, 2);
+  detail::check_embedding(fn, "positive_key", positive_key, 2);
+  TORCH_CHECK(
+      query.sizes() == positive_key.sizes(),
+      fn,
+      ": query and positive_key must have the same shape, got ",
+      query.sizes(),
+      " and ",
+      positive_key.sizes());
+  detail::check_same_device_dtype(fn, "query", query, "positive_key", positive_key);
+  detail::check_temperature(fn, "temperature", options.temperature());
+  if (options.check_finite()) {
+    detail::check_finite(fn, "query", query);
+    detail::check_finite(fn, "positive_key", positive_key);
+  }
+}
+
+/// The checks of a queue of negative keys against the queries.
+inline void check_negative_keys(
+    const char* fn,
+    const at::Tensor& query,
+    const at::Tensor& negative_keys,
+    const InfoNCELossOptions& options) {
+  detail::check_embedding(fn, "negative_keys", negative_keys, 2);
+  TORCH_CHECK(
+      negative_keys.size(1) == query.size(1),
+      fn,
+      ": negative_keys must have the query's embedding size ",
+      query.size(1),
+      ", got shape ",
+      negative_keys.sizes());
+  detail::check_same_device_dtype(fn, "query", query, "negative_keys", negative_keys);
+  if (options.check_finite()) {
+    detail::check_finite(fn, "negative_keys", negative_keys);
+  }
+}
+
+} // namespace detail
+
 namespace functional {
 
 inline at::Tensor info_nce_loss(
@@ -61,21 +108,7 @@ inline at::Tensor info_nce_loss(
     return info_nce_loss(query, positive_key, negative_keys, SampleKeys{}, SampleKeys{}, options);
   }
   constexpr const char* fn = "info_nce_loss";
-  detail::check_embedding(fn, "query", query, 2);
-  detail::check_embedding(fn, "positive_key", positive_key, 2);
-  TORCH_CHECK(
-      query.sizes() == positive_key.sizes(),
-      fn,
-      ": query and positive_key must have the same shape, got ",
-      query.sizes(),
-      " and ",
-      positive_key.sizes());
-  detail::check_same_device_dtype(fn, "query", query, "positive_key", positive_key);
-  detail::check_temperature(fn, "temperature", options.temperature());
-  if (options.check_finite()) {
-    detail::check_finite(fn, "query", query);
-    detail::check_finite(fn, "positive_key", positive_key);
-  }
+  detail::check_info_nce_inputs(fn, query, positive_key, options);
   auto q = detail::l2_normalize(query, options.eps());
   auto k = detail::l2_normalize(positive_key, options.eps());
   const int64_t b = query.size(0);
@@ -93,18 +126,7 @@ inline at::Tensor info_nce_loss(
         mm);
     return detail::contrast_loss(std::move(p));
   }
-  detail::check_embedding(fn, "negative_keys", negative_keys, 2);
-  TORCH_CHECK(
-      negative_keys.size(1) == query.size(1),
-      fn,
-      ": negative_keys must have the query's embedding size ",
-      query.size(1),
-      ", got shape ",
-      negative_keys.sizes());
-  detail::check_same_device_dtype(fn, "query", query, "negative_keys", negative_keys);
-  if (options.check_finite()) {
-    detail::check_finite(fn, "negative_keys", negative_keys);
-  }
+  detail::check_negative_keys(fn, query, negative_keys, options);
   auto neg = detail::l2_normalize(negative_keys, options.eps());
   auto rule = std::make_shared<AllNegativeRule>(b, neg.size(0), q.options().dtype(at::kLong));
   auto p = detail::make_problem(
@@ -143,21 +165,7 @@ inline at::Tensor info_nce_loss(
     const SampleKeys& negative_sample_keys,
     const InfoNCELossOptions& options) {
   constexpr const char* fn = "info_nce_loss";
-  detail::check_embedding(fn, "query", query, 2);
-  detail::check_embedding(fn, "positive_key", positive_key, 2);
-  TORCH_CHECK(
-      query.sizes() == positive_key.sizes(),
-      fn,
-      ": query and positive_key must have the same shape, got ",
-      query.sizes(),
-      " and ",
-      positive_key.sizes());
-  detail::check_same_device_dtype(fn, "query", query, "positive_key", positive_key);
-  detail::check_temperature(fn, "temperature", options.temperature());
-  if (options.check_finite()) {
-    detail::check_finite(fn, "query", query);
-    detail::check_finite(fn, "positive_key", positive_key);
-  }
+  detail::check_info_nce_inputs(fn, query, positive_key, options);
   const int64_t b = query.size(0);
   query_keys.check(fn, "query", b, query.device());
   auto strategy = options.pairing().value_or(PairingStrategy::none());
@@ -185,18 +193,7 @@ inline at::Tensor info_nce_loss(
         mm);
     return detail::contrast_loss(std::move(p));
   }
-  detail::check_embedding(fn, "negative_keys", negative_keys, 2);
-  TORCH_CHECK(
-      negative_keys.size(1) == query.size(1),
-      fn,
-      ": negative_keys must have the query's embedding size ",
-      query.size(1),
-      ", got shape ",
-      negative_keys.sizes());
-  detail::check_same_device_dtype(fn, "query", query, "negative_keys", negative_keys);
-  if (options.check_finite()) {
-    detail::check_finite(fn, "negative_keys", negative_keys);
-  }
+  detail::check_negative_keys(fn, query, negative_keys, options);
   const int64_t m = negative_keys.size(0);
   negative_sample_keys.check(fn, "negative", m, query.device());
   auto rule = strategy.rule(

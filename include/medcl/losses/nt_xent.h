@@ -31,6 +31,33 @@ struct NTXentLossOptions {
   TORCH_ARG(bool, check_finite) = true;
 };
 
+namespace detail {
+
+/// The argument checks shared by both forms of nt_xent_loss.
+inline void check_nt_xent_inputs(
+    const char* fn,
+    const at::Tensor& z0,
+    const at::Tensor& z1,
+    const NTXentLossOptions& options) {
+  detail::check_embedding(fn, "z0", z0, 2);
+  detail::check_embedding(fn, "z1", z1, 2);
+  TORCH_CHECK(
+      z0.sizes() == z1.sizes(),
+      fn,
+      ": z0 and z1 must have the same shape, got ",
+      z0.sizes(),
+      " and ",
+      z1.sizes());
+  detail::check_same_device_dtype(fn, "z0", z0, "z1", z1);
+  detail::check_temperature(fn, "temperature", options.temperature());
+  if (options.check_finite()) {
+    detail::check_finite(fn, "z0", z0);
+    detail::check_finite(fn, "z1", z1);
+  }
+}
+
+} // namespace detail
+
 namespace functional {
 
 /// NT-Xent loss of SimCLR (Chen et al. 2020, https://arxiv.org/abs/2002.05709), as lightly's
@@ -60,21 +87,7 @@ nt_xent_loss(const at::Tensor& z0, const at::Tensor& z1, const NTXentLossOptions
     return nt_xent_loss(z0, z1, SampleKeys{}, options);
   }
   constexpr const char* fn = "nt_xent_loss";
-  detail::check_embedding(fn, "z0", z0, 2);
-  detail::check_embedding(fn, "z1", z1, 2);
-  TORCH_CHECK(
-      z0.sizes() == z1.sizes(),
-      fn,
-      ": z0 and z1 must have the same shape, got ",
-      z0.sizes(),
-      " and ",
-      z1.sizes());
-  detail::check_same_device_dtype(fn, "z0", z0, "z1", z1);
-  detail::check_temperature(fn, "temperature", options.temperature());
-  if (options.check_finite()) {
-    detail::check_finite(fn, "z0", z0);
-    detail::check_finite(fn, "z1", z1);
-  }
+  detail::check_nt_xent_inputs(fn, z0, z1, options);
   const int64_t b = z0.size(0);
   auto z = detail::l2_normalize(at::cat({z0, z1}, 0), options.eps());
   auto rule = std::make_shared<TwoViewRule>(b, z.options().dtype(at::kLong));
@@ -110,21 +123,7 @@ inline at::Tensor nt_xent_loss(
     const SampleKeys& keys,
     const NTXentLossOptions& options) {
   constexpr const char* fn = "nt_xent_loss";
-  detail::check_embedding(fn, "z0", z0, 2);
-  detail::check_embedding(fn, "z1", z1, 2);
-  TORCH_CHECK(
-      z0.sizes() == z1.sizes(),
-      fn,
-      ": z0 and z1 must have the same shape, got ",
-      z0.sizes(),
-      " and ",
-      z1.sizes());
-  detail::check_same_device_dtype(fn, "z0", z0, "z1", z1);
-  detail::check_temperature(fn, "temperature", options.temperature());
-  if (options.check_finite()) {
-    detail::check_finite(fn, "z0", z0);
-    detail::check_finite(fn, "z1", z1);
-  }
+  detail::check_nt_xent_inputs(fn, z0, z1, options);
   const int64_t b = z0.size(0);
   auto all = detail::stacked_view_keys(fn, keys, b, 2, z0.device());
   auto strategy = options.pairing().value_or(PairingStrategy::instance());
