@@ -377,7 +377,8 @@ class RandomApply : public Transform {
   double p_;
 };
 
-/// Applies one of the transforms, chosen per batch with the given weights.
+/// Applies one of the transforms, chosen with the given weights for each call (on CPU a large
+/// batch is processed in chunks, each with its own choice; see Policy::views).
 class OneOf : public Transform {
  public:
   explicit OneOf(std::vector<TransformPtr> options, std::vector<double> weights = {})
