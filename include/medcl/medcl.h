@@ -15,6 +15,7 @@
 #include <medcl/core/similarity_engine.h>
 #include <medcl/data/samplers.h>
 #include <medcl/data/splits.h>
+#include <medcl/eval/knn.h>
 #include <medcl/eval/metrics.h>
 #include <medcl/losses/clip.h>
 #include <medcl/losses/dino.h>
