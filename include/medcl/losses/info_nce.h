@@ -73,6 +73,33 @@ inline void check_negative_keys(
   }
 }
 
+/// The engine call shared by both forms: queries against the queue (the matched key as an extra
+/// positive) or, without a queue, against the batch's keys.
+inline at::Tensor info_nce_engine(
+    const char* fn,
+    const at::Tensor& query,
+    const at::Tensor& positive_key,
+    const at::Tensor& negative_keys,
+    std::shared_ptr<const PairRule> rule,
+    const InfoNCELossOptions& options) {
+  auto q = l2_normalize(query, options.eps());
+  auto k = l2_normalize(positive_key, options.eps());
+  auto candidates = negative_keys.defined() ? l2_normalize(negative_keys, options.eps()) : k;
+  auto p = make_problem(
+      fn,
+      q,
+      candidates,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      matmul_dtype(query));
+  if (negative_keys.defined()) {
+    p.paired = k;
+  }
+  return contrast_loss(std::move(p));
+}
+
 } // namespace detail
 
 namespace functional {
@@ -109,37 +136,15 @@ inline at::Tensor info_nce_loss(
   }
   constexpr const char* fn = "info_nce_loss";
   detail::check_info_nce_inputs(fn, query, positive_key, options);
-  auto q = detail::l2_normalize(query, options.eps());
-  auto k = detail::l2_normalize(positive_key, options.eps());
   const int64_t b = query.size(0);
-  const auto mm = detail::matmul_dtype(query);
+  const auto lo = query.options().dtype(at::kLong);
   if (!negative_keys.defined()) {
-    auto rule = std::make_shared<DiagonalRule>(b, q.options().dtype(at::kLong));
-    auto p = detail::make_problem(
-        fn,
-        q,
-        k,
-        std::move(rule),
-        options.temperature(),
-        options.weighting(),
-        options.engine(),
-        mm);
-    return detail::contrast_loss(std::move(p));
+    return detail::info_nce_engine(
+        fn, query, positive_key, {}, std::make_shared<DiagonalRule>(b, lo), options);
   }
   detail::check_negative_keys(fn, query, negative_keys, options);
-  auto neg = detail::l2_normalize(negative_keys, options.eps());
-  auto rule = std::make_shared<AllNegativeRule>(b, neg.size(0), q.options().dtype(at::kLong));
-  auto p = detail::make_problem(
-      fn,
-      q,
-      neg,
-      std::move(rule),
-      options.temperature(),
-      options.weighting(),
-      options.engine(),
-      mm);
-  p.paired = k;
-  return detail::contrast_loss(std::move(p));
+  auto rule = std::make_shared<AllNegativeRule>(b, negative_keys.size(0), lo);
+  return detail::info_nce_engine(fn, query, positive_key, negative_keys, std::move(rule), options);
 }
 
 /// InfoNCE with sample keys: the queue is filtered by `options.pairing()` (default
@@ -169,9 +174,6 @@ inline at::Tensor info_nce_loss(
   const int64_t b = query.size(0);
   query_keys.check(fn, "query", b, query.device());
   auto strategy = options.pairing().value_or(PairingStrategy::none());
-  auto q = detail::l2_normalize(query, options.eps());
-  auto k = detail::l2_normalize(positive_key, options.eps());
-  const auto mm = detail::matmul_dtype(query);
   if (!negative_keys.defined()) {
     auto rule = strategy.rule(
         query_keys,
@@ -182,16 +184,7 @@ inline at::Tensor info_nce_loss(
         /*diagonal_positive=*/true,
         query.device(),
         fn);
-    auto p = detail::make_problem(
-        fn,
-        q,
-        k,
-        std::move(rule),
-        options.temperature(),
-        options.weighting(),
-        options.engine(),
-        mm);
-    return detail::contrast_loss(std::move(p));
+    return detail::info_nce_engine(fn, query, positive_key, {}, std::move(rule), options);
   }
   detail::check_negative_keys(fn, query, negative_keys, options);
   const int64_t m = negative_keys.size(0);
@@ -205,18 +198,7 @@ inline at::Tensor info_nce_loss(
       /*diagonal_positive=*/false,
       query.device(),
       fn);
-  auto neg = detail::l2_normalize(negative_keys, options.eps());
-  auto p = detail::make_problem(
-      fn,
-      q,
-      neg,
-      std::move(rule),
-      options.temperature(),
-      options.weighting(),
-      options.engine(),
-      mm);
-  p.paired = k;
-  return detail::contrast_loss(std::move(p));
+  return detail::info_nce_engine(fn, query, positive_key, negative_keys, std::move(rule), options);
 }
 
 } // namespace functional

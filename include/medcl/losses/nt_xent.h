@@ -56,6 +56,25 @@ inline void check_nt_xent_inputs(
   }
 }
 
+/// The engine call shared by both forms: the 2B normalised views against themselves under `rule`.
+inline at::Tensor nt_xent_engine(
+    const char* fn,
+    const at::Tensor& z0,
+    const at::Tensor& z1,
+    std::shared_ptr<const PairRule> rule,
+    const NTXentLossOptions& options) {
+  auto z = l2_normalize(at::cat({z0, z1}, 0), options.eps());
+  return contrast_loss(make_problem(
+      fn,
+      z,
+      z,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      matmul_dtype(z0)));
+}
+
 } // namespace detail
 
 namespace functional {
@@ -89,18 +108,8 @@ nt_xent_loss(const at::Tensor& z0, const at::Tensor& z1, const NTXentLossOptions
   constexpr const char* fn = "nt_xent_loss";
   detail::check_nt_xent_inputs(fn, z0, z1, options);
   const int64_t b = z0.size(0);
-  auto z = detail::l2_normalize(at::cat({z0, z1}, 0), options.eps());
-  auto rule = std::make_shared<TwoViewRule>(b, z.options().dtype(at::kLong));
-  auto p = detail::make_problem(
-      fn,
-      z,
-      z,
-      std::move(rule),
-      options.temperature(),
-      options.weighting(),
-      options.engine(),
-      detail::matmul_dtype(z0));
-  return detail::contrast_loss(std::move(p));
+  auto rule = std::make_shared<TwoViewRule>(b, z0.options().dtype(at::kLong));
+  return detail::nt_xent_engine(fn, z0, z1, std::move(rule), options);
 }
 
 /// NT-Xent with sample keys: the 2B embeddings' positives and excluded negatives follow
@@ -129,17 +138,7 @@ inline at::Tensor nt_xent_loss(
   auto strategy = options.pairing().value_or(PairingStrategy::instance());
   auto rule = strategy.rule(
       all, all, 2 * b, 2 * b, /*same_set=*/true, /*diagonal_positive=*/false, z0.device(), fn);
-  auto z = detail::l2_normalize(at::cat({z0, z1}, 0), options.eps());
-  auto p = detail::make_problem(
-      fn,
-      z,
-      z,
-      std::move(rule),
-      options.temperature(),
-      options.weighting(),
-      options.engine(),
-      detail::matmul_dtype(z0));
-  return detail::contrast_loss(std::move(p));
+  return detail::nt_xent_engine(fn, z0, z1, std::move(rule), options);
 }
 
 } // namespace functional

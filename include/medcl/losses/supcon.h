@@ -30,6 +30,45 @@ struct SupConLossOptions {
   TORCH_ARG(bool, check_finite) = true;
 };
 
+namespace detail {
+
+/// The argument checks shared by both forms of supcon_loss.
+inline void
+check_supcon_inputs(const char* fn, const at::Tensor& features, const SupConLossOptions& options) {
+  check_embedding(fn, "features", features, 3);
+  check_temperature(fn, "temperature", options.temperature());
+  check_temperature(fn, "base_temperature", options.base_temperature());
+  if (options.check_finite()) {
+    check_finite(fn, "features", features);
+  }
+}
+
+/// The engine call shared by both forms: the B·V normalised views, in view-major order as the
+/// reference implementation's torch.cat(torch.unbind(features, 1)), against themselves.
+inline at::Tensor supcon_engine(
+    const char* fn,
+    const at::Tensor& features,
+    std::shared_ptr<const PairRule> rule,
+    const SupConLossOptions& options) {
+  const int64_t b = features.size(0);
+  const int64_t v = features.size(1);
+  auto flat =
+      l2_normalize(features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
+  auto p = make_problem(
+      fn,
+      flat,
+      flat,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      matmul_dtype(features));
+  p.loss_scale = options.temperature() / options.base_temperature();
+  return contrast_loss(std::move(p));
+}
+
+} // namespace detail
+
 namespace functional {
 
 /// Supervised contrastive loss of Khosla et al. 2020 (https://arxiv.org/abs/2004.11362), contrast
@@ -62,9 +101,7 @@ inline at::Tensor supcon_loss(
     return supcon_loss(features, keys, options);
   }
   constexpr const char* fn = "supcon_loss";
-  detail::check_embedding(fn, "features", features, 3);
-  detail::check_temperature(fn, "temperature", options.temperature());
-  detail::check_temperature(fn, "base_temperature", options.base_temperature());
+  detail::check_supcon_inputs(fn, features, options);
   const int64_t b = features.size(0);
   const int64_t v = features.size(1);
   if (labels.defined()) {
@@ -76,13 +113,7 @@ inline at::Tensor supcon_loss(
         ": without labels SupCon needs at least 2 views per sample, got features of shape ",
         features.sizes());
   }
-  if (options.check_finite()) {
-    detail::check_finite(fn, "features", features);
-  }
-  // View-major order, as the reference implementation's torch.cat(torch.unbind(features, 1)).
-  auto flat = detail::l2_normalize(
-      features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
-  auto long_opts = flat.options().dtype(at::kLong);
+  auto long_opts = features.options().dtype(at::kLong);
   std::shared_ptr<const PairRule> rule;
   if (!labels.defined() && v == 2) {
     rule = std::make_shared<TwoViewRule>(b, long_opts);
@@ -92,17 +123,7 @@ inline at::Tensor supcon_loss(
     rule = std::make_shared<KeyMatchRule>(
         keys, keys, /*exclude_diagonal=*/true, labels.defined() ? "same label" : "same instance");
   }
-  auto p = detail::make_problem(
-      fn,
-      flat,
-      flat,
-      std::move(rule),
-      options.temperature(),
-      options.weighting(),
-      options.engine(),
-      detail::matmul_dtype(features));
-  p.loss_scale = options.temperature() / options.base_temperature();
-  return detail::contrast_loss(std::move(p));
+  return detail::supcon_engine(fn, features, std::move(rule), options);
 }
 
 /// SupCon with sample keys: the B·V views' positives and excluded negatives follow
@@ -119,12 +140,7 @@ inline at::Tensor supcon_loss(
 inline at::Tensor
 supcon_loss(const at::Tensor& features, const SampleKeys& keys, const SupConLossOptions& options) {
   constexpr const char* fn = "supcon_loss";
-  detail::check_embedding(fn, "features", features, 3);
-  detail::check_temperature(fn, "temperature", options.temperature());
-  detail::check_temperature(fn, "base_temperature", options.base_temperature());
-  if (options.check_finite()) {
-    detail::check_finite(fn, "features", features);
-  }
+  detail::check_supcon_inputs(fn, features, options);
   const int64_t b = features.size(0);
   const int64_t v = features.size(1);
   auto all = detail::stacked_view_keys(fn, keys, b, v, features.device());
@@ -139,19 +155,7 @@ supcon_loss(const at::Tensor& features, const SampleKeys& keys, const SupConLoss
       /*diagonal_positive=*/false,
       features.device(),
       fn);
-  auto flat = detail::l2_normalize(
-      features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
-  auto p = detail::make_problem(
-      fn,
-      flat,
-      flat,
-      std::move(rule),
-      options.temperature(),
-      options.weighting(),
-      options.engine(),
-      detail::matmul_dtype(features));
-  p.loss_scale = options.temperature() / options.base_temperature();
-  return detail::contrast_loss(std::move(p));
+  return detail::supcon_engine(fn, features, std::move(rule), options);
 }
 
 } // namespace functional
