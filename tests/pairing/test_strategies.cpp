@@ -447,3 +447,22 @@ TEST_CASE("strategies describe themselves for reports", "[pairing]") {
       (PairExpr::same(Key::Patient) & PairExpr::time_within(7)).describe() ==
       "(same patient & |Δtime| <= 7)");
 }
+
+TEST_CASE("sample keys concatenate, select and repeat over views", "[pairing]") {
+  Cohort c;
+  const auto keys = c.keys();
+  auto both = medcl::cat_keys(keys, keys.index_select(torch::tensor({0, 1})), "test");
+  REQUIRE(both.size() == c.n() + 2);
+  REQUIRE(both.patient.slice(0, c.n()).equal(keys.patient.slice(0, 0, 2)));
+  REQUIRE(both.time.size(0) == c.n() + 2);
+  SampleKeys only_patient;
+  only_patient.patient = keys.patient;
+  REQUIRE_THROWS_WITH(
+      medcl::cat_keys(keys, only_patient, "test"),
+      Contains("'instance' is carried by one side only"));
+  auto views = only_patient.repeat_views(3, torch::TensorOptions());
+  REQUIRE(views.size() == 3 * c.n());
+  REQUIRE(views.view.slice(0, c.n(), 2 * c.n()).eq(1).all().item<bool>());
+  REQUIRE(views.instance.slice(0, 2 * c.n()).equal(torch::arange(c.n())));
+  REQUIRE(only_patient.names() == "patient");
+}

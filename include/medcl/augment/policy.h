@@ -51,10 +51,7 @@ inline const char* modality_name(Modality m) {
   return "?";
 }
 
-/// Whether a modality is a 2-D image, a signal, ...
-inline bool is_image2d(Modality m) {
-  return m == Modality::Image2D || m == Modality::ChestRadiograph;
-}
+/// Whether a modality is a physiological signal.
 inline bool is_signal(Modality m) {
   return m == Modality::ECG || m == Modality::EEG;
 }

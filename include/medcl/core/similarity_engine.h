@@ -574,22 +574,24 @@ inline void tile_loop(
 
 /// Key-class path, forward: positive counts and logit sums from per-class sums of the candidate
 /// embeddings, O((N + M)·D); no positive mask is built.
-inline void class_positive_stats(EngineState& st, DirectionStats& rs) {
+inline void class_positive_stats(
+    EngineState& st,
+    const KeyClasses& kc,
+    const at::Tensor& excluded,
+    DirectionStats& rs) {
   auto& p = st.problem;
-  const auto kc = p.rule->key_classes();
   const int64_t n = p.anchors.size(0);
   const int64_t m = p.candidates.size(0);
   const auto acc = p.anchors.scalar_type();
-  auto keys = at::cat({kc->anchor_keys.to(at::kLong), kc->candidate_keys.to(at::kLong)});
+  auto keys = at::cat({kc.anchor_keys.to(at::kLong), kc.candidate_keys.to(at::kLong)});
   auto uniq = at::_unique(keys, /*sorted=*/false, /*return_inverse=*/true);
   st.n_classes = std::get<0>(uniq).size(0);
   auto inv = std::get<1>(uniq);
   st.aid = inv.slice(0, 0, n);
   st.cid = inv.slice(0, n, n + m);
-  auto e = *p.rule->excluded_cols();
-  auto ev = e.ge(0);
-  st.excl_col = e;
-  auto ec = e.clamp_min(0);
+  auto ev = excluded.ge(0);
+  st.excl_col = excluded;
+  auto ec = excluded.clamp_min(0);
   st.excl_same = ev.logical_and(st.cid.index_select(0, ec).eq(st.aid));
   auto csum = at::zeros({st.n_classes, p.candidates.size(1)}, p.candidates.options());
   csum.index_add_(0, st.cid, p.candidates);
@@ -656,8 +658,13 @@ inline at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
   }
   st.shifted = use_shifted_path(p);
   st.tile = resolve_tile(p, st.shifted);
-  st.classes = st.shifted && !p.symmetric && !st.sparse.has_value() &&
-      p.rule->key_classes().has_value() && p.rule->excluded_cols().has_value();
+  c10::optional<KeyClasses> key_classes;
+  c10::optional<at::Tensor> excluded_cols;
+  if (st.shifted && !p.symmetric && !st.sparse.has_value()) {
+    key_classes = p.rule->key_classes();
+    excluded_cols = key_classes.has_value() ? p.rule->excluded_cols() : c10::nullopt;
+  }
+  st.classes = key_classes.has_value() && excluded_cols.has_value();
   st.a_mm = (p.anchors * p.scale).to(p.mm_dtype);
   st.c_mm = p.candidates.to(p.mm_dtype);
 
@@ -667,7 +674,7 @@ inline at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
     cs.init(m, acc_opts, neg);
   }
   if (st.classes) {
-    class_positive_stats(st, rs);
+    class_positive_stats(st, *key_classes, *excluded_cols, rs);
   }
   tile_loop(st, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits) {
     DirView vr, vc;
