@@ -1,0 +1,305 @@
+#pragma once
+
+/// \file
+/// The evaluation report of a run: report.json (everything a result depends on, in fixed sections),
+/// report.md (the same for people, with figures) and the figures themselves (data, gnuplot script,
+/// picture). Compiled in src/report.cpp.
+
+#include <medcl/core/json.h>
+#include <medcl/eval/metrics.h>
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace medcl {
+
+/// How a Report draws its figures.
+struct ReportOptions {
+  /// The gnuplot program: a name looked up in PATH, or a path. Default: "gnuplot"
+  TORCH_ARG(std::string, gnuplot) = "gnuplot";
+  /// gnuplot terminal: "pngcairo" or "png" (pictures are .png) or "svg" (.svg). Default: "pngcairo"
+  TORCH_ARG(std::string, terminal) = "pngcairo";
+  /// Picture size in pixels. Default: 800
+  TORCH_ARG(int64_t, width) = 800;
+  /// Default: 600
+  TORCH_ARG(int64_t, height) = 600;
+  /// Whether `write` runs gnuplot at all (the .dat and .gp files are written either way).
+  /// Default: true
+  TORCH_ARG(bool, draw_figures) = true;
+  /// The heading of report.md. Default: "medcl evaluation report"
+  TORCH_ARG(std::string, title) = "medcl evaluation report";
+};
+
+/// A metric value with an optional confidence interval. Converts from a double (no interval) and
+/// from eval::Interval (as returned by eval::auroc_delong).
+struct Estimate {
+  Estimate(double v) : value(v) {}
+  Estimate(double v, double lo, double hi, std::string how = "", double lvl = 0.95)
+      : value(v), has_interval(true), lower(lo), upper(hi), level(lvl), method(std::move(how)) {}
+  Estimate(const eval::Interval& i)
+      : value(i.estimate),
+        has_interval(true),
+        lower(i.lower),
+        upper(i.upper),
+        level(i.level),
+        method(i.method) {}
+
+  double value = 0;
+  bool has_interval = false;
+  double lower = 0;
+  double upper = 0;
+  /// Confidence level of [lower, upper], e.g. 0.95.
+  double level = 0.95;
+  /// How the interval was obtained, e.g. "DeLong", "bootstrap (1000 resamples)".
+  std::string method;
+};
+
+/// One item of the reporting checklist and whether the report holds it.
+struct ChecklistItem {
+  /// Stable identifier, e.g. "patient_level_split".
+  std::string id;
+  /// What a reader looks for, e.g. "Patient-level split rule".
+  std::string label;
+  /// Whether the report holds a non-empty value at `location`.
+  bool present = false;
+  /// Where the item lives (or would live) in report.json, e.g. "data.split_rule".
+  std::string location;
+};
+
+/// What `Report::write` produced.
+struct ReportFigureStatus {
+  /// File stem, e.g. "roc_af_detection".
+  std::string name;
+  /// The picture (relative to the report directory), e.g. "roc_af_detection.png".
+  std::string image;
+  /// Whether gnuplot drew the picture.
+  bool drawn = false;
+  /// Why it was not drawn (gnuplot missing, its exit status and messages); empty when drawn.
+  std::string reason;
+};
+struct ReportFiles {
+  std::string json_path;
+  std::string markdown_path;
+  std::vector<ReportFigureStatus> figures;
+};
+
+/// The reproducibility and evaluation report of a run. Code that pretrains and evaluates fills
+/// it in; `write(directory)` produces report.json, report.md and the figures.
+///
+/// report.json has these top-level sections, always in this order:
+///  - `medcl`: library version, LibTorch version, device, compiler, date (UTC), command line;
+///  - `data`: `corpus` (description), `split_rule`, `splits` (per split: patients, samples),
+///    `leakage_check` (passed, detail);
+///  - `pretraining`: `method`, `loss` (name, options), `pairing`, `augmentation` (policy
+///    description), `encoder`, `optimizer`, `schedules`, `seeds`, `hyperparameters`, `steps`,
+///    `final_loss`, `figures` (loss curve) — any other key through `set`;
+///  - `evaluation`: `metrics` (task -> metric -> value and interval), `calibration` (task -> model
+///    -> ECE and reliability bins), `label_efficiency` (task -> rows per model and fraction with
+///    the repeats), `subgroups`, `external_validation`, `audits`, `retrieval_examples`, `figures`;
+///  - `checklist`: the reporting checklist, item by item, present or missing, and where.
+///
+/// Nothing is invented: a checklist item whose value was never given is reported as missing.
+/// Non-finite metric values, intervals that do not contain their value, empty figure data and
+/// x/y vectors of different lengths are errors (c10::Error naming the metric or the figure);
+/// nothing is stored as NaN.
+///
+/// Example:
+///   medcl::Report report;
+///   report.set_command_line(argc, argv);
+///   report.set_split_rule("by patient id, 70/15/15, stratified by site");
+///   report.add_split("train", 2100, 31000);
+///   report.set_pairing_rule("positives: two views of one ECG; same patient excluded as negative");
+///   report.set_augmentation(policy_description_json);
+///   report.set_hyperparameter("temperature", 0.1);
+///   report.add_loss_curve(steps, losses);
+///   report.add_metric("af_detection", "auroc", medcl::eval::auroc_delong(scores, labels));
+///   report.add_roc_curve("af_detection", "SimCLR", fpr, tpr);
+///   report.write("runs/exp1");  // runs/exp1/report.json, report.md, *.png
+class Report {
+ public:
+  explicit Report(ReportOptions options = {});
+
+  const ReportOptions& options() const {
+    return options_;
+  }
+
+  // ---- any section ----
+
+  /// Sets `section.key` (section: "medcl", "data", "pretraining" or "evaluation"; "checklist"
+  /// is computed and "figures" is kept by the figure adders, so both are refused).
+  void set(const std::string& section, const std::string& key, Json value);
+  /// The value at `section.key`; an error naming what is there when missing.
+  const Json& get(const std::string& section, const std::string& key) const;
+
+  // ---- medcl ----
+
+  /// The command line of the run, recorded as an array of arguments.
+  void set_command_line(int argc, const char* const* argv);
+  void set_command_line(std::vector<std::string> arguments);
+  /// The device the run used (default: what LibTorch sees, e.g. "CPU (2 threads)").
+  void set_device(std::string device);
+
+  // ---- data ----
+
+  /// The corpus: name, source, modality, inclusion criteria... (any Json).
+  void set_corpus(Json description);
+  /// How patients were assigned to splits (the unit of the split must be the patient).
+  void set_split_rule(std::string rule);
+  /// Counts of one split; calling it again for the same split replaces the counts.
+  void add_split(const std::string& split, int64_t patients, int64_t samples);
+  /// The result of the patient-leakage check between splits.
+  void set_leakage_check(bool passed, std::string detail);
+
+  // ---- pretraining ----
+
+  void set_method(std::string method);
+  /// The loss and its options, e.g. ("NTXentLoss", {"temperature": 0.1}).
+  void set_loss(std::string name, Json options);
+  /// The pairing heuristic: what makes a positive, what is excluded from the negatives.
+  void set_pairing_rule(std::string rule);
+  /// The augmentation policy's description (e.g. the policy's own describe() output).
+  void set_augmentation(Json policy);
+  /// One key hyper-parameter (batch size, temperature, learning rate...).
+  void set_hyperparameter(const std::string& name, Json value);
+  /// One seed (data order, augmentation, initialisation...).
+  void set_seed(const std::string& name, int64_t seed);
+  /// Steps trained and the final training loss (must be finite).
+  void set_training_result(int64_t steps, double final_loss);
+
+  // ---- evaluation ----
+
+  /// A metric of a task, with its interval when it has one. Errors: non-finite value or bounds,
+  /// lower > value or value > upper, level outside (0, 1).
+  void add_metric(const std::string& task, const std::string& name, const Estimate& value);
+  void add_metric(
+      const std::string& task,
+      const std::string& name,
+      double value,
+      double lower,
+      double upper,
+      const std::string& method_of_interval,
+      double level = 0.95);
+  /// Calibration of one model on one task: ECE and the reliability bins; also draws the
+  /// reliability diagram of the task (one series per model).
+  void add_calibration(
+      const std::string& task,
+      const std::string& model,
+      const eval::Calibration& calibration);
+  /// One label fraction (in (0, 1]) of a label-efficiency study: the metric of each repeat
+  /// (different label subsets / seeds). The report keeps the repeats, their mean, standard
+  /// deviation and a t interval of the mean (95%), and draws the label-efficiency curve of the
+  /// task (fraction -> mean with interval, one series per model).
+  void add_label_fraction(
+      const std::string& task,
+      const std::string& model,
+      const std::string& metric,
+      double fraction,
+      const std::vector<double>& repeats);
+  /// The metric on a subgroup (e.g. attribute "sex", group "female") with its size.
+  void add_subgroup(
+      const std::string& task,
+      const std::string& attribute,
+      const std::string& group,
+      const std::string& metric,
+      int64_t n,
+      const Estimate& value);
+  /// The metric on an external cohort (another hospital, device or data set) with its size.
+  void add_external_validation(
+      const std::string& task,
+      const std::string& cohort,
+      const std::string& metric,
+      int64_t n,
+      const Estimate& value);
+  /// An audit's result (site audit, invariance audit...), any Json; replaces an earlier one of
+  /// the same name.
+  void add_audit(const std::string& name, Json result);
+  /// A retrieval example (query, neighbours, similarities...), any Json.
+  void add_retrieval_example(Json example);
+
+  // ---- figures (data as plain vectors) ----
+
+  /// ROC curve of one model on a task; models of the same task share one figure.
+  void add_roc_curve(
+      const std::string& task,
+      const std::string& model,
+      const std::vector<double>& fpr,
+      const std::vector<double>& tpr);
+  /// Training loss against step; several series (e.g. "train", "validation") share the figure.
+  void add_loss_curve(
+      const std::vector<double>& steps,
+      const std::vector<double>& losses,
+      const std::string& series = "train");
+  /// A 2-D map of embeddings (t-SNE, UMAP, PCA): two scatter figures, "<name>_by_label" and
+  /// "<name>_by_site" (the latter only when `sites` is not empty).
+  void add_embedding_map(
+      const std::string& name,
+      const std::vector<double>& x,
+      const std::vector<double>& y,
+      const std::vector<std::string>& labels,
+      const std::vector<std::string>& sites = {});
+
+  // ---- output ----
+
+  /// The reporting checklist, in a fixed order: patient-level split rule, pretraining corpus,
+  /// pairing heuristic, augmentation policy, key hyper-parameters, external validation,
+  /// calibration, subgroups.
+  std::vector<ChecklistItem> checklist() const;
+  /// The whole report.json document (figures listed without a drawn status).
+  Json json() const;
+  /// report.md without figure statuses (figures embedded as if drawn).
+  std::string markdown() const;
+  /// Creates `directory` if needed and writes report.json, report.md and the figures (.dat data,
+  /// .gp gnuplot script, picture). Everything is first written into a temporary directory inside
+  /// `directory` and then renamed into place, report.json last (a report.json present means a
+  /// complete report; an old one is removed before the new files move in). A figure gnuplot could
+  /// not draw is listed as not drawn with the reason, with a warning; the rest is still written.
+  /// Errors (unwritable directory...) name the path and leave no report.json or report.md.
+  ReportFiles write(const std::string& directory) const;
+
+  /// One series of a figure; `lower`/`upper` (error bars) and `text` are optional.
+  struct Series {
+    std::string name;
+    std::vector<double> x;
+    std::vector<double> y;
+    std::vector<double> lower;
+    std::vector<double> upper;
+  };
+  /// A figure's data and how it is drawn.
+  struct Figure {
+    std::string name;
+    /// "roc", "loss", "reliability", "label_efficiency" or "scatter".
+    std::string kind;
+    /// "pretraining" or "evaluation".
+    std::string section;
+    std::string title;
+    std::string xlabel;
+    std::string ylabel;
+    std::vector<Series> series;
+  };
+  /// Every figure the report would draw, in order (including the derived reliability and
+  /// label-efficiency figures).
+  std::vector<Figure> figures() const;
+
+ private:
+  Json& section(const std::string& name, const char* fn);
+  const Json& section(const std::string& name, const char* fn) const;
+  Figure& figure(
+      const std::string& name,
+      const std::string& kind,
+      const std::string& section,
+      const std::string& title,
+      const std::string& xlabel,
+      const std::string& ylabel);
+  Json build(const std::vector<ReportFigureStatus>* status) const;
+  std::string render_markdown(const Json& doc) const;
+
+  ReportOptions options_;
+  Json doc_;
+  std::vector<Figure> figures_;
+};
+
+} // namespace medcl

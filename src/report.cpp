@@ -1,0 +1,1358 @@
+#include <medcl/core/runtime.h>
+#include <medcl/eval/report.h>
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <locale>
+#include <map>
+#include <sstream>
+#include <utility>
+
+#if defined(_WIN32)
+#include <io.h>
+#include <process.h>
+#define MEDCL_POPEN _popen
+#define MEDCL_PCLOSE _pclose
+#else
+#include <sys/wait.h>
+#include <unistd.h>
+#define MEDCL_POPEN popen
+#define MEDCL_PCLOSE pclose
+#endif
+
+namespace medcl {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* const kSections[] = {"medcl", "data", "pretraining", "evaluation"};
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+#if defined(_WIN32)
+  gmtime_s(&tm, &t);
+#else
+  gmtime_r(&t, &tm);
+#endif
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void check_finite(const char* fn, const std::string& what, double v) {
+  TORCH_CHECK(std::isfinite(v), fn, ": ", what, " must be finite, got ", v);
+}
+
+void check_xy(
+    const char* fn,
+    const std::string& what,
+    const std::vector<double>& x,
+    const std::vector<double>& y) {
+  TORCH_CHECK(!x.empty(), fn, ": ", what, ": expected at least one point, got empty data");
+  TORCH_CHECK(
+      x.size() == y.size(),
+      fn,
+      ": ",
+      what,
+      ": expected x and y of the same length, got ",
+      x.size(),
+      " and ",
+      y.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    TORCH_CHECK(
+        std::isfinite(x[i]) && std::isfinite(y[i]),
+        fn,
+        ": ",
+        what,
+        ": point ",
+        i,
+        " is not finite (",
+        x[i],
+        ", ",
+        y[i],
+        ")");
+  }
+}
+
+Json estimate_json(const char* fn, const std::string& what, const Estimate& e) {
+  check_finite(fn, what + " value", e.value);
+  Json j = Json::object();
+  j["value"] = e.value;
+  if (!e.has_interval) {
+    j["interval"] = Json();
+    return j;
+  }
+  check_finite(fn, what + " lower bound", e.lower);
+  check_finite(fn, what + " upper bound", e.upper);
+  TORCH_CHECK(
+      e.lower <= e.value && e.value <= e.upper,
+      fn,
+      ": ",
+      what,
+      ": expected lower <= value <= upper, got ",
+      e.lower,
+      " <= ",
+      e.value,
+      " <= ",
+      e.upper);
+  TORCH_CHECK(
+      e.level > 0 && e.level < 1,
+      fn,
+      ": ",
+      what,
+      ": expected a confidence level in (0, 1), got ",
+      e.level);
+  Json i = Json::object();
+  i["lower"] = e.lower;
+  i["upper"] = e.upper;
+  i["level"] = e.level;
+  i["method"] = e.method;
+  j["interval"] = std::move(i);
+  return j;
+}
+
+/// 97.5% quantiles of Student's t for 1..30 degrees of freedom; the normal 1.96 beyond.
+double t_quantile_975(int64_t df) {
+  static const double kT[] = {12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306,
+                              2.262,  2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120,
+                              2.110,  2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+                              2.060,  2.056, 2.052, 2.048, 2.045, 2.042};
+  return df <= 30 ? kT[df - 1] : 1.96;
+}
+
+/// A file name made of [A-Za-z0-9_-] (other characters become '_').
+std::string file_stem(const std::string& name) {
+  std::string s;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        c == '_' || c == '-';
+    s += ok ? c : '_';
+  }
+  return s.empty() ? std::string("figure") : s;
+}
+
+/// Non-empty: not null, not "", not [] and not {}.
+bool has_content(const Json& j) {
+  switch (j.type()) {
+    case Json::Type::Null:
+      return false;
+    case Json::Type::String:
+      return !j.as_string().empty();
+    case Json::Type::Array:
+    case Json::Type::Object:
+      return j.size() > 0;
+    default:
+      return true;
+  }
+}
+
+const Json* lookup(const Json& doc, const std::string& section, const std::string& key) {
+  if (!doc.contains(section) || !doc.at(section).contains(key)) {
+    return nullptr;
+  }
+  return &doc.at(section).at(key);
+}
+
+std::string number_text(double v) {
+  if (std::floor(v) == v && std::fabs(v) < 1e15) {
+    std::ostringstream os;
+    os.imbue(std::locale::classic());
+    os << static_cast<int64_t>(v);
+    return os.str();
+  }
+  std::ostringstream os;
+  os.imbue(std::locale::classic());
+  os.precision(4);
+  os << v;
+  return os.str();
+}
+
+std::string data_number(double v) {
+  std::ostringstream os;
+  os.imbue(std::locale::classic());
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+/// A Markdown table cell: no line breaks, '|' escaped.
+std::string cell(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '|') {
+      out += "\\|";
+    } else if (c == '\n' || c == '\r') {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string value_text(const Json& j) {
+  switch (j.type()) {
+    case Json::Type::Null:
+      return "—";
+    case Json::Type::Bool:
+      return j.as_bool() ? "yes" : "no";
+    case Json::Type::Number:
+      return j.is_integer() ? std::to_string(j.as_int64()) : number_text(j.as_double());
+    case Json::Type::String:
+      return j.as_string();
+    default: {
+      const std::string text = j.dump();
+      return text.find('`') == std::string::npos ? "`" + text + "`" : "``" + text + "``";
+    }
+  }
+}
+
+std::string interval_text(const Json& entry) {
+  const Json& i = entry.at("interval");
+  if (i.is_null()) {
+    return "—";
+  }
+  return number_text(i.at("lower").as_double()) + " – " + number_text(i.at("upper").as_double()) +
+      " (" + number_text(100 * i.at("level").as_double()) + "%" +
+      (i.at("method").as_string().empty() ? std::string() : ", " + i.at("method").as_string()) +
+      ")";
+}
+
+/// Single-quoted gnuplot string ('' stands for one quote).
+std::string gp_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "''";
+    } else if (c == '\n' || c == '\r') {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+/// Single-quoted POSIX shell word.
+std::string sh_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+/// The gnuplot program as a path, or "" when it cannot be found or run.
+std::string find_program(const std::string& name) {
+#if defined(_WIN32)
+  return name;
+#else
+  if (name.empty()) {
+    return "";
+  }
+  if (name.find('/') != std::string::npos) {
+    return ::access(name.c_str(), X_OK) == 0 ? name : "";
+  }
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path != nullptr ? path : "/usr/bin:/bin");
+  std::string d;
+  while (std::getline(dirs, d, ':')) {
+    const std::string candidate = (d.empty() ? std::string(".") : d) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+  }
+  return "";
+#endif
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  TORCH_CHECK(out.is_open(), "Report::write: cannot open ", path.string(), " for writing");
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.close();
+  TORCH_CHECK(!out.fail(), "Report::write: writing ", path.string(), " failed");
+}
+
+std::string image_extension(const std::string& terminal) {
+  return terminal == "svg" ? ".svg" : ".png";
+}
+
+std::string data_file(const Report::Figure& f) {
+  std::string out = "# " + f.title + " (medcl report figure '" + f.name + "')\n";
+  for (size_t s = 0; s < f.series.size(); ++s) {
+    const auto& series = f.series[s];
+    if (s > 0) {
+      out += "\n\n"; // gnuplot's index separator
+    }
+    out += "# series " + std::to_string(s) + ": " + series.name + "\n";
+    const bool bars = !series.lower.empty();
+    out += bars ? "# x y lower upper\n" : "# x y\n";
+    for (size_t i = 0; i < series.x.size(); ++i) {
+      out += data_number(series.x[i]) + " " + data_number(series.y[i]);
+      if (bars) {
+        out += " " + data_number(series.lower[i]) + " " + data_number(series.upper[i]);
+      }
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
+  const std::string image = f.name + image_extension(o.terminal());
+  std::ostringstream gp;
+  gp.imbue(std::locale::classic());
+  gp << "# " << f.title << ": drawn by medcl's report with gnuplot; data in " << f.name << ".dat\n";
+  gp << "set terminal " << o.terminal() << " size " << o.width() << "," << o.height()
+     << " noenhanced\n";
+  gp << "set output " << gp_quote(image) << "\n";
+  gp << "set title " << gp_quote(f.title) << "\n";
+  gp << "set xlabel " << gp_quote(f.xlabel) << "\n";
+  gp << "set ylabel " << gp_quote(f.ylabel) << "\n";
+  gp << "set grid\n";
+  std::string lead;
+  std::string style = "with lines lw 2";
+  if (f.kind == "roc" || f.kind == "reliability") {
+    gp << "set xrange [0:1]\nset yrange [0:1]\nset size ratio -1\nset key bottom right\n";
+    lead = std::string("x with lines dt 2 lc rgb 'gray' title ") +
+        (f.kind == "roc" ? "'chance'" : "'perfect calibration'") + ", ";
+    style = f.kind == "roc" ? "with lines lw 2" : "with linespoints lw 2 pt 7";
+  } else if (f.kind == "label_efficiency") {
+    bool positive = true;
+    for (const auto& s : f.series) {
+      for (double x : s.x) {
+        positive = positive && x > 0;
+      }
+    }
+    if (positive) {
+      gp << "set logscale x 10\n";
+    }
+    // Room on both sides: fractions 0.01 and 1 would otherwise sit on the frame.
+    gp << "set offsets graph 0.05, graph 0.05, 0, 0\nset key bottom right\n";
+    style = "using 1:2:3:4 with yerrorlines lw 2 pt 7";
+  } else if (f.kind == "scatter") {
+    gp << "set key outside right\n";
+    style = "with points pt 7 ps 0.6";
+  } else {
+    gp << "set key top right\n";
+  }
+  gp << "plot " << lead;
+  for (size_t s = 0; s < f.series.size(); ++s) {
+    if (s > 0) {
+      gp << ", \\\n     ";
+    }
+    gp << gp_quote(f.name + ".dat") << " index " << s << " " << style << " title "
+       << gp_quote(f.series[s].name);
+  }
+  gp << "\n";
+  return gp.str();
+}
+
+/// Runs gnuplot on `script` inside `dir`; returns "" when the picture was drawn, else why not.
+std::string run_gnuplot(
+    const std::string& program,
+    const fs::path& dir,
+    const std::string& script,
+    const std::string& image) {
+  const std::string command = "cd " + sh_quote(dir.string()) + " && " + sh_quote(program) + " " +
+      sh_quote(script) + " </dev/null 2>&1";
+  FILE* pipe = MEDCL_POPEN(command.c_str(), "r");
+  if (pipe == nullptr) {
+    return "could not start gnuplot (popen failed)";
+  }
+  std::string output;
+  char buf[512];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) {
+    output.append(buf, n);
+  }
+  const int status = MEDCL_PCLOSE(pipe);
+#if defined(_WIN32)
+  const int code = status;
+#else
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+#endif
+  if (output.size() > 2000) {
+    output = output.substr(0, 2000) + "...";
+  }
+  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) {
+    output.pop_back();
+  }
+  if (code != 0) {
+    return "gnuplot exited with status " + std::to_string(code) +
+        (output.empty() ? std::string() : ": " + output);
+  }
+  std::error_code ec;
+  const auto size = fs::file_size(dir / image, ec);
+  if (ec || size == 0) {
+    return "gnuplot produced no picture" + (output.empty() ? std::string() : ": " + output);
+  }
+  return "";
+}
+
+} // namespace
+
+Report::Report(ReportOptions options) : options_(std::move(options)) {
+  TORCH_CHECK(
+      options_.terminal() == "pngcairo" || options_.terminal() == "png" ||
+          options_.terminal() == "svg",
+      "Report: expected terminal \"pngcairo\", \"png\" or \"svg\", got \"",
+      options_.terminal(),
+      "\"");
+  TORCH_CHECK(
+      options_.width() > 0 && options_.height() > 0,
+      "Report: expected a positive picture size, got ",
+      options_.width(),
+      "x",
+      options_.height());
+  doc_ = Json::object();
+  for (const char* s : kSections) {
+    doc_[s] = Json::object();
+  }
+  const RuntimeInfo info = runtime_info();
+  Json& m = doc_["medcl"];
+  m["version"] = info.medcl_version;
+  m["libtorch"] = info.torch_version;
+  m["device"] = info.cuda_available
+      ? "CUDA (" + std::to_string(info.cuda_device_count) + " device(s) visible)"
+      : "CPU (" + std::to_string(info.cpu_threads) + " threads)";
+  m["compiler"] = info.compiler;
+  m["date_utc"] = utc_now();
+}
+
+Json& Report::section(const std::string& name, const char* fn) {
+  return const_cast<Json&>(static_cast<const Report&>(*this).section(name, fn));
+}
+
+const Json& Report::section(const std::string& name, const char* fn) const {
+  TORCH_CHECK(
+      doc_.contains(name),
+      fn,
+      ": expected a section \"medcl\", \"data\", \"pretraining\" or \"evaluation\", got \"",
+      name,
+      "\"",
+      name == "checklist" ? " (the checklist is computed from the other sections)" : "");
+  return doc_.at(name);
+}
+
+void Report::set(const std::string& section_name, const std::string& key, Json value) {
+  Json& s = section(section_name, "Report::set");
+  TORCH_CHECK(!key.empty(), "Report::set: expected a non-empty key in section ", section_name);
+  TORCH_CHECK(
+      key != "figures",
+      "Report::set: \"",
+      section_name,
+      ".figures\" is kept by the figure adders (add_roc_curve, add_loss_curve...)");
+  s[key] = std::move(value);
+}
+
+const Json& Report::get(const std::string& section_name, const std::string& key) const {
+  return section(section_name, "Report::get").at(key);
+}
+
+void Report::set_command_line(int argc, const char* const* argv) {
+  TORCH_CHECK(argc >= 0, "Report::set_command_line: expected argc >= 0, got ", argc);
+  std::vector<std::string> args;
+  for (int i = 0; i < argc; ++i) {
+    args.emplace_back(argv[i] != nullptr ? argv[i] : "");
+  }
+  set_command_line(std::move(args));
+}
+
+void Report::set_command_line(std::vector<std::string> arguments) {
+  doc_["medcl"]["command_line"] = Json::array_of(arguments);
+}
+
+void Report::set_device(std::string device) {
+  doc_["medcl"]["device"] = std::move(device);
+}
+
+void Report::set_corpus(Json description) {
+  doc_["data"]["corpus"] = std::move(description);
+}
+
+void Report::set_split_rule(std::string rule) {
+  doc_["data"]["split_rule"] = std::move(rule);
+}
+
+void Report::add_split(const std::string& split, int64_t patients, int64_t samples) {
+  TORCH_CHECK(!split.empty(), "Report::add_split: expected a split name, got an empty one");
+  TORCH_CHECK(
+      patients >= 0 && samples >= patients,
+      "Report::add_split: split \"",
+      split,
+      "\": expected 0 <= patients <= samples, got ",
+      patients,
+      " patient(s) and ",
+      samples,
+      " sample(s)");
+  Json& row = doc_["data"]["splits"][split];
+  row["patients"] = patients;
+  row["samples"] = samples;
+}
+
+void Report::set_leakage_check(bool passed, std::string detail) {
+  Json j = Json::object();
+  j["passed"] = passed;
+  j["detail"] = std::move(detail);
+  doc_["data"]["leakage_check"] = std::move(j);
+}
+
+void Report::set_method(std::string method) {
+  doc_["pretraining"]["method"] = std::move(method);
+}
+
+void Report::set_loss(std::string name, Json options) {
+  Json j = Json::object();
+  j["name"] = std::move(name);
+  j["options"] = std::move(options);
+  doc_["pretraining"]["loss"] = std::move(j);
+}
+
+void Report::set_pairing_rule(std::string rule) {
+  doc_["pretraining"]["pairing"] = std::move(rule);
+}
+
+void Report::set_augmentation(Json policy) {
+  doc_["pretraining"]["augmentation"] = std::move(policy);
+}
+
+void Report::set_hyperparameter(const std::string& name, Json value) {
+  TORCH_CHECK(!name.empty(), "Report::set_hyperparameter: expected a name, got an empty one");
+  if (value.is_number() && !value.is_integer()) {
+    check_finite(
+        "Report::set_hyperparameter", "hyper-parameter \"" + name + "\"", value.as_double());
+  }
+  doc_["pretraining"]["hyperparameters"][name] = std::move(value);
+}
+
+void Report::set_seed(const std::string& name, int64_t seed) {
+  TORCH_CHECK(!name.empty(), "Report::set_seed: expected a name, got an empty one");
+  doc_["pretraining"]["seeds"][name] = seed;
+}
+
+void Report::set_training_result(int64_t steps, double final_loss) {
+  TORCH_CHECK(steps >= 0, "Report::set_training_result: expected steps >= 0, got ", steps);
+  check_finite("Report::set_training_result", "final loss", final_loss);
+  doc_["pretraining"]["steps"] = steps;
+  doc_["pretraining"]["final_loss"] = final_loss;
+}
+
+void Report::add_metric(const std::string& task, const std::string& name, const Estimate& value) {
+  TORCH_CHECK(
+      !task.empty() && !name.empty(),
+      "Report::add_metric: expected a task and a metric name, got \"",
+      task,
+      "\" and \"",
+      name,
+      "\"");
+  Json entry = estimate_json("Report::add_metric", "metric " + task + "/" + name, value);
+  doc_["evaluation"]["metrics"][task][name] = std::move(entry);
+}
+
+void Report::add_metric(
+    const std::string& task,
+    const std::string& name,
+    double value,
+    double lower,
+    double upper,
+    const std::string& method_of_interval,
+    double level) {
+  add_metric(task, name, Estimate(value, lower, upper, method_of_interval, level));
+}
+
+void Report::add_calibration(
+    const std::string& task,
+    const std::string& model,
+    const eval::Calibration& c) {
+  const char* fn = "Report::add_calibration";
+  const std::string what = "calibration " + task + "/" + model;
+  const size_t n = c.mean_probability.size();
+  TORCH_CHECK(n > 0, fn, ": ", what, ": expected at least one bin, got none");
+  TORCH_CHECK(
+      c.observed_rate.size() == n && c.bin_lower.size() == n && c.bin_upper.size() == n &&
+          c.count.size() == n,
+      fn,
+      ": ",
+      what,
+      ": expected bin_lower, bin_upper, mean_probability, observed_rate and count of one length, "
+      "got ",
+      c.bin_lower.size(),
+      ", ",
+      c.bin_upper.size(),
+      ", ",
+      n,
+      ", ",
+      c.observed_rate.size(),
+      " and ",
+      c.count.size());
+  check_finite(fn, what + " ECE", c.ece);
+  Json bins = Json::array();
+  for (size_t i = 0; i < n; ++i) {
+    for (double v : {c.bin_lower[i], c.bin_upper[i], c.mean_probability[i], c.observed_rate[i]}) {
+      check_finite(fn, what + " bin " + std::to_string(i), v);
+    }
+    Json b = Json::object();
+    b["lower"] = c.bin_lower[i];
+    b["upper"] = c.bin_upper[i];
+    b["mean_probability"] = c.mean_probability[i];
+    b["observed_rate"] = c.observed_rate[i];
+    b["count"] = c.count[i];
+    bins.push_back(std::move(b));
+  }
+  Json entry = Json::object();
+  entry["ece"] = c.ece;
+  entry["bins"] = std::move(bins);
+  doc_["evaluation"]["calibration"][task][model] = std::move(entry);
+}
+
+void Report::add_label_fraction(
+    const std::string& task,
+    const std::string& model,
+    const std::string& metric,
+    double fraction,
+    const std::vector<double>& repeats) {
+  const char* fn = "Report::add_label_fraction";
+  const std::string what = "label fraction " + task + "/" + model + "/" + metric;
+  TORCH_CHECK(
+      std::isfinite(fraction) && fraction > 0 && fraction <= 1,
+      fn,
+      ": ",
+      what,
+      ": expected a fraction in (0, 1], got ",
+      fraction);
+  TORCH_CHECK(!repeats.empty(), fn, ": ", what, ": expected at least one repeat, got none");
+  double mean = 0;
+  for (size_t i = 0; i < repeats.size(); ++i) {
+    check_finite(fn, what + " repeat " + std::to_string(i), repeats[i]);
+    mean += repeats[i];
+  }
+  const auto n = static_cast<int64_t>(repeats.size());
+  mean /= static_cast<double>(n);
+  Json row = Json::object();
+  row["model"] = model;
+  row["metric"] = metric;
+  row["fraction"] = fraction;
+  row["repeats"] = Json::array_of(repeats);
+  row["mean"] = mean;
+  if (n > 1) {
+    double ss = 0;
+    for (double r : repeats) {
+      ss += (r - mean) * (r - mean);
+    }
+    const double sd = std::sqrt(ss / static_cast<double>(n - 1));
+    const double half = t_quantile_975(n - 1) * sd / std::sqrt(static_cast<double>(n));
+    row["sd"] = sd;
+    Json i = Json::object();
+    i["lower"] = mean - half;
+    i["upper"] = mean + half;
+    i["level"] = 0.95;
+    i["method"] = "t interval of the mean over " + std::to_string(n) + " repeats";
+    row["interval"] = std::move(i);
+  } else {
+    row["sd"] = Json();
+    row["interval"] = Json();
+  }
+  Json& rows = doc_["evaluation"]["label_efficiency"][task];
+  if (rows.is_null()) {
+    rows = Json::array();
+  }
+  for (size_t k = 0; k < rows.size(); ++k) {
+    if (rows[k].at("model").as_string() == model && rows[k].at("metric").as_string() == metric &&
+        rows[k].at("fraction").as_double() == fraction) {
+      rows[k] = std::move(row);
+      return;
+    }
+  }
+  rows.push_back(std::move(row));
+}
+
+void Report::add_subgroup(
+    const std::string& task,
+    const std::string& attribute,
+    const std::string& group,
+    const std::string& metric,
+    int64_t n,
+    const Estimate& value) {
+  const std::string what = "subgroup " + task + "/" + attribute + "=" + group + "/" + metric;
+  TORCH_CHECK(n > 0, "Report::add_subgroup: ", what, ": expected n > 0, got ", n);
+  Json e = estimate_json("Report::add_subgroup", what, value);
+  Json row = Json::object();
+  row["task"] = task;
+  row["attribute"] = attribute;
+  row["group"] = group;
+  row["metric"] = metric;
+  row["n"] = n;
+  row["value"] = e.at("value");
+  row["interval"] = e.at("interval");
+  doc_["evaluation"]["subgroups"].push_back(std::move(row));
+}
+
+void Report::add_external_validation(
+    const std::string& task,
+    const std::string& cohort,
+    const std::string& metric,
+    int64_t n,
+    const Estimate& value) {
+  const std::string what = "external validation " + task + "/" + cohort + "/" + metric;
+  TORCH_CHECK(n > 0, "Report::add_external_validation: ", what, ": expected n > 0, got ", n);
+  Json e = estimate_json("Report::add_external_validation", what, value);
+  Json row = Json::object();
+  row["task"] = task;
+  row["cohort"] = cohort;
+  row["metric"] = metric;
+  row["n"] = n;
+  row["value"] = e.at("value");
+  row["interval"] = e.at("interval");
+  doc_["evaluation"]["external_validation"].push_back(std::move(row));
+}
+
+void Report::add_audit(const std::string& name, Json result) {
+  TORCH_CHECK(!name.empty(), "Report::add_audit: expected an audit name, got an empty one");
+  doc_["evaluation"]["audits"][name] = std::move(result);
+}
+
+void Report::add_retrieval_example(Json example) {
+  doc_["evaluation"]["retrieval_examples"].push_back(std::move(example));
+}
+
+Report::Figure& Report::figure(
+    const std::string& name,
+    const std::string& kind,
+    const std::string& section_name,
+    const std::string& title,
+    const std::string& xlabel,
+    const std::string& ylabel) {
+  for (auto& f : figures_) {
+    if (f.name == name && f.kind == kind) {
+      return f;
+    }
+  }
+  figures_.push_back(Figure{name, kind, section_name, title, xlabel, ylabel, {}});
+  return figures_.back();
+}
+
+void Report::add_roc_curve(
+    const std::string& task,
+    const std::string& model,
+    const std::vector<double>& fpr,
+    const std::vector<double>& tpr) {
+  const std::string what = "ROC curve " + task + "/" + model;
+  check_xy("Report::add_roc_curve", what, fpr, tpr);
+  for (size_t i = 0; i < fpr.size(); ++i) {
+    TORCH_CHECK(
+        fpr[i] >= 0 && fpr[i] <= 1 && tpr[i] >= 0 && tpr[i] <= 1,
+        "Report::add_roc_curve: ",
+        what,
+        ": expected rates in [0, 1], got (",
+        fpr[i],
+        ", ",
+        tpr[i],
+        ") at point ",
+        i);
+  }
+  Figure& f = figure(
+      "roc_" + task,
+      "roc",
+      "evaluation",
+      "ROC curve: " + task,
+      "false positive rate",
+      "true positive rate");
+  f.series.push_back(Series{model, fpr, tpr, {}, {}});
+}
+
+void Report::add_loss_curve(
+    const std::vector<double>& steps,
+    const std::vector<double>& losses,
+    const std::string& series) {
+  check_xy("Report::add_loss_curve", "loss curve \"" + series + "\"", steps, losses);
+  Figure& f = figure("loss", "loss", "pretraining", "Training loss", "step", "loss");
+  f.series.push_back(Series{series, steps, losses, {}, {}});
+}
+
+void Report::add_embedding_map(
+    const std::string& name,
+    const std::vector<double>& x,
+    const std::vector<double>& y,
+    const std::vector<std::string>& labels,
+    const std::vector<std::string>& sites) {
+  const char* fn = "Report::add_embedding_map";
+  const std::string what = "embedding map \"" + name + "\"";
+  TORCH_CHECK(!name.empty(), fn, ": expected a map name, got an empty one");
+  check_xy(fn, what, x, y);
+  TORCH_CHECK(
+      labels.size() == x.size(),
+      fn,
+      ": ",
+      what,
+      ": expected one label per point (",
+      x.size(),
+      "), got ",
+      labels.size());
+  TORCH_CHECK(
+      sites.empty() || sites.size() == x.size(),
+      fn,
+      ": ",
+      what,
+      ": expected one site per point (",
+      x.size(),
+      ") or none, got ",
+      sites.size());
+  auto add = [&](const std::string& suffix, const std::vector<std::string>& groups) {
+    Figure& f = figure(
+        name + "_by_" + suffix,
+        "scatter",
+        "evaluation",
+        name + " coloured by " + suffix,
+        "dimension 1",
+        "dimension 2");
+    f.series.clear();
+    std::map<std::string, size_t> index;
+    for (size_t i = 0; i < x.size(); ++i) {
+      auto it = index.find(groups[i]);
+      if (it == index.end()) {
+        it = index.emplace(groups[i], f.series.size()).first;
+        f.series.push_back(Series{suffix + " " + groups[i], {}, {}, {}, {}});
+      }
+      f.series[it->second].x.push_back(x[i]);
+      f.series[it->second].y.push_back(y[i]);
+    }
+  };
+  add("label", labels);
+  if (!sites.empty()) {
+    add("site", sites);
+  }
+}
+
+std::vector<Report::Figure> Report::figures() const {
+  std::vector<Figure> all = figures_;
+  const Json& ev = doc_.at("evaluation");
+  if (ev.contains("calibration")) {
+    for (const auto& task : ev.at("calibration").items()) {
+      Figure f{
+          "reliability_" + task.first,
+          "reliability",
+          "evaluation",
+          "Reliability diagram: " + task.first,
+          "mean predicted probability",
+          "observed rate",
+          {}};
+      for (const auto& model : task.second.items()) {
+        Series s{model.first, {}, {}, {}, {}};
+        for (const auto& b : model.second.at("bins").elements()) {
+          s.x.push_back(b.at("mean_probability").as_double());
+          s.y.push_back(b.at("observed_rate").as_double());
+        }
+        f.series.push_back(std::move(s));
+      }
+      all.push_back(std::move(f));
+    }
+  }
+  if (ev.contains("label_efficiency")) {
+    for (const auto& task : ev.at("label_efficiency").items()) {
+      Figure f{
+          "label_efficiency_" + task.first,
+          "label_efficiency",
+          "evaluation",
+          "Label efficiency: " + task.first,
+          "fraction of labels",
+          "metric (mean over repeats, 95% interval)",
+          {}};
+      std::map<std::string, size_t> index;
+      for (const auto& row : task.second.elements()) {
+        const std::string key =
+            row.at("model").as_string() + " (" + row.at("metric").as_string() + ")";
+        auto it = index.find(key);
+        if (it == index.end()) {
+          it = index.emplace(key, f.series.size()).first;
+          f.series.push_back(Series{key, {}, {}, {}, {}});
+        }
+        Series& s = f.series[it->second];
+        const double mean = row.at("mean").as_double();
+        const Json& i = row.at("interval");
+        s.x.push_back(row.at("fraction").as_double());
+        s.y.push_back(mean);
+        s.lower.push_back(i.is_null() ? mean : i.at("lower").as_double());
+        s.upper.push_back(i.is_null() ? mean : i.at("upper").as_double());
+      }
+      for (auto& s : f.series) {
+        std::vector<size_t> order(s.x.size());
+        for (size_t k = 0; k < order.size(); ++k) {
+          order[k] = k;
+        }
+        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.x[a] < s.x[b]; });
+        Series sorted{s.name, {}, {}, {}, {}};
+        for (size_t k : order) {
+          sorted.x.push_back(s.x[k]);
+          sorted.y.push_back(s.y[k]);
+          sorted.lower.push_back(s.lower[k]);
+          sorted.upper.push_back(s.upper[k]);
+        }
+        s = std::move(sorted);
+      }
+      all.push_back(std::move(f));
+    }
+  }
+  // File stems: safe characters, unique.
+  std::map<std::string, int> used;
+  for (auto& f : all) {
+    std::string stem = file_stem(f.name);
+    const int count = used[stem]++;
+    if (count > 0) {
+      stem += "_" + std::to_string(count + 1);
+    }
+    f.name = stem;
+  }
+  return all;
+}
+
+std::vector<ChecklistItem> Report::checklist() const {
+  struct Spec {
+    const char* id;
+    const char* label;
+    const char* section;
+    const char* key;
+  };
+  static const Spec kItems[] = {
+      {"patient_level_split", "Patient-level split rule", "data", "split_rule"},
+      {"pretraining_corpus", "Pretraining corpus", "data", "corpus"},
+      {"pairing_heuristic", "Pairing heuristic", "pretraining", "pairing"},
+      {"augmentation_policy", "Augmentation policy", "pretraining", "augmentation"},
+      {"hyperparameters", "Key hyper-parameters", "pretraining", "hyperparameters"},
+      {"external_validation", "External validation", "evaluation", "external_validation"},
+      {"calibration", "Calibration", "evaluation", "calibration"},
+      {"subgroups", "Subgroup analyses", "evaluation", "subgroups"},
+  };
+  std::vector<ChecklistItem> items;
+  for (const auto& spec : kItems) {
+    ChecklistItem item;
+    item.id = spec.id;
+    item.label = spec.label;
+    item.location = std::string(spec.section) + "." + spec.key;
+    const Json* v = lookup(doc_, spec.section, spec.key);
+    item.present = v != nullptr && has_content(*v);
+    items.push_back(std::move(item));
+  }
+  return items;
+}
+
+Json Report::build(const std::vector<ReportFigureStatus>* status) const {
+  Json doc = doc_;
+  const auto figs = figures();
+  for (size_t k = 0; k < figs.size(); ++k) {
+    const Figure& f = figs[k];
+    Json entry = Json::object();
+    entry["name"] = f.name;
+    entry["kind"] = f.kind;
+    entry["title"] = f.title;
+    entry["image"] = f.name + image_extension(options_.terminal());
+    entry["data"] = f.name + ".dat";
+    entry["script"] = f.name + ".gp";
+    if (status != nullptr) {
+      entry["drawn"] = (*status)[k].drawn;
+      entry["reason"] = (*status)[k].drawn ? Json() : Json((*status)[k].reason);
+    }
+    entry["xlabel"] = f.xlabel;
+    entry["ylabel"] = f.ylabel;
+    Json series = Json::array();
+    for (const auto& s : f.series) {
+      Json js = Json::object();
+      js["name"] = s.name;
+      js["x"] = Json::array_of(s.x);
+      js["y"] = Json::array_of(s.y);
+      if (!s.lower.empty()) {
+        js["lower"] = Json::array_of(s.lower);
+        js["upper"] = Json::array_of(s.upper);
+      }
+      series.push_back(std::move(js));
+    }
+    entry["series"] = std::move(series);
+    doc[f.section]["figures"].push_back(std::move(entry));
+  }
+  Json items = Json::array();
+  for (const auto& item : checklist()) {
+    Json j = Json::object();
+    j["id"] = item.id;
+    j["item"] = item.label;
+    j["status"] = item.present ? "present" : "missing";
+    j["location"] = item.location;
+    items.push_back(std::move(j));
+  }
+  doc["checklist"] = std::move(items);
+  return doc;
+}
+
+Json Report::json() const {
+  return build(nullptr);
+}
+
+namespace {
+
+void md_figures(std::string& md, const Json& section, const std::string& kind) {
+  if (!section.contains("figures")) {
+    return;
+  }
+  for (const auto& f : section.at("figures").elements()) {
+    if (f.at("kind").as_string() != kind) {
+      continue;
+    }
+    const std::string& name = f.at("name").as_string();
+    const bool drawn = !f.contains("drawn") || f.at("drawn").as_bool();
+    if (drawn) {
+      md += "![" + f.at("title").as_string() + "](" + f.at("image").as_string() + ")\n\n";
+    } else {
+      md += "*Figure \"" + f.at("title").as_string() +
+          "\" not drawn: " + f.at("reason").as_string() + "*\n\n";
+    }
+    md += "Data: [" + name + ".dat](" + name + ".dat), gnuplot script: [" + name + ".gp](" + name +
+        ".gp)\n\n";
+  }
+}
+
+/// A two-column table of the members of `section` not in `skip`.
+void md_members(std::string& md, const Json& section, const std::vector<std::string>& skip) {
+  std::string rows;
+  for (const auto& kv : section.items()) {
+    if (std::find(skip.begin(), skip.end(), kv.first) != skip.end()) {
+      continue;
+    }
+    rows += "| " + cell(kv.first) + " | " + cell(value_text(kv.second)) + " |\n";
+  }
+  if (!rows.empty()) {
+    md += "| field | value |\n| --- | --- |\n" + rows + "\n";
+  }
+}
+
+void md_none(std::string& md) {
+  md += "_None recorded._\n\n";
+}
+
+} // namespace
+
+std::string Report::render_markdown(const Json& doc) const {
+  std::string md = "# " + options_.title() + "\n\n";
+
+  const Json& m = doc.at("medcl");
+  md += "## Run\n\n";
+  md_members(md, m, {"command_line"});
+  if (m.contains("command_line")) {
+    std::string line;
+    for (const auto& a : m.at("command_line").elements()) {
+      line += (line.empty() ? "" : " ") + sh_quote(a.as_string());
+    }
+    md += "Command line:\n\n```\n" + line + "\n```\n\n";
+  }
+
+  const Json& d = doc.at("data");
+  md += "## Data\n\n";
+  md_members(md, d, {"splits", "leakage_check"});
+  if (d.contains("splits")) {
+    md += "| split | patients | samples |\n| --- | --- | --- |\n";
+    for (const auto& s : d.at("splits").items()) {
+      md += "| " + cell(s.first) + " | " + value_text(s.second.at("patients")) + " | " +
+          value_text(s.second.at("samples")) + " |\n";
+    }
+    md += "\n";
+  }
+  if (d.contains("leakage_check")) {
+    const Json& l = d.at("leakage_check");
+    md += std::string("Patient leakage check: **") +
+        (l.at("passed").as_bool() ? "passed" : "FAILED") + "**" +
+        (l.at("detail").as_string().empty() ? "" : " — " + l.at("detail").as_string()) + "\n\n";
+  } else {
+    md += "Patient leakage check: not recorded.\n\n";
+  }
+
+  const Json& p = doc.at("pretraining");
+  md += "## Pretraining\n\n";
+  if (p.size() == 0) {
+    md_none(md);
+  }
+  md_members(md, p, {"hyperparameters", "seeds", "figures"});
+  for (const char* group : {"hyperparameters", "seeds"}) {
+    if (p.contains(group)) {
+      md += std::string("### ") + (group[0] == 'h' ? "Hyper-parameters" : "Seeds") + "\n\n";
+      md_members(md, p.at(group), {});
+    }
+  }
+  md_figures(md, p, "loss");
+
+  const Json& e = doc.at("evaluation");
+  md += "## Evaluation\n\n### Metrics\n\n";
+  if (e.contains("metrics")) {
+    md += "| task | metric | value | interval |\n| --- | --- | --- | --- |\n";
+    for (const auto& task : e.at("metrics").items()) {
+      for (const auto& metric : task.second.items()) {
+        md += "| " + cell(task.first) + " | " + cell(metric.first) + " | " +
+            number_text(metric.second.at("value").as_double()) + " | " +
+            cell(interval_text(metric.second)) + " |\n";
+      }
+    }
+    md += "\n";
+  } else {
+    md_none(md);
+  }
+  md_figures(md, e, "roc");
+
+  md += "### Calibration\n\n";
+  if (e.contains("calibration")) {
+    md += "| task | model | ECE | bins |\n| --- | --- | --- | --- |\n";
+    for (const auto& task : e.at("calibration").items()) {
+      for (const auto& model : task.second.items()) {
+        md += "| " + cell(task.first) + " | " + cell(model.first) + " | " +
+            number_text(model.second.at("ece").as_double()) + " | " +
+            std::to_string(model.second.at("bins").size()) + " |\n";
+      }
+    }
+    md += "\n";
+  } else {
+    md_none(md);
+  }
+  md_figures(md, e, "reliability");
+
+  md += "### Label efficiency\n\n";
+  if (e.contains("label_efficiency")) {
+    md +=
+        "| task | model | metric | fraction | repeats | mean | sd | interval |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    for (const auto& task : e.at("label_efficiency").items()) {
+      for (const auto& row : task.second.elements()) {
+        md += "| " + cell(task.first) + " | " + cell(row.at("model").as_string()) + " | " +
+            cell(row.at("metric").as_string()) + " | " + value_text(row.at("fraction")) + " | " +
+            std::to_string(row.at("repeats").size()) + " | " + value_text(row.at("mean")) + " | " +
+            value_text(row.at("sd")) + " | " + cell(interval_text(row)) + " |\n";
+      }
+    }
+    md += "\n";
+  } else {
+    md_none(md);
+  }
+  md_figures(md, e, "label_efficiency");
+
+  md += "### Subgroups\n\n";
+  if (e.contains("subgroups")) {
+    md +=
+        "| task | attribute | group | metric | n | value | interval |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n";
+    for (const auto& r : e.at("subgroups").elements()) {
+      md += "| " + cell(r.at("task").as_string()) + " | " + cell(r.at("attribute").as_string()) +
+          " | " + cell(r.at("group").as_string()) + " | " + cell(r.at("metric").as_string()) +
+          " | " + value_text(r.at("n")) + " | " + value_text(r.at("value")) + " | " +
+          cell(interval_text(r)) + " |\n";
+    }
+    md += "\n";
+  } else {
+    md_none(md);
+  }
+
+  md += "### External validation\n\n";
+  if (e.contains("external_validation")) {
+    md +=
+        "| task | cohort | metric | n | value | interval |\n"
+        "| --- | --- | --- | --- | --- | --- |\n";
+    for (const auto& r : e.at("external_validation").elements()) {
+      md += "| " + cell(r.at("task").as_string()) + " | " + cell(r.at("cohort").as_string()) +
+          " | " + cell(r.at("metric").as_string()) + " | " + value_text(r.at("n")) + " | " +
+          value_text(r.at("value")) + " | " + cell(interval_text(r)) + " |\n";
+    }
+    md += "\n";
+  } else {
+    md_none(md);
+  }
+
+  md += "### Audits\n\n";
+  if (e.contains("audits")) {
+    for (const auto& a : e.at("audits").items()) {
+      md += "#### " + a.first + "\n\n";
+      if (a.second.is_object()) {
+        md_members(md, a.second, {});
+      } else {
+        md += value_text(a.second) + "\n\n";
+      }
+    }
+  } else {
+    md_none(md);
+  }
+
+  if (e.contains("retrieval_examples")) {
+    md += "### Retrieval examples\n\n```json\n" + e.at("retrieval_examples").dump(2) + "\n```\n\n";
+  }
+
+  bool maps = false;
+  if (e.contains("figures")) {
+    for (const auto& f : e.at("figures").elements()) {
+      maps = maps || f.at("kind").as_string() == "scatter";
+    }
+  }
+  if (maps) {
+    md += "### Embedding maps\n\n";
+    md_figures(md, e, "scatter");
+  }
+
+  const std::vector<std::string> known = {
+      "metrics",
+      "calibration",
+      "label_efficiency",
+      "subgroups",
+      "external_validation",
+      "audits",
+      "retrieval_examples",
+      "figures"};
+  bool other = false;
+  for (const auto& kv : e.items()) {
+    other = other || std::find(known.begin(), known.end(), kv.first) == known.end();
+  }
+  if (other) {
+    md += "### Other results\n\n";
+    md_members(md, e, known);
+  }
+
+  md += "## Reporting checklist\n\n| item | status | where in report.json |\n| --- | --- | --- |\n";
+  for (const auto& item : doc.at("checklist").elements()) {
+    const bool present = item.at("status").as_string() == "present";
+    md += "| " + item.at("item").as_string() + " | " + (present ? "present" : "**missing**") +
+        " | `" + item.at("location").as_string() + "` |\n";
+  }
+  md += "\n";
+  return md;
+}
+
+std::string Report::markdown() const {
+  return render_markdown(build(nullptr));
+}
+
+ReportFiles Report::write(const std::string& directory) const {
+  TORCH_CHECK(!directory.empty(), "Report::write: expected a directory, got an empty path");
+  const fs::path dir(directory);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  TORCH_CHECK(
+      !ec && fs::is_directory(dir),
+      "Report::write: cannot create the directory ",
+      dir.string(),
+      ec ? ": " + ec.message() : std::string(": a file of that name exists"));
+
+  static std::atomic<int> counter{0};
+#if defined(_WIN32)
+  const long pid = static_cast<long>(_getpid());
+#else
+  const long pid = static_cast<long>(::getpid());
+#endif
+  const fs::path tmp = dir /
+      (".medcl-report-tmp-" + std::to_string(pid) + "-" + std::to_string(counter.fetch_add(1)));
+  fs::remove_all(tmp, ec);
+  ec.clear();
+  fs::create_directory(tmp, ec);
+  TORCH_CHECK(
+      !ec,
+      "Report::write: cannot write into ",
+      dir.string(),
+      " (creating ",
+      tmp.string(),
+      " failed: ",
+      ec.message(),
+      ")");
+
+  const fs::path json_path = dir / "report.json";
+  const fs::path md_path = dir / "report.md";
+  bool placed_md = false;
+  bool placed_json = false;
+  ReportFiles result;
+  try {
+    const auto figs = figures();
+    std::vector<std::string> files;
+    std::string gnuplot;
+    std::string missing_reason;
+    if (!options_.draw_figures()) {
+      missing_reason = "drawing disabled (ReportOptions::draw_figures)";
+    } else if (!figs.empty()) {
+      gnuplot = find_program(options_.gnuplot());
+      if (gnuplot.empty()) {
+        missing_reason = "gnuplot not found (\"" + options_.gnuplot() + "\")";
+      }
+    }
+    size_t not_drawn = 0;
+    std::string first_reason;
+    for (const auto& f : figs) {
+      const std::string image = f.name + image_extension(options_.terminal());
+      write_file(tmp / (f.name + ".dat"), data_file(f));
+      write_file(tmp / (f.name + ".gp"), gnuplot_script(f, options_));
+      files.push_back(f.name + ".dat");
+      files.push_back(f.name + ".gp");
+      ReportFigureStatus st;
+      st.name = f.name;
+      st.image = image;
+      st.reason = missing_reason.empty() ? run_gnuplot(gnuplot, tmp, f.name + ".gp", image)
+                                         : missing_reason;
+      st.drawn = st.reason.empty();
+      if (st.drawn) {
+        files.push_back(image);
+      } else {
+        std::error_code ignored;
+        fs::remove(tmp / image, ignored); // a half-drawn picture is worse than none
+        if (not_drawn++ == 0) {
+          first_reason = st.reason;
+        }
+      }
+      result.figures.push_back(std::move(st));
+    }
+    const Json doc = build(&result.figures);
+    write_file(tmp / "report.json", doc.dump(2) + "\n");
+    write_file(tmp / "report.md", render_markdown(doc));
+
+    // Move into place: the old report.json goes first (so an old report.json never sits beside a
+    // new report.md), the new one comes last (its presence marks a complete report).
+    fs::remove(json_path, ec);
+    TORCH_CHECK(!ec, "Report::write: cannot replace ", json_path.string(), ": ", ec.message());
+    for (const auto& name : files) {
+      fs::rename(tmp / name, dir / name, ec);
+      TORCH_CHECK(!ec, "Report::write: cannot write ", (dir / name).string(), ": ", ec.message());
+    }
+    fs::rename(tmp / "report.md", md_path, ec);
+    TORCH_CHECK(!ec, "Report::write: cannot write ", md_path.string(), ": ", ec.message());
+    placed_md = true;
+    fs::rename(tmp / "report.json", json_path, ec);
+    TORCH_CHECK(!ec, "Report::write: cannot write ", json_path.string(), ": ", ec.message());
+    placed_json = true;
+    fs::remove_all(tmp, ec);
+    if (not_drawn > 0 && options_.draw_figures()) {
+      TORCH_WARN(
+          "Report::write: ",
+          not_drawn,
+          " of ",
+          figs.size(),
+          " figure(s) not drawn in ",
+          dir.string(),
+          " (",
+          first_reason,
+          "); the report lists them as not drawn and keeps their data and scripts");
+    }
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    if (placed_md && !placed_json) {
+      fs::remove(md_path, ignored);
+    }
+    throw;
+  }
+  result.json_path = json_path.string();
+  result.markdown_path = md_path.string();
+  return result;
+}
+
+} // namespace medcl

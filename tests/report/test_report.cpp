@@ -1,0 +1,452 @@
+#include <medcl/core/json.h>
+#include <medcl/eval/report.h>
+#include <medcl/version.h>
+
+#include <c10/util/Exception.h>
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using Catch::Contains;
+using medcl::Json;
+using medcl::Report;
+using medcl::ReportOptions;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A fresh directory under the system temporary directory, removed with everything in it.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static std::atomic<int> counter{0};
+    const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
+    path = fs::temp_directory_path() /
+        ("medcl-report-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+         std::to_string(ticks));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool gnuplot_available() {
+  return std::system("gnuplot --version >/dev/null 2>&1") == 0;
+}
+
+/// Files whose name starts with `prefix` anywhere under `dir`.
+int count_with_prefix(const fs::path& dir, const std::string& prefix) {
+  int n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    n += e.path().filename().string().rfind(prefix, 0) == 0 ? 1 : 0;
+  }
+  return n;
+}
+
+/// A report with every section filled in.
+Report full_report(ReportOptions options = ReportOptions()) {
+  Report r(std::move(options));
+  const char* argv[] = {"train_ecg", "--epochs", "10", "--name=it's"};
+  r.set_command_line(4, argv);
+  r.set_device("cuda:0 (test)");
+  Json corpus;
+  corpus["name"] = "PTB-XL";
+  corpus["records"] = 21799;
+  r.set_corpus(corpus);
+  r.set_split_rule("by patient id, 70/15/15");
+  r.add_split("train", 1000, 15000);
+  r.add_split("test", 200, 3000);
+  r.set_leakage_check(true, "no patient in two splits");
+  r.set_method("SimCLR");
+  Json loss_options;
+  loss_options["temperature"] = 0.1;
+  r.set_loss("NTXentLoss", loss_options);
+  r.set_pairing_rule("two views of one record; same patient excluded from negatives");
+  Json policy;
+  policy["transforms"] = Json::array({"gaussian_noise(0.05)", "time_shift(0.1)"});
+  r.set_augmentation(policy);
+  r.set("pretraining", "encoder", "resnet1d-18");
+  r.set("pretraining", "optimizer", "LARS lr=0.3 wd=1e-6");
+  r.set_hyperparameter("batch_size", 256);
+  r.set_hyperparameter("temperature", 0.1);
+  r.set_seed("data", 7);
+  r.set_training_result(1000, 3.25);
+  r.add_loss_curve({0, 1, 2, 3}, {5.0, 4.5, 4.1, 3.25});
+  r.add_metric("af", "auroc", 0.912, 0.887, 0.937, "DeLong");
+  r.add_metric("af", "brier", 0.071);
+  medcl::eval::Interval iv;
+  iv.estimate = 0.8;
+  iv.lower = 0.7;
+  iv.upper = 0.85;
+  iv.method = "bootstrap";
+  r.add_metric("mi", "auprc", iv);
+  r.add_roc_curve("af", "SimCLR", {0, 0.1, 0.3, 1}, {0, 0.6, 0.9, 1});
+  r.add_roc_curve("af", "supervised", {0, 0.2, 1}, {0, 0.5, 1});
+  medcl::eval::Calibration cal;
+  cal.bin_lower = {0.0, 0.5};
+  cal.bin_upper = {0.5, 1.0};
+  cal.mean_probability = {0.2, 0.8};
+  cal.observed_rate = {0.25, 0.7};
+  cal.count = {60, 40};
+  cal.ece = 0.07;
+  r.add_calibration("af", "SimCLR", cal);
+  r.add_label_fraction("af", "SimCLR", "auroc", 0.01, {0.70, 0.74, 0.72});
+  r.add_label_fraction("af", "SimCLR", "auroc", 1.0, {0.91});
+  r.add_label_fraction("af", "supervised", "auroc", 0.01, {0.60, 0.64});
+  r.add_subgroup("af", "sex", "female", "auroc", 480, medcl::Estimate(0.90, 0.86, 0.94, "DeLong"));
+  r.add_external_validation("af", "Chapman", "auroc", 10000, medcl::Estimate(0.88, 0.87, 0.89));
+  Json site;
+  site["site_probe_accuracy"] = 0.41;
+  site["chance"] = 0.25;
+  r.add_audit("site_audit", site);
+  Json example;
+  example["query"] = "record 17";
+  example["neighbours"] = Json::array({"record 3", "record 99"});
+  r.add_retrieval_example(example);
+  r.add_embedding_map(
+      "umap", {0, 1, 2, 3}, {1, 0, 1, 0}, {"AF", "normal", "AF", "normal"}, {"a", "a", "b", "b"});
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("Report: report.json holds every section and field, in order", "[report]") {
+  TempDir tmp;
+  const Report r = full_report(ReportOptions().draw_figures(false));
+  const auto files = r.write((tmp.path / "run").string());
+  const Json doc = Json::parse(read_text(files.json_path));
+  // The written document has drawn statuses; json() (before any write) has none.
+  CHECK(doc.at("evaluation").at("figures")[0].contains("drawn"));
+  CHECK_FALSE(r.json().at("evaluation").at("figures")[0].contains("drawn"));
+  REQUIRE(doc.items().size() == 5);
+  CHECK(doc.items()[0].first == "medcl");
+  CHECK(doc.items()[1].first == "data");
+  CHECK(doc.items()[2].first == "pretraining");
+  CHECK(doc.items()[3].first == "evaluation");
+  CHECK(doc.items()[4].first == "checklist");
+
+  const Json& m = doc.at("medcl");
+  CHECK(m.at("version").as_string() == medcl::version());
+  CHECK(m.at("libtorch").as_string().find('.') != std::string::npos);
+  CHECK(m.at("device").as_string() == "cuda:0 (test)");
+  CHECK(m.at("date_utc").as_string().size() == 20);
+  CHECK(m.at("command_line")[3].as_string() == "--name=it's");
+
+  const Json& d = doc.at("data");
+  CHECK(d.at("corpus").at("records").as_int64() == 21799);
+  CHECK(d.at("split_rule").as_string() == "by patient id, 70/15/15");
+  CHECK(d.at("splits").at("test").at("patients").as_int64() == 200);
+  CHECK(d.at("splits").at("train").at("samples").as_int64() == 15000);
+  CHECK(d.at("leakage_check").at("passed").as_bool());
+
+  const Json& p = doc.at("pretraining");
+  CHECK(p.at("method").as_string() == "SimCLR");
+  CHECK(p.at("loss").at("name").as_string() == "NTXentLoss");
+  CHECK(p.at("loss").at("options").at("temperature").as_double() == 0.1);
+  CHECK(p.at("pairing").as_string().find("same patient") != std::string::npos);
+  CHECK(p.at("augmentation").at("transforms").size() == 2);
+  CHECK(p.at("encoder").as_string() == "resnet1d-18");
+  CHECK(p.at("hyperparameters").at("batch_size").as_int64() == 256);
+  CHECK(p.at("seeds").at("data").as_int64() == 7);
+  CHECK(p.at("steps").as_int64() == 1000);
+  CHECK(p.at("final_loss").as_double() == 3.25);
+  REQUIRE(p.at("figures").size() == 1);
+  CHECK(p.at("figures")[0].at("kind").as_string() == "loss");
+  CHECK(p.at("figures")[0].at("series")[0].at("y")[3].as_double() == 3.25);
+
+  const Json& e = doc.at("evaluation");
+  const Json& auroc = e.at("metrics").at("af").at("auroc");
+  CHECK(auroc.at("value").as_double() == 0.912);
+  CHECK(auroc.at("interval").at("lower").as_double() == 0.887);
+  CHECK(auroc.at("interval").at("upper").as_double() == 0.937);
+  CHECK(auroc.at("interval").at("method").as_string() == "DeLong");
+  CHECK(e.at("metrics").at("af").at("brier").at("interval").is_null());
+  CHECK(
+      e.at("metrics").at("mi").at("auprc").at("interval").at("method").as_string() == "bootstrap");
+  CHECK(e.at("calibration").at("af").at("SimCLR").at("ece").as_double() == 0.07);
+  CHECK(e.at("calibration").at("af").at("SimCLR").at("bins")[1].at("count").as_int64() == 40);
+  const Json& le = e.at("label_efficiency").at("af");
+  REQUIRE(le.size() == 3);
+  CHECK(le[0].at("mean").as_double() == Approx(0.72));
+  CHECK(le[0].at("sd").as_double() == Approx(0.02));
+  // t(0.975, 2) = 4.303: half-width 4.303 * 0.02 / sqrt(3).
+  CHECK(
+      le[0].at("interval").at("upper").as_double() == Approx(0.72 + 4.303 * 0.02 / std::sqrt(3.0)));
+  CHECK(le[1].at("interval").is_null()); // a single repeat has no interval
+  CHECK(e.at("subgroups")[0].at("group").as_string() == "female");
+  CHECK(e.at("subgroups")[0].at("n").as_int64() == 480);
+  CHECK(e.at("external_validation")[0].at("cohort").as_string() == "Chapman");
+  CHECK(e.at("audits").at("site_audit").at("chance").as_double() == 0.25);
+  CHECK(e.at("retrieval_examples")[0].at("query").as_string() == "record 17");
+  // Figures: ROC, two maps, reliability and label efficiency; none drawn (drawing disabled).
+  std::vector<std::string> names;
+  for (const auto& f : e.at("figures").elements()) {
+    names.push_back(f.at("name").as_string());
+    CHECK_FALSE(f.at("drawn").as_bool());
+    CHECK(f.at("reason").as_string().find("drawing disabled") != std::string::npos);
+  }
+  CHECK(
+      names ==
+      std::vector<std::string>{
+          "roc_af", "umap_by_label", "umap_by_site", "reliability_af", "label_efficiency_af"});
+  CHECK(e.at("figures")[0].at("series").size() == 2);
+  CHECK(e.at("figures")[2].at("series")[1].at("name").as_string() == "site b");
+}
+
+TEST_CASE("Report: the checklist marks what is missing and never invents it", "[report]") {
+  Report empty;
+  auto items = empty.checklist();
+  REQUIRE(items.size() == 8);
+  for (const auto& item : items) {
+    CHECK_FALSE(item.present);
+  }
+  CHECK(items[0].id == "patient_level_split");
+  CHECK(items[0].location == "data.split_rule");
+  const Json doc = empty.json();
+  CHECK(doc.at("checklist")[0].at("status").as_string() == "missing");
+  CHECK_FALSE(doc.at("data").contains("split_rule"));
+
+  Report partial;
+  partial.set_split_rule("by patient");
+  partial.set_hyperparameter("temperature", 0.2);
+  partial.set_augmentation(Json::object()); // empty: still missing
+  partial.add_subgroup("t", "age", ">65", "auroc", 10, 0.8);
+  items = partial.checklist();
+  std::vector<std::string> present;
+  for (const auto& item : items) {
+    if (item.present) {
+      present.push_back(item.id);
+    }
+  }
+  CHECK(present == std::vector<std::string>{"patient_level_split", "hyperparameters", "subgroups"});
+  const std::string md = partial.markdown();
+  CHECK_THAT(md, Contains("| Patient-level split rule | present | `data.split_rule` |"));
+  CHECK_THAT(md, Contains("| Augmentation policy | **missing** | `pretraining.augmentation` |"));
+  CHECK_THAT(
+      md, Contains("| External validation | **missing** | `evaluation.external_validation` |"));
+
+  const auto full = full_report().checklist();
+  for (const auto& item : full) {
+    INFO(item.id);
+    CHECK(item.present);
+  }
+}
+
+TEST_CASE("Report: report.md lists metrics with intervals, tables and the checklist", "[report]") {
+  TempDir tmp;
+  const auto files = full_report(ReportOptions().draw_figures(false)).write(tmp.path.string());
+  const std::string md = read_text(files.markdown_path);
+  CHECK_THAT(md, Contains("# medcl evaluation report"));
+  CHECK_THAT(md, Contains("| af | auroc | 0.912 | 0.887 – 0.937 (95%, DeLong) |"));
+  CHECK_THAT(md, Contains("| af | brier | 0.071 | — |"));
+  CHECK_THAT(md, Contains("| mi | auprc | 0.8 | 0.7 – 0.85 (95%, bootstrap) |"));
+  CHECK_THAT(md, Contains("| train | 1000 | 15000 |"));
+  CHECK_THAT(md, Contains("Patient leakage check: **passed**"));
+  CHECK_THAT(md, Contains("| af | SimCLR | 0.07 | 2 |"));
+  CHECK_THAT(md, Contains("| af | SimCLR | auroc | 0.01 | 3 | 0.72 |"));
+  CHECK_THAT(md, Contains("| af | sex | female | auroc | 480 | 0.9 | 0.86 – 0.94 (95%, DeLong) |"));
+  CHECK_THAT(md, Contains("| af | Chapman | auroc | 10000 | 0.88 | 0.87 – 0.89 (95%) |"));
+  CHECK_THAT(md, Contains("#### site_audit"));
+  CHECK_THAT(md, Contains("| site_probe_accuracy | 0.41 |"));
+  CHECK_THAT(md, Contains("'--name=it'\\''s'"));
+  CHECK_THAT(md, Contains("| temperature | 0.1 |"));
+  CHECK_THAT(md, Contains("## Reporting checklist"));
+  CHECK_THAT(md, Contains("| Calibration | present | `evaluation.calibration` |"));
+  CHECK_THAT(md, Contains("not drawn: drawing disabled"));
+  CHECK_THAT(md, Contains("[roc_af.dat](roc_af.dat)"));
+  CHECK(md.find("![") == std::string::npos); // nothing drawn, nothing embedded
+  // Sections appear in order.
+  const auto pos = [&](const char* s) { return md.find(s); };
+  CHECK(pos("## Data") < pos("## Pretraining"));
+  CHECK(pos("## Pretraining") < pos("## Evaluation"));
+  CHECK(pos("## Evaluation") < pos("## Reporting checklist"));
+}
+
+TEST_CASE("Report: figures are drawn with gnuplot when it exists", "[report]") {
+  TempDir tmp;
+  const auto files = full_report().write(tmp.path.string());
+  REQUIRE(files.figures.size() == 6);
+  for (const auto& f : files.figures) {
+    INFO(f.name);
+    const fs::path dat = tmp.path / (f.name + ".dat");
+    REQUIRE(fs::exists(dat));
+    CHECK(fs::file_size(dat) > 0);
+    CHECK(fs::exists(tmp.path / (f.name + ".gp")));
+  }
+  // The data file holds one gnuplot index per series.
+  const std::string roc = read_text(tmp.path / "roc_af.dat");
+  CHECK_THAT(roc, Contains("# series 1: supervised"));
+  CHECK_THAT(roc, Contains("0.10000000000000001 0.59999999999999998"));
+  CHECK_THAT(read_text(tmp.path / "label_efficiency_af.dat"), Contains("# x y lower upper"));
+  CHECK(count_with_prefix(tmp.path, ".medcl-report-tmp") == 0);
+  if (!gnuplot_available()) {
+    WARN("gnuplot is not installed: pictures not checked");
+    for (const auto& f : files.figures) {
+      CHECK_FALSE(f.drawn);
+    }
+    return;
+  }
+  for (const auto& f : files.figures) {
+    INFO(f.name << ": " << f.reason);
+    CHECK(f.drawn);
+    CHECK(f.reason.empty());
+    CHECK(f.image == f.name + ".png");
+    REQUIRE(fs::exists(tmp.path / f.image));
+    CHECK(fs::file_size(tmp.path / f.image) > 1000);
+  }
+  const std::string md = read_text(files.markdown_path);
+  CHECK_THAT(md, Contains("![ROC curve: af](roc_af.png)"));
+  CHECK_THAT(md, Contains("![Training loss](loss.png)"));
+  const Json doc = Json::parse(read_text(files.json_path));
+  CHECK(doc.at("evaluation").at("figures")[0].at("drawn").as_bool());
+  CHECK(doc.at("evaluation").at("figures")[0].at("reason").is_null());
+
+  // SVG as well.
+  TempDir svg;
+  const auto svg_files = full_report(ReportOptions().terminal("svg")).write(svg.path.string());
+  CHECK(svg_files.figures[0].drawn);
+  CHECK_THAT(read_text(svg.path / "roc_af.svg"), Contains("<svg"));
+}
+
+TEST_CASE(
+    "Report: without gnuplot the report is still written, figures marked not drawn",
+    "[report]") {
+  TempDir tmp;
+  Report r(ReportOptions().gnuplot("/nonexistent/gnuplot"));
+  r.add_metric("t", "auroc", 0.7);
+  r.add_loss_curve({1, 2}, {1.0, 0.5});
+  medcl::ReportFiles files;
+  REQUIRE_NOTHROW(files = r.write(tmp.path.string()));
+  REQUIRE(files.figures.size() == 1);
+  CHECK_FALSE(files.figures[0].drawn);
+  CHECK_THAT(files.figures[0].reason, Contains("gnuplot not found (\"/nonexistent/gnuplot\")"));
+  CHECK(fs::exists(tmp.path / "loss.dat"));
+  CHECK(fs::exists(tmp.path / "loss.gp"));
+  CHECK_FALSE(fs::exists(tmp.path / "loss.png"));
+  const Json doc = Json::parse(read_text(files.json_path));
+  const Json& fig = doc.at("pretraining").at("figures")[0];
+  CHECK_FALSE(fig.at("drawn").as_bool());
+  CHECK_THAT(fig.at("reason").as_string(), Contains("gnuplot not found"));
+  CHECK_THAT(read_text(files.markdown_path), Contains("not drawn: gnuplot not found"));
+
+  // A gnuplot that fails: its exit status and messages are kept.
+  if (gnuplot_available()) {
+    TempDir tmp2;
+    Report bad(ReportOptions().gnuplot("false"));
+    bad.add_loss_curve({1, 2}, {1.0, 0.5});
+    const auto f2 = bad.write(tmp2.path.string());
+    CHECK_FALSE(f2.figures[0].drawn);
+    CHECK_THAT(f2.figures[0].reason, Contains("gnuplot exited with status 1"));
+    CHECK(fs::exists(tmp2.path / "report.json"));
+  }
+}
+
+TEST_CASE("Report: a write that fails leaves no partial report", "[report]") {
+  TempDir tmp;
+  const Report r = full_report(ReportOptions().draw_figures(false));
+  // A directory below a regular file cannot be created (root included).
+  const fs::path file = tmp.path / "plain_file";
+  std::ofstream(file) << "x";
+  REQUIRE_THROWS_WITH(
+      r.write((file / "run").string()), Contains("Report::write: cannot create the directory"));
+  REQUIRE_THROWS_WITH(r.write(file.string()), Contains((file).string()));
+  CHECK(read_text(file) == "x");
+
+  // report.json cannot be replaced (a non-empty directory of that name): nothing new is left.
+  const fs::path run = tmp.path / "run";
+  fs::create_directories(run / "report.json" / "inside");
+  REQUIRE_THROWS_WITH(
+      r.write(run.string()), Contains("cannot replace " + (run / "report.json").string()));
+  CHECK_FALSE(fs::exists(run / "report.md"));
+  CHECK(fs::is_directory(run / "report.json"));
+  CHECK(count_with_prefix(run, ".medcl-report-tmp") == 0);
+  CHECK(count_with_prefix(run, "roc_af") == 0);
+
+  // Non-root users: a read-only directory.
+  if (::geteuid() != 0) {
+    const fs::path ro = tmp.path / "read_only";
+    fs::create_directories(ro);
+    fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec);
+    CHECK_THROWS_WITH(r.write(ro.string()), Contains(ro.string()));
+    fs::permissions(ro, fs::perms::owner_all);
+    CHECK_FALSE(fs::exists(ro / "report.json"));
+    CHECK_FALSE(fs::exists(ro / "report.md"));
+  }
+
+  // Writing again into a good directory replaces an older report whole.
+  const fs::path good = tmp.path / "good";
+  Report first(ReportOptions().draw_figures(false));
+  first.set_method("first");
+  first.write(good.string());
+  Report second(ReportOptions().draw_figures(false));
+  second.set_method("second");
+  second.write(good.string());
+  CHECK(
+      Json::parse(read_text(good / "report.json")).at("pretraining").at("method").as_string() ==
+      "second");
+  CHECK_THAT(read_text(good / "report.md"), Contains("| method | second |"));
+}
+
+TEST_CASE("Report: bad inputs are errors naming the metric or figure", "[report]") {
+  Report r;
+  REQUIRE_THROWS_WITH(
+      r.add_metric("af", "auroc", std::nan("")), Contains("metric af/auroc value must be finite"));
+  REQUIRE_THROWS_WITH(
+      r.add_metric("af", "auroc", 0.9, 0.95, 0.97, "DeLong"),
+      Contains("af/auroc: expected lower <= value <= upper"));
+  REQUIRE_THROWS_WITH(
+      r.add_metric("af", "auroc", 0.9, 0.8, INFINITY, "DeLong"),
+      Contains("metric af/auroc upper bound must be finite"));
+  REQUIRE_THROWS_WITH(
+      r.add_metric("af", "auroc", 0.9, 0.8, 0.95, "DeLong", 95),
+      Contains("confidence level in (0, 1)"));
+  REQUIRE_THROWS_WITH(
+      r.add_roc_curve("af", "m", {0, 1}, {0, 0.5, 1}),
+      Contains("ROC curve af/m: expected x and y of the same length, got 2 and 3"));
+  REQUIRE_THROWS_WITH(r.add_roc_curve("af", "m", {}, {}), Contains("expected at least one point"));
+  REQUIRE_THROWS_WITH(r.add_roc_curve("af", "m", {0, 1.5}, {0, 1}), Contains("rates in [0, 1]"));
+  REQUIRE_THROWS_WITH(
+      r.add_loss_curve({0, 1}, {1.0, std::nan("")}),
+      Contains("loss curve \"train\": point 1 is not finite"));
+  REQUIRE_THROWS_WITH(
+      r.add_embedding_map("m", {0, 1}, {0, 1}, {"a"}),
+      Contains("expected one label per point (2), got 1"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction("af", "m", "auroc", 0, {0.5}),
+      Contains("expected a fraction in (0, 1], got 0"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction("af", "m", "auroc", 0.1, {}), Contains("at least one repeat"));
+  REQUIRE_THROWS_WITH(
+      r.add_subgroup("af", "sex", "f", "auroc", 0, 0.8), Contains("expected n > 0, got 0"));
+  REQUIRE_THROWS_WITH(r.set_training_result(10, INFINITY), Contains("final loss must be finite"));
+  REQUIRE_THROWS_WITH(r.set("checklist", "x", 1), Contains("the checklist is computed"));
+  REQUIRE_THROWS_WITH(r.set("results", "x", 1), Contains("got \"results\""));
+  REQUIRE_THROWS_WITH(r.set("evaluation", "figures", 1), Contains("kept by the figure adders"));
+  REQUIRE_THROWS_WITH(r.get("data", "corpus"), Contains("no key \"corpus\""));
+  REQUIRE_THROWS_WITH(Report(ReportOptions().terminal("x11")), Contains("got \"x11\""));
+  medcl::eval::Calibration c;
+  c.mean_probability = {0.5};
+  REQUIRE_THROWS_WITH(r.add_calibration("af", "m", c), Contains("of one length"));
+  // Nothing invalid was stored.
+  CHECK_FALSE(r.json().at("evaluation").contains("metrics"));
+  CHECK(r.figures().empty());
+}
