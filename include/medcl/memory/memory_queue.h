@@ -12,6 +12,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 namespace medcl {
 
@@ -153,6 +154,84 @@ class MemoryQueue {
   }
   bool has_pairing_key(const std::string& name) const {
     return tags_.count(name) == 1;
+  }
+
+  /// The queue's whole state as named tensors ("buffer", "position" [2] = {ptr, filled} and
+  /// "key.<name>" per pairing key), for checkpoints; `load_state` restores it exactly.
+  std::map<std::string, at::Tensor> state() const {
+    std::map<std::string, at::Tensor> out;
+    out["buffer"] = buffer_.detach().cpu();
+    out["position"] = at::tensor(std::vector<int64_t>{ptr_, filled_}, at::kLong);
+    for (const auto& kv : tags_) {
+      out["key." + kv.first] = kv.second.detach().cpu();
+    }
+    return out;
+  }
+
+  /// Restores a state written by `state()` (onto this queue's device and dtype).
+  void load_state(const std::map<std::string, at::Tensor>& state) {
+    constexpr const char* fn = "MemoryQueue::load_state";
+    auto get = [&](const std::string& name) {
+      auto it = state.find(name);
+      TORCH_CHECK(it != state.end() && it->second.defined(), fn, ": the state has no '", name, "'");
+      return it->second;
+    };
+    auto buffer = get("buffer");
+    TORCH_CHECK(
+        buffer.dim() == 2 && buffer.size(0) == size_ && buffer.size(1) == dim_,
+        fn,
+        ": expected a buffer of shape [",
+        size_,
+        ", ",
+        dim_,
+        "], got ",
+        buffer.sizes());
+    auto position = get("position");
+    TORCH_CHECK(
+        position.numel() == 2 && position.scalar_type() == at::kLong,
+        fn,
+        ": 'position' must hold two int64 values, got ",
+        position.sizes());
+    const int64_t ptr = position[0].item<int64_t>();
+    const int64_t filled = position[1].item<int64_t>();
+    TORCH_CHECK(
+        ptr >= 0 && ptr < size_ && filled >= 0 && filled <= size_,
+        fn,
+        ": position (",
+        ptr,
+        ", ",
+        filled,
+        ") is outside a queue of size ",
+        size_);
+    std::map<std::string, at::Tensor> tags;
+    for (const auto& kv : state) {
+      if (kv.first.rfind("key.", 0) == 0) {
+        TORCH_CHECK(
+            kv.second.dim() == 1 && kv.second.size(0) == size_,
+            fn,
+            ": pairing key '",
+            kv.first.substr(4),
+            "' must have shape [",
+            size_,
+            "], got ",
+            kv.second.sizes());
+        tags[kv.first.substr(4)] = kv.second.to(buffer_.device()).clone();
+      }
+    }
+    buffer_ = buffer.to(buffer_.options()).clone();
+    tags_ = std::move(tags);
+    initialised_ = filled > 0 || !tags_.empty();
+    ptr_ = ptr;
+    filled_ = filled;
+  }
+
+  /// Moves the queue to `device` (a method moved with `.to(device)` moves its queues).
+  void to(const at::Device& device) {
+    options_ = options_.device(device);
+    buffer_ = buffer_.to(device);
+    for (auto& kv : tags_) {
+      kv.second = kv.second.to(device);
+    }
   }
 
   /// Empties the queue (the pairing-key names are forgotten too).

@@ -1,0 +1,211 @@
+#pragma once
+
+/// \file
+/// The interface every self-supervised method implements: one training step (batch in, loss out)
+/// and the updates that follow an optimiser step (EMA teachers, queues, prototypes, centres).
+
+#include <medcl/core/json.h>
+#include <medcl/nn/heads.h>
+#include <medcl/pairing/sample_keys.h>
+
+#include <c10/util/Exception.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace medcl {
+
+/// One training batch as a method sees it: V augmented views of B samples (the global views; the
+/// first two are the ones that two-view methods use), optional small local views (multi-crop, for
+/// DINO and SwAV), an optional second modality (CLIP: a report, region names, tokens) and the
+/// per-sample keys the pairing strategy reads.
+///
+/// Example:
+///   medcl::MethodBatch batch;
+///   batch.views = {view0, view1};           // each [B, ...]
+///   batch.keys.patient = patient_ids;        // [B] int64
+struct MethodBatch {
+  /// Global views, each [B, ...].
+  std::vector<at::Tensor> views;
+  /// Local (small) views for multi-crop, each [B, ...]; may be empty.
+  std::vector<at::Tensor> local_views;
+  /// Second modality for CLIP, [B, ...]; undefined otherwise.
+  at::Tensor paired;
+  /// Per-sample keys (size B) for pairing strategies and supervised labels.
+  SampleKeys keys;
+
+  /// Number of samples B.
+  int64_t size() const {
+    if (!views.empty() && views.front().defined()) {
+      return views.front().size(0);
+    }
+    return paired.defined() ? paired.size(0) : 0;
+  }
+};
+
+/// Where training is: the optimiser step about to be taken (0-based), the planned number of
+/// steps, and the epoch (for schedules given in epochs, as DINO's teacher-temperature warm-up).
+struct StepContext {
+  int64_t step = 0;
+  int64_t total_steps = 1;
+  int64_t epoch = 0;
+};
+
+/// Base of SimCLR, MoCo, BYOL, SimSiam, DINO, SwAV, SupCon and CLIP. A method is a module that
+/// owns the user's encoder, its heads and any momentum copies, queues or centres (as submodules
+/// and buffers, so that a checkpoint of the module holds all of them).
+///
+/// The trainer calls, per step: `training_loss` (forward), backward, `before_optimizer_step`
+/// (gradient changes such as frozen prototypes), the optimiser, then `after_optimizer_step`
+/// (EMA updates, enqueueing).
+class MethodBase : public torch::nn::Module {
+ public:
+  /// "SimCLR", "MoCo v2", ... (also the kind recorded in checkpoints: "medcl." + name()).
+  virtual std::string name() const = 0;
+  /// The loss of one batch, with gradient to the trainable parameters.
+  virtual at::Tensor training_loss(const MethodBatch& batch, const StepContext& ctx) = 0;
+  /// Called after backward, before the optimiser step. Default: nothing.
+  virtual void before_optimizer_step(const StepContext& ctx) {
+    (void)ctx;
+  }
+  /// Called after the optimiser step. Default: nothing.
+  virtual void after_optimizer_step(const StepContext& ctx) {
+    (void)ctx;
+  }
+  /// Backbone features of the encoder for downstream evaluation (no head), [B, D].
+  virtual at::Tensor embed(const at::Tensor& x) = 0;
+  /// Every option of the method, its heads and its loss, for reports.
+  virtual Json describe() const = 0;
+  /// Scalars of the last step worth logging (EMA momentum, temperature, ...). Default: none.
+  virtual std::map<std::string, double> step_statistics() const {
+    return {};
+  }
+
+  /// State that is neither a parameter nor a buffer (queues), for checkpoints. Default: none.
+  virtual std::map<std::string, at::Tensor> extra_state() const {
+    return {};
+  }
+  /// Restores what `extra_state` returned. Default: nothing to restore.
+  virtual void load_extra_state(const std::map<std::string, at::Tensor>& state) {
+    (void)state;
+  }
+
+  /// The parameters the optimiser updates (momentum copies and frozen parameters excluded).
+  std::vector<at::Tensor> trainable_parameters() const {
+    std::vector<at::Tensor> out;
+    for (const auto& p : parameters(true)) {
+      if (p.requires_grad()) {
+        out.push_back(p);
+      }
+    }
+    return out;
+  }
+  /// Named trainable parameters (for optimiser groups that exclude biases and norms).
+  std::vector<std::pair<std::string, at::Tensor>> named_trainable_parameters() const {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const auto& item : named_parameters(true)) {
+      if (item.value().requires_grad()) {
+        out.emplace_back(item.key(), item.value());
+      }
+    }
+    return out;
+  }
+};
+
+namespace detail {
+
+/// A deep copy of a module held by `Holder` (a TORCH_MODULE type); the module must derive from
+/// torch::nn::Cloneable.
+template <class Holder>
+Holder deep_copy(const Holder& module, const char* who) {
+  TORCH_CHECK(!module.is_empty(), who, ": the encoder is empty (a null module holder)");
+  auto copy = std::dynamic_pointer_cast<typename Holder::ContainedType>(module->clone());
+  TORCH_CHECK(copy != nullptr, who, ": clone() of the encoder returned another type");
+  return Holder(copy);
+}
+
+/// Turns off gradients of every parameter of `m` (momentum copies are updated by EMA only).
+inline void freeze(torch::nn::Module& m) {
+  for (auto& p : m.parameters(true)) {
+    p.set_requires_grad(false);
+  }
+}
+
+/// Checks that the batch has at least `min_views` global views of equal batch size, on one device.
+inline void
+check_batch(const char* who, const MethodBatch& batch, size_t min_views, size_t max_views) {
+  TORCH_CHECK(
+      batch.views.size() >= min_views && batch.views.size() <= max_views,
+      who,
+      ": expected ",
+      min_views == max_views ? std::to_string(min_views)
+                             : std::to_string(min_views) + " to " + std::to_string(max_views),
+      " global view(s), got ",
+      batch.views.size());
+  for (size_t i = 0; i < batch.views.size(); ++i) {
+    const auto& v = batch.views[i];
+    TORCH_CHECK(v.defined() && v.dim() >= 1, who, ": view ", i, " is undefined or 0-dim");
+    TORCH_CHECK(v.size(0) > 0, who, ": view ", i, " is empty");
+    TORCH_CHECK(
+        v.size(0) == batch.views[0].size(0),
+        who,
+        ": every view must hold the same samples; view 0 has ",
+        batch.views[0].size(0),
+        ", view ",
+        i,
+        " has ",
+        v.size(0));
+  }
+  for (size_t i = 0; i < batch.local_views.size(); ++i) {
+    const auto& v = batch.local_views[i];
+    TORCH_CHECK(
+        v.defined() && v.dim() >= 1 && v.size(0) == batch.views[0].size(0),
+        who,
+        ": local view ",
+        i,
+        " must hold the ",
+        batch.views[0].size(0),
+        " samples of the global views");
+  }
+}
+
+/// Refuses local views for methods that do not use them (they would be silently ignored).
+inline void check_no_local_views(const char* who, const MethodBatch& batch) {
+  TORCH_CHECK(
+      batch.local_views.empty(),
+      who,
+      ": does not use local views (multi-crop); got ",
+      batch.local_views.size(),
+      " (use DINO or SwAV, or leave local_views empty)");
+}
+
+/// A head's options for reports.
+inline Json describe_head(const ProjectionHeadOptions& o) {
+  auto j = Json::object();
+  j["input_dim"] = o.input_dim();
+  j["hidden_dim"] = o.hidden_dim();
+  j["output_dim"] = o.output_dim();
+  j["num_layers"] = o.num_layers();
+  j["batch_norm"] = o.batch_norm();
+  j["last_batch_norm"] = o.last_batch_norm();
+  return j;
+}
+
+/// The options shared by the contrastive losses, for reports.
+template <class LossOptions>
+Json describe_contrastive(const char* loss, const LossOptions& o) {
+  auto j = Json::object();
+  j["loss"] = loss;
+  j["weighting"] = o.weighting().describe();
+  j["pairing"] = o.pairing().has_value() ? o.pairing()->describe() : std::string("default");
+  j["eps"] = o.eps();
+  return j;
+}
+
+} // namespace detail
+
+} // namespace medcl
