@@ -1,0 +1,466 @@
+#pragma once
+
+/// \file
+/// The trainer: one optimiser over a method's trainable parameters, learning-rate and
+/// weight-decay schedules, gradient clipping, mixed precision, checkpoints with exact resume,
+/// seeds, progress and a JSON-lines log.
+
+#include <medcl/core/json.h>
+#include <medcl/methods/method.h>
+#include <medcl/train/checkpoint.h>
+#include <medcl/train/log.h>
+#include <medcl/train/optim.h>
+#include <medcl/train/progress.h>
+#include <medcl/train/schedule.h>
+
+#include <ATen/autocast_mode.h>
+#include <c10/util/Optional.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/version.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace medcl {
+namespace train {
+
+/// Arithmetic of the forward pass.
+enum class Precision {
+  /// float32 everywhere.
+  Float32,
+  /// Autocast to bfloat16 on the batch's device (CPU or CUDA); parameters, gradients and the
+  /// losses' similarity accumulation stay float32. bfloat16 has float32's range, so no loss
+  /// scaling is needed (LibTorch has no C++ GradScaler for float16).
+  BFloat16
+};
+
+/// Options of `Trainer`.
+///
+/// Example:
+///   auto opts = medcl::train::TrainerOptions(10000)
+///                   .optimizer(medcl::train::OptimizerOptions().kind("lars").lr(0.3).weight_decay(1e-6))
+///                   .warmup_steps(500)
+///                   .log_path("run/train.jsonl")
+///                   .checkpoint_path("run/last.ckpt")
+///                   .checkpoint_every(1000);
+struct TrainerOptions {
+  explicit TrainerOptions(int64_t total_steps) : total_steps_(total_steps) {}
+  /// Number of optimiser steps of the whole run. Required.
+  TORCH_ARG(int64_t, total_steps);
+  /// Steps per epoch (epoch-based schedules such as DINO's teacher temperature read
+  /// step / steps_per_epoch); 0 keeps the epoch at 0. Default: 0
+  TORCH_ARG(int64_t, steps_per_epoch) = 0;
+  /// Optimiser kind and hyper-parameters; `lr` and `weight_decay` are the schedules' base values.
+  /// Default: AdamW, lr 1e-3, weight decay 0.05
+  TORCH_ARG(OptimizerOptions, optimizer) = {};
+  /// Linear learning-rate warm-up from 0 over these steps. Default: 0
+  TORCH_ARG(int64_t, warmup_steps) = 0;
+  /// Learning rate at the last step (cosine from optimizer.lr). Default: 0
+  TORCH_ARG(double, final_lr) = 0.0;
+  /// Weight decay at the last step (cosine from optimizer.weight_decay; DINO: 0.04 -> 0.4).
+  /// Default: none (constant)
+  TORCH_ARG(c10::optional<double>, final_weight_decay) = c10::nullopt;
+  /// Clip the global gradient norm to this (0: no clipping). Default: 0
+  TORCH_ARG(double, clip_grad_norm) = 0.0;
+  /// Arithmetic of the forward pass. Default: Precision::Float32
+  TORCH_ARG(Precision, precision) = Precision::Float32;
+  /// Seed of the default generators (CPU and CUDA), set when the trainer is built; none leaves
+  /// them alone (seed them before building the model: see `seed_everything`). Default: none
+  TORCH_ARG(c10::optional<uint64_t>, seed) = c10::nullopt;
+  /// JSON-lines log of every step ("" for none). Default: ""
+  TORCH_ARG(std::string, log_path) = "";
+  /// Progress on stderr (a rewritten line on a terminal, plain lines otherwise). Default: true
+  TORCH_ARG(bool, progress) = true;
+  /// Plain progress lines every this many steps. Default: 50
+  TORCH_ARG(int64_t, progress_every) = 50;
+  /// Checkpoint file written every `checkpoint_every` steps and at the end ("" for none).
+  /// Default: ""
+  TORCH_ARG(std::string, checkpoint_path) = "";
+  /// Steps between checkpoints (0: only at the end of `fit`). Default: 0
+  TORCH_ARG(int64_t, checkpoint_every) = 0;
+};
+
+/// What one step did.
+struct StepRecord {
+  int64_t step = 0;
+  double loss = 0.0;
+  double lr = 0.0;
+  double weight_decay = 0.0;
+  /// Global gradient norm before clipping (only computed when clipping; else -1).
+  double grad_norm = -1.0;
+  int64_t samples = 0;
+  double seconds = 0.0;
+  std::map<std::string, double> statistics;
+};
+
+/// Seeds the default CPU and CUDA generators (model initialisation, dropout, torch::randperm...).
+inline void seed_everything(uint64_t seed) {
+  at::manual_seed(seed);
+}
+
+namespace detail {
+
+/// Turns autocast on for one device type while alive, restoring the previous state.
+class AutocastGuard {
+ public:
+  AutocastGuard(at::DeviceType device, bool enabled) : device_(device), active_(enabled) {
+    if (!active_) {
+      return;
+    }
+    TORCH_CHECK(
+        device == at::kCPU || device == at::kCUDA,
+        "Trainer: bfloat16 autocast is available on CPU and CUDA, got device type ",
+        device);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    was_enabled_ = at::autocast::is_autocast_enabled(device_);
+    old_dtype_ = at::autocast::get_autocast_dtype(device_);
+    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+    at::autocast::set_autocast_enabled(device_, true);
+#else
+    if (device_ == at::kCPU) {
+      was_enabled_ = at::autocast::is_cpu_enabled();
+      old_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+    } else {
+      was_enabled_ = at::autocast::is_enabled();
+      old_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(true);
+    }
+#endif
+  }
+  ~AutocastGuard() {
+    if (!active_) {
+      return;
+    }
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(device_, was_enabled_);
+    at::autocast::set_autocast_dtype(device_, old_dtype_);
+#else
+    if (device_ == at::kCPU) {
+      at::autocast::set_cpu_enabled(was_enabled_);
+      at::autocast::set_autocast_cpu_dtype(old_dtype_);
+    } else {
+      at::autocast::set_enabled(was_enabled_);
+      at::autocast::set_autocast_gpu_dtype(old_dtype_);
+    }
+#endif
+    // Casted weights are cached while autocast is on; drop them so the next step sees updates.
+    at::autocast::clear_cache();
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  at::DeviceType device_;
+  bool active_;
+  bool was_enabled_ = false;
+  at::ScalarType old_dtype_ = at::kBFloat16;
+};
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+} // namespace detail
+
+/// Trains a method: per step it sets the scheduled learning rate and weight decay, runs the
+/// method's loss (under bfloat16 autocast when asked), backpropagates, clips the gradient norm,
+/// lets the method adjust gradients, steps the optimiser, runs the method's after-step updates
+/// (EMA, queues), then logs and reports progress. The optimiser sees the method's trainable
+/// parameters in two groups: weights, and biases/normalisation parameters (no weight decay, no
+/// LARS adaptation).
+///
+/// Exact resume: a checkpoint holds the method (parameters, buffers, queues), the optimiser state,
+/// the step, the loss history, the default generators and every generator registered with
+/// `track`. A run resumed from step s reproduces the losses of an uninterrupted run bit for bit
+/// when the batch of each step is a function of the step and of tracked generators (medcl's
+/// samplers and augmentation policies are).
+///
+/// Example:
+///   medcl::SimCLR<torch::nn::Sequential> method(encoder, medcl::SimCLROptions(64));
+///   medcl::train::Trainer trainer(method, medcl::train::TrainerOptions(1000).warmup_steps(50));
+///   trainer.track("augment", policy.generator());
+///   trainer.fit([&](int64_t step) { return make_batch(step); });
+class Trainer {
+ public:
+  Trainer(MethodBase& method, TrainerOptions options)
+      : method_(method), options_(std::move(options)) {
+    constexpr const char* fn = "Trainer";
+    const auto& o = options_;
+    TORCH_CHECK(o.total_steps() >= 1, fn, ": total_steps must be >= 1, got ", o.total_steps());
+    TORCH_CHECK(
+        o.steps_per_epoch() >= 0, fn, ": steps_per_epoch must be >= 0, got ", o.steps_per_epoch());
+    TORCH_CHECK(
+        std::isfinite(o.clip_grad_norm()) && o.clip_grad_norm() >= 0,
+        fn,
+        ": clip_grad_norm must be finite and >= 0, got ",
+        o.clip_grad_norm());
+    TORCH_CHECK(
+        o.checkpoint_every() >= 0,
+        fn,
+        ": checkpoint_every must be >= 0, got ",
+        o.checkpoint_every());
+    TORCH_CHECK(
+        o.progress_every() >= 1, fn, ": progress_every must be >= 1, got ", o.progress_every());
+    TORCH_CHECK(
+        std::isfinite(o.final_lr()) && o.final_lr() >= 0,
+        fn,
+        ": final_lr must be finite and >= 0, got ",
+        o.final_lr());
+    if (o.seed().has_value()) {
+      seed_everything(*o.seed());
+    }
+    lr_ = std::make_unique<CosineSchedule>(
+        CosineScheduleOptions(o.optimizer().lr(), o.final_lr(), o.total_steps())
+            .warmup_steps(o.warmup_steps()));
+    const double wd = o.optimizer().weight_decay();
+    wd_ = std::make_unique<CosineSchedule>(
+        CosineScheduleOptions(wd, o.final_weight_decay().value_or(wd), o.total_steps()));
+    groups_ = ParameterGroups(method_);
+    TORCH_CHECK(groups_.size() > 0, fn, ": the method has no trainable parameters");
+    optimizer_ = make_optimizer(groups_, o.optimizer());
+    if (!o.log_path().empty()) {
+      log_ = std::make_unique<JsonLinesLog>(o.log_path());
+    }
+  }
+
+  /// Saves and restores `generator` (an augmentation policy's, a sampler's) with checkpoints.
+  Trainer& track(const std::string& name, const at::Generator& generator) {
+    for (const auto& g : generators_) {
+      TORCH_CHECK(g.first != name, "Trainer::track: a generator named '", name, "' is tracked");
+    }
+    generators_.emplace_back(name, generator);
+    return *this;
+  }
+
+  /// One optimiser step on `batch`.
+  StepRecord step(const MethodBatch& batch) {
+    TORCH_CHECK(
+        step_ < options_.total_steps(),
+        "Trainer::step: the run has ",
+        options_.total_steps(),
+        " steps and all are done");
+    const auto t0 = std::chrono::steady_clock::now();
+    StepContext ctx{step_, options_.total_steps(), epoch_of(step_)};
+    StepRecord r;
+    r.step = step_;
+    r.samples = batch.size();
+    r.lr = lr_->value(step_);
+    r.weight_decay = wd_->value(step_);
+    set_learning_rate(*optimizer_, r.lr);
+    set_weight_decay(*optimizer_, r.weight_decay);
+    method_.train();
+    at::Tensor loss;
+    {
+      const auto device = batch.views.empty() ? at::kCPU : batch.views.front().device().type();
+      detail::AutocastGuard autocast(device, options_.precision() == Precision::BFloat16);
+      loss = method_.training_loss(batch, ctx);
+    }
+    TORCH_CHECK(
+        loss.defined() && loss.numel() == 1,
+        "Trainer::step: ",
+        method_.name(),
+        " returned a loss that is not a scalar");
+    r.loss = loss.item<double>();
+    TORCH_CHECK(
+        std::isfinite(r.loss),
+        "Trainer::step: ",
+        method_.name(),
+        " gave a non-finite loss (",
+        r.loss,
+        ") at step ",
+        step_,
+        "; lower the learning rate (now ",
+        r.lr,
+        ") or check the inputs");
+    optimizer_->zero_grad();
+    loss.backward();
+    if (options_.clip_grad_norm() > 0) {
+      r.grad_norm = torch::nn::utils::clip_grad_norm_(
+          method_.trainable_parameters(), options_.clip_grad_norm());
+    }
+    method_.before_optimizer_step(ctx);
+    optimizer_->step();
+    method_.after_optimizer_step(ctx);
+    r.statistics = method_.step_statistics();
+    losses_.push_back(r.loss);
+    ++step_;
+    r.seconds = detail::seconds_since(t0);
+    if (log_) {
+      auto f = Json::object();
+      f["loss"] = r.loss;
+      f["lr"] = r.lr;
+      f["weight_decay"] = r.weight_decay;
+      if (r.grad_norm >= 0) {
+        f["grad_norm"] = r.grad_norm;
+      }
+      f["samples"] = r.samples;
+      f["seconds"] = r.seconds;
+      for (const auto& kv : r.statistics) {
+        f[kv.first] = kv.second;
+      }
+      log_->record("step", r.step, f);
+    }
+    if (progress_) {
+      progress_->update(step_, r.loss, r.lr, r.samples);
+    }
+    return r;
+  }
+
+  /// Runs the remaining steps; `next_batch(step)` gives the batch of each step. Writes checkpoints
+  /// as configured and one at the end.
+  template <class NextBatch>
+  void fit(NextBatch&& next_batch) {
+    if (options_.progress() && !progress_) {
+      progress_ = std::make_unique<Progress>(
+          ProgressOptions().total_steps(options_.total_steps()).every(options_.progress_every()));
+    }
+    while (step_ < options_.total_steps()) {
+      step(next_batch(step_));
+      if (!options_.checkpoint_path().empty() && options_.checkpoint_every() > 0 &&
+          step_ % options_.checkpoint_every() == 0 && step_ < options_.total_steps()) {
+        save(options_.checkpoint_path());
+      }
+    }
+    if (progress_) {
+      progress_->finish();
+      progress_.reset();
+    }
+    if (!options_.checkpoint_path().empty()) {
+      save(options_.checkpoint_path());
+    }
+  }
+
+  /// Writes a checkpoint (atomically) to `path`.
+  void save(const std::string& path) const {
+    auto ck = make_checkpoint();
+    ck.step(step_);
+    auto meta = Json::object();
+    meta["method"] = method_.describe();
+    meta["trainer"] = describe();
+    auto names = Json::array();
+    for (const auto& kv : method_.extra_state()) {
+      ck.tensor("extra." + kv.first, kv.second);
+      names.push_back(kv.first);
+    }
+    meta["extra_state"] = names;
+    ck.metadata(meta.dump());
+    ck.tensor(
+        "loss_history",
+        at::tensor(losses_.empty() ? std::vector<double>{0.0} : losses_, at::kDouble));
+    ck.tensor("loss_history_size", at::tensor(static_cast<int64_t>(losses_.size())));
+    ck.save(path);
+    if (log_) {
+      auto f = Json::object();
+      f["path"] = path;
+      log_->record("checkpoint", step_, f);
+    }
+  }
+
+  /// Restores a checkpoint written by `save` for the same method: a checkpoint of another method
+  /// or a corrupt file is an error, and leaves this trainer as it was.
+  void resume(const std::string& path) {
+    auto ck = make_checkpoint();
+    ck.load(path);
+    TORCH_CHECK(
+        ck.step() <= options_.total_steps(),
+        "Trainer::resume: the checkpoint '",
+        path,
+        "' is at step ",
+        ck.step(),
+        ", beyond this run's ",
+        options_.total_steps(),
+        " steps");
+    auto meta = Json::parse(ck.metadata());
+    std::map<std::string, at::Tensor> extra;
+    if (meta.contains("extra_state")) {
+      const auto& names = meta.at("extra_state");
+      for (size_t i = 0; i < names.size(); ++i) {
+        const auto& n = names[i].as_string();
+        extra[n] = ck.tensor("extra." + n);
+      }
+    }
+    if (!extra.empty()) {
+      method_.load_extra_state(extra);
+    }
+    const auto n = ck.tensor("loss_history_size").item<int64_t>();
+    auto h = ck.tensor("loss_history").to(at::kDouble).contiguous();
+    losses_.assign(h.data_ptr<double>(), h.data_ptr<double>() + n);
+    step_ = ck.step();
+  }
+
+  /// Every choice of the run, for reports.
+  Json describe() const {
+    const auto& o = options_;
+    auto j = Json::object();
+    j["total_steps"] = o.total_steps();
+    j["steps_per_epoch"] = o.steps_per_epoch();
+    j["optimizer"] = o.optimizer().describe();
+    j["lr_schedule"] = lr_->describe();
+    j["weight_decay_schedule"] = wd_->describe();
+    j["clip_grad_norm"] = o.clip_grad_norm();
+    j["precision"] = o.precision() == Precision::BFloat16 ? "bfloat16 autocast" : "float32";
+    j["seed"] = o.seed().has_value() ? Json(static_cast<int64_t>(*o.seed())) : Json();
+    j["trainable_parameters"] = groups_.numel();
+    auto gens = Json::array();
+    for (const auto& g : generators_) {
+      gens.push_back(g.first);
+    }
+    j["tracked_generators"] = gens;
+    return j;
+  }
+
+  /// The next step to run (0-based; equals the number of steps done).
+  int64_t current_step() const {
+    return step_;
+  }
+  /// The loss of every step done (restored by `resume`).
+  const std::vector<double>& losses() const {
+    return losses_;
+  }
+  torch::optim::Optimizer& optimizer() {
+    return *optimizer_;
+  }
+  const TrainerOptions& options() const {
+    return options_;
+  }
+  const CosineSchedule& lr_schedule() const {
+    return *lr_;
+  }
+
+ private:
+  int64_t epoch_of(int64_t step) const {
+    return options_.steps_per_epoch() > 0 ? step / options_.steps_per_epoch() : 0;
+  }
+
+  Checkpoint make_checkpoint() const {
+    Checkpoint ck("medcl." + method_.name());
+    ck.module("method", method_);
+    ck.optimizer("optimizer", *optimizer_);
+    for (const auto& g : generators_) {
+      ck.generator(g.first, g.second);
+    }
+    return ck;
+  }
+
+  MethodBase& method_;
+  TrainerOptions options_;
+  std::unique_ptr<CosineSchedule> lr_;
+  std::unique_ptr<CosineSchedule> wd_;
+  ParameterGroups groups_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<JsonLinesLog> log_;
+  std::unique_ptr<Progress> progress_;
+  std::vector<std::pair<std::string, at::Generator>> generators_;
+  std::vector<double> losses_;
+  int64_t step_ = 0;
+};
+
+} // namespace train
+} // namespace medcl
