@@ -12,10 +12,12 @@
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
 #include <torch/nn/module.h>
+#include <torch/optim/adam.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <medcl/train/optim.h>
 #include <medcl/version.h>
 
 #include <algorithm>
@@ -211,6 +213,39 @@ class Checksum {
   uint64_t total_ = 0;
 };
 
+inline at::Tensor to_device(const at::Tensor& t, const c10::Device& device) {
+  return t.defined() ? t.to(device) : t;
+}
+
+// Checkpoints are read on the CPU (so that a GPU checkpoint loads anywhere); the optimiser state
+// of the optimisers medcl makes (LARS, SGD, Adam, AdamW) then moves to each parameter's device.
+inline void move_optimizer_state(torch::optim::Optimizer& optimizer) {
+  using Key = typename std::decay<decltype(optimizer.state())>::type::key_type;
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      auto it = optimizer.state().find(optimizer_state_key<Key>(p));
+      if (it == optimizer.state().end()) {
+        continue;
+      }
+      auto* state = it->second.get();
+      const c10::Device d = p.device();
+      if (auto* l = dynamic_cast<LARSParamState*>(state)) {
+        l->momentum_buffer(to_device(l->momentum_buffer(), d));
+      } else if (auto* s = dynamic_cast<torch::optim::SGDParamState*>(state)) {
+        s->momentum_buffer(to_device(s->momentum_buffer(), d));
+      } else if (auto* a = dynamic_cast<torch::optim::AdamWParamState*>(state)) {
+        a->exp_avg(to_device(a->exp_avg(), d));
+        a->exp_avg_sq(to_device(a->exp_avg_sq(), d));
+        a->max_exp_avg_sq(to_device(a->max_exp_avg_sq(), d));
+      } else if (auto* b = dynamic_cast<torch::optim::AdamParamState*>(state)) {
+        b->exp_avg(to_device(b->exp_avg(), d));
+        b->exp_avg_sq(to_device(b->exp_avg_sq(), d));
+        b->max_exp_avg_sq(to_device(b->max_exp_avg_sq(), d));
+      }
+    }
+  }
+}
+
 inline std::string errno_text() {
   return std::strerror(errno);
 }
@@ -264,8 +299,10 @@ inline std::string temporary_path_for(const std::string& path) {
 /// format, the kind, the presence and shape of every parameter and buffer and the presence of every
 /// registered optimiser and generator before it changes anything; tensors are read on the CPU and
 /// copied to each parameter's device, so a checkpoint written on a GPU loads on a CPU-only machine
-/// (CUDA generator states whose device is absent are then skipped). The learning rate and weight
-/// decay are not restored: they come from the schedules at the restored step.
+/// (CUDA generator states whose device is absent are then skipped); the state of LARS, SGD, Adam
+/// and AdamW optimisers moves to each parameter's device (other optimisers keep theirs on the
+/// CPU). The learning rate and weight decay are not restored: they come from the schedules at the
+/// restored step.
 ///
 /// Exact resumption (bit-identical losses) also needs what the checkpoint cannot hold: the same
 /// code, data, thread count and device, deterministic kernels, and data order drawn from a
@@ -482,6 +519,7 @@ class Checkpoint {
         archive.read("o" + std::to_string(optimizer_at[i]), sub);
         try {
           optimizers_[i].second->load(sub);
+          detail::move_optimizer_state(*optimizers_[i].second);
         } catch (const c10::Error& e) {
           TORCH_CHECK(
               false,
