@@ -4,6 +4,7 @@
 
 #include "methods/planted.h"
 
+#include <medcl/augment/tabular.h>
 #include <medcl/eval/evaluation.h>
 #include <medcl/methods/simclr.h>
 #include <medcl/train/record.h>
@@ -114,6 +115,47 @@ TEST_CASE(
   auto a = ev.evaluate("SimCLR", z, report);
   auto b = ev.evaluate("raw features", co.x, report, false);
   auto cmp = ev.compare(a, b, report);
+  {
+    // Fine-tuning the pretrained encoder (a copy) on the raw inputs.
+    torch::GradMode::set_enabled(true);
+    auto ft = ev.evaluate_fine_tuned(
+        "SimCLR fine-tuned",
+        method.encoder(),
+        co.x,
+        report,
+        medcl::eval::FineTuneOptions().epochs(3).batch_size(64));
+    torch::GradMode::set_enabled(false);
+    CHECK(ft.auroc.estimate > 0.9);
+  }
+  {
+    // Representation quality of two views, and the invariance audit of two augmentations: light
+    // feature noise keeps the embedding, heavy noise moves it as much as a change of label.
+    auto g2 = at::make_generator<at::CPUGeneratorImpl>(4);
+    auto s = co.data.signal.slice(0, 0, 256);
+    medcl::eval::record_representation(
+        report,
+        "representation",
+        "SimCLR",
+        method.embed(Planted::view(s, g2)),
+        method.embed(Planted::view(s, g2)));
+    std::vector<int64_t> labels(co.cohort.labels.begin(), co.cohort.labels.begin() + 256);
+    auto audit = medcl::eval::invariance_audit(
+        [&](const medcl::augment::Batch& x) { return method.embed(x.values); },
+        medcl::augment::Modality::Tabular,
+        {std::make_shared<medcl::augment::FeatureNoise>(at::ones({Planted::kDim}), 0.05),
+         std::make_shared<medcl::augment::FeatureNoise>(at::ones({Planted::kDim}), 200.0)},
+        medcl::augment::Batch(co.x.slice(0, 0, 256)),
+        labels,
+        3);
+    REQUIRE(audit.transforms.size() == 2);
+    CHECK_FALSE(audit.transforms[0].flagged);
+    INFO(
+        "light " << audit.transforms[0].mean_cosine << " heavy " << audit.transforms[1].mean_cosine
+                 << " same " << audit.same_label_cosine << " diff " << audit.different_label_cosine
+                 << " all " << audit.random_pair_cosine);
+    CHECK(audit.transforms[1].flagged);
+    medcl::eval::record_invariance_audit(report, "SimCLR", audit);
+  }
   INFO("AUROC SimCLR " << a.auroc.estimate << " raw " << b.auroc.estimate);
   CHECK(a.auroc.estimate > 0.9);
   CHECK(a.auroc.lower <= a.auroc.estimate);
@@ -158,6 +200,11 @@ TEST_CASE(
   CHECK(metrics.contains("raw features: AUROC"));
   CHECK(metrics.contains("SimCLR: C-index (risk = probe probability)"));
   CHECK(metrics.contains("AUROC difference SimCLR - raw features"));
+  CHECK(metrics.contains("SimCLR fine-tuned: AUROC"));
+  CHECK(e.at("metrics").at("representation").contains("SimCLR: Recall@1"));
+  CHECK(e.at("metrics").at("representation").contains("SimCLR: uniformity (lower: more uniform)"));
+  CHECK(e.at("audits").contains("invariance audit: SimCLR"));
+  CHECK(e.at("audits").contains("site audit: SimCLR"));
   for (const auto& item : j.at("checklist").elements()) {
     INFO(item.dump());
     CHECK(item.at("status").as_string() == "present");

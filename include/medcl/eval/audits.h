@@ -578,8 +578,10 @@ struct InvarianceAuditEntry {
   /// mean_cosine - different_label_cosine: how much more stable the embedding is under the
   /// augmentation than across a change of label.
   double margin = 0;
-  /// True when margin <= 0: the embedding moves at least as much under the augmentation as between
-  /// samples that differ in the label of interest.
+  /// True when the augmented view is no closer to its source than a sample of the other label is
+  /// (margin <= 0), or when it is nearer a random sample of the batch than a typical sample of the
+  /// same label (mean_cosine <= (random_pair_cosine + same_label_cosine) / 2): the augmentation
+  /// moves the embedding as much as a change of diagnosis, or scrambles the sample.
   bool flagged = false;
 };
 
@@ -590,6 +592,8 @@ struct InvarianceAuditResult {
   /// no such pairs) and with different labels, and how many pairs each.
   double same_label_cosine = 0;
   double different_label_cosine = 0;
+  /// Mean cosine over all pairs i < j of the batch (a random other sample).
+  double random_pair_cosine = 0;
   int64_t same_label_pairs = 0;
   int64_t different_label_pairs = 0;
   /// Names of the flagged augmentations.
@@ -599,10 +603,12 @@ struct InvarianceAuditResult {
 /// Invariance audit: for each transform, the stability of the embedding under it
 /// (`augment::invariance_probe`, mean cos(f(x), f(t(x))) over the batch and `repeats` draws),
 /// compared with the stability under clinically meaningful change: the mean cosine over the batch's
-/// pairs (i < j) whose labels differ, and, for reference, over pairs with the same label. An
-/// augmentation is flagged when its mean cosine is no higher than the different-label cosine — the
-/// representation moves as much under the augmentation as under a change of diagnosis, so the
-/// augmentation may erase what matters (or the label is not encoded at all).
+/// pairs (i < j) whose labels differ, and, for reference, over pairs with the same label and over
+/// all pairs. An augmentation is flagged when its mean cosine is no higher than the different-label
+/// cosine — the representation moves as much under the augmentation as under a change of diagnosis
+/// — or than the midpoint between the all-pairs and the same-label cosines — the augmented view
+/// lies nearer a random sample than a typical sample of the same label. Either way the augmentation
+/// may erase what matters (or the label is not encoded).
 ///
 /// Shape: batch of B samples in the modality's layout; labels: B entries with at least two values.
 ///
@@ -650,6 +656,7 @@ inline InvarianceAuditResult invariance_audit(
       out.same_label_cosine = cos.masked_select(same).mean().item<double>();
     }
     out.different_label_cosine = cos.masked_select(diff).mean().item<double>();
+    out.random_pair_cosine = cos.masked_select(upper).mean().item<double>();
   }
   for (const auto& r : probe) {
     InvarianceAuditEntry e;
@@ -658,7 +665,10 @@ inline InvarianceAuditResult invariance_audit(
     e.std_cosine = r.std_cosine;
     e.samples = r.samples;
     e.margin = r.mean_cosine - out.different_label_cosine;
-    e.flagged = e.margin <= 0;
+    const double scrambled = out.same_label_pairs > 0
+        ? 0.5 * (out.random_pair_cosine + out.same_label_cosine)
+        : out.random_pair_cosine;
+    e.flagged = e.margin <= 0 || r.mean_cosine <= scrambled;
     if (e.flagged) {
       out.flagged.push_back(e.transform);
     }

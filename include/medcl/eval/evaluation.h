@@ -7,6 +7,7 @@
 
 #include <medcl/data/splits.h>
 #include <medcl/eval/audits.h>
+#include <medcl/eval/fine_tune.h>
 #include <medcl/eval/label_fractions.h>
 #include <medcl/eval/linear_probe.h>
 #include <medcl/eval/metrics.h>
@@ -368,7 +369,6 @@ class ClinicalEvaluation {
     auto xtr = x.index_select(0, tr), xva = x.index_select(0, va), xte = x.index_select(0, te);
     auto ytr = y.index_select(0, tr), yva = y.index_select(0, va);
     const auto yte = pick(cohort_.labels, "test");
-    const auto pte = pick(cohort_.patients, "test");
 
     ModelEvaluation r;
     r.model = model;
@@ -376,54 +376,9 @@ class ClinicalEvaluation {
     r.l2 = probe.l2;
     r.test_scores = probe.scores(xte);
     const auto& p = r.test_scores;
-    r.auroc = auroc_delong(p, yte, o.level());
-    r.auprc = patient_bootstrap(
-        [](const std::vector<double>& s, const std::vector<int64_t>& l) {
-          return eval::auprc(s, l);
-        },
-        p,
-        yte,
-        pte,
-        o.bootstrap(),
-        o.seed(),
-        o.level());
-    r.brier = patient_bootstrap(
-        [](const std::vector<double>& s, const std::vector<int64_t>& l) {
-          return brier_score(s, l);
-        },
-        p,
-        yte,
-        pte,
-        o.bootstrap(),
-        o.seed() + 1,
-        o.level());
-    const double spec = o.specificity();
-    r.sensitivity = patient_bootstrap(
-        [spec](const std::vector<double>& s, const std::vector<int64_t>& l) {
-          return sensitivity_at_specificity(s, l, spec);
-        },
-        p,
-        yte,
-        pte,
-        o.bootstrap(),
-        o.seed() + 2,
-        o.level());
-    r.calibration = calibration(p, yte, o.calibration_bins());
+    score_test(r, report);
     const std::string m = model + ": ";
-    report.add_metric(task, m + "AUROC", Estimate(r.auroc));
-    report.add_metric(task, m + "AUPRC", Estimate(r.auprc));
-    report.add_metric(task, m + "Brier score", Estimate(r.brier));
-    report.add_metric(
-        task, m + "sensitivity at specificity " + fixed(spec, 2), Estimate(r.sensitivity));
-    report.add_metric(task, m + "ECE", Estimate(r.calibration.ece));
     report.add_metric(task, m + "probe L2 (chosen on validation)", Estimate(r.l2));
-    report.add_calibration(task, model, r.calibration);
-    auto roc = roc_curve(p, yte);
-    report.add_roc_curve(task, model, roc.first, roc.second);
-    if (!cohort_.times.empty()) {
-      r.c_index = eval::c_index(pick(cohort_.times, "test"), pick(cohort_.events, "test"), p);
-      report.add_metric(task, m + "C-index (risk = probe probability)", Estimate(r.c_index));
-    }
 
     r.label_efficiency = label_efficiency(
         xtr,
@@ -539,6 +494,119 @@ class ClinicalEvaluation {
     return r;
   }
 
+  /// Records the test metrics of `r.test_scores` (probabilities of the positive class for this
+  /// evaluation's test records): AUROC (DeLong), AUPRC, Brier and sensitivity at the chosen
+  /// specificity (patient bootstrap), ECE with the reliability curve, ROC, C-index.
+  void score_test(ModelEvaluation& r, Report& report) const {
+    const auto& o = options_;
+    const std::string& task = o.task();
+    const auto yte = pick(cohort_.labels, "test");
+    const auto pte = pick(cohort_.patients, "test");
+    const auto& p = r.test_scores;
+    const std::string& model = r.model;
+    TORCH_CHECK(
+        p.size() == yte.size(),
+        "ClinicalEvaluation: expected ",
+        yte.size(),
+        " test scores, got ",
+        p.size());
+    for (double v : p) {
+      TORCH_CHECK(
+          std::isfinite(v) && v >= 0 && v <= 1,
+          "ClinicalEvaluation: the test scores of '",
+          model,
+          "' must be probabilities in [0, 1], got ",
+          v);
+    }
+    r.auroc = auroc_delong(p, yte, o.level());
+    r.auprc = patient_bootstrap(
+        [](const std::vector<double>& s, const std::vector<int64_t>& l) {
+          return eval::auprc(s, l);
+        },
+        p,
+        yte,
+        pte,
+        o.bootstrap(),
+        o.seed(),
+        o.level());
+    r.brier = patient_bootstrap(
+        [](const std::vector<double>& s, const std::vector<int64_t>& l) {
+          return brier_score(s, l);
+        },
+        p,
+        yte,
+        pte,
+        o.bootstrap(),
+        o.seed() + 1,
+        o.level());
+    const double spec = o.specificity();
+    r.sensitivity = patient_bootstrap(
+        [spec](const std::vector<double>& s, const std::vector<int64_t>& l) {
+          return sensitivity_at_specificity(s, l, spec);
+        },
+        p,
+        yte,
+        pte,
+        o.bootstrap(),
+        o.seed() + 2,
+        o.level());
+    r.calibration = calibration(p, yte, o.calibration_bins());
+    const std::string m = model + ": ";
+    report.add_metric(task, m + "AUROC", Estimate(r.auroc));
+    report.add_metric(task, m + "AUPRC", Estimate(r.auprc));
+    report.add_metric(task, m + "Brier score", Estimate(r.brier));
+    report.add_metric(
+        task, m + "sensitivity at specificity " + fixed(spec, 2), Estimate(r.sensitivity));
+    report.add_metric(task, m + "ECE", Estimate(r.calibration.ece));
+    report.add_calibration(task, model, r.calibration);
+    auto roc = roc_curve(p, yte);
+    report.add_roc_curve(task, model, roc.first, roc.second);
+    if (!cohort_.times.empty()) {
+      r.c_index = eval::c_index(pick(cohort_.times, "test"), pick(cohort_.events, "test"), p);
+      report.add_metric(task, m + "C-index (risk = probe probability)", Estimate(r.c_index));
+    }
+  }
+
+  /// Fine-tunes `encoder` (a copy; the caller's stays untouched) with a linear head on the training
+  /// patients' `inputs` (early stopping on the validation patients) and records its test metrics
+  /// as model `model`. Rows of `inputs` are records, as the cohort's.
+  template <class Encoder>
+  ModelEvaluation evaluate_fine_tuned(
+      const std::string& model,
+      const Encoder& encoder,
+      const at::Tensor& inputs,
+      Report& report,
+      const FineTuneOptions& options = {}) const {
+    const auto n = static_cast<int64_t>(cohort_.labels.size());
+    TORCH_CHECK(
+        inputs.defined() && inputs.dim() >= 1 && inputs.size(0) == n,
+        "ClinicalEvaluation::evaluate_fine_tuned: expected inputs with ",
+        n,
+        " rows, got ",
+        inputs.defined() ? inputs.sizes() : at::IntArrayRef{});
+    auto y = at::tensor(cohort_.labels, at::kLong);
+    const auto tr = rows("train"), va = rows("val"), te = rows("test");
+    FineTuneResult ft = fine_tune(
+        encoder,
+        inputs.index_select(0, tr),
+        y.index_select(0, tr),
+        inputs.index_select(0, va),
+        y.index_select(0, va),
+        inputs.index_select(0, te),
+        2,
+        options);
+    ModelEvaluation r;
+    r.model = model;
+    const at::Tensor p1 = ft.probabilities.select(1, 1).to(at::kDouble).contiguous();
+    r.test_scores.assign(p1.data_ptr<double>(), p1.data_ptr<double>() + p1.numel());
+    score_test(r, report);
+    report.add_metric(
+        options_.task(),
+        model + ": fine-tuning best epoch",
+        Estimate(static_cast<double>(ft.best_epoch)));
+    return r;
+  }
+
   /// DeLong's paired test of two models evaluated on this cohort's test patients; the difference
   /// AUROC(a) - AUROC(b) with its interval and p-value go into the report.
   AurocComparison compare(const ModelEvaluation& a, const ModelEvaluation& b, Report& report)
@@ -604,6 +672,63 @@ class ClinicalEvaluation {
   PatientSplits splits_;
   LeakageReport leakage_;
 };
+
+/// Records the representation's alignment and uniformity (Wang & Isola 2020) of two views'
+/// embeddings and, when `ids` are given, Recall@K of retrieving the other view (query: view 0,
+/// gallery: view 1).
+inline void record_representation(
+    Report& report,
+    const std::string& task,
+    const std::string& model,
+    const at::Tensor& view0,
+    const at::Tensor& view1,
+    const std::vector<int64_t>& ks = {1, 5, 10}) {
+  const std::string m = model + ": ";
+  report.add_metric(
+      task, m + "alignment (lower: positives closer)", Estimate(alignment(view0, view1)));
+  report.add_metric(task, m + "uniformity (lower: more uniform)", Estimate(uniformity(view0)));
+  auto ids = at::arange(view0.size(0), at::kLong);
+  auto recall = recall_at_k(view0, view1, ids, ids, ks);
+  for (size_t i = 0; i < ks.size(); ++i) {
+    report.add_metric(task, m + "Recall@" + std::to_string(ks[i]), Estimate(recall[i]));
+  }
+  report.add_metric(task, m + "median rank", Estimate(median_rank(view0, view1, ids, ids)));
+}
+
+/// Records an invariance audit: per augmentation the embedding's stability (mean cosine) against
+/// the stability across a change of label, and which augmentations are flagged.
+inline void record_invariance_audit(
+    Report& report,
+    const std::string& model,
+    const InvarianceAuditResult& audit) {
+  auto j = Json::object();
+  j["model"] = model;
+  j["question"] =
+      "does the embedding move less under each augmentation than under a change of label?";
+  j["same_label_cosine"] = audit.same_label_cosine;
+  j["different_label_cosine"] = audit.different_label_cosine;
+  j["same_label_pairs"] = audit.same_label_pairs;
+  j["different_label_pairs"] = audit.different_label_pairs;
+  j["random_pair_cosine"] = audit.random_pair_cosine;
+  auto list = Json::array();
+  for (const auto& e : audit.transforms) {
+    auto t = Json::object();
+    t["transform"] = e.transform;
+    t["mean_cosine"] = e.mean_cosine;
+    t["std_cosine"] = e.std_cosine;
+    t["samples"] = e.samples;
+    t["margin_over_label_change"] = e.margin;
+    t["flagged"] = e.flagged;
+    list.push_back(t);
+  }
+  j["transforms"] = list;
+  auto flagged = Json::array();
+  for (const auto& f : audit.flagged) {
+    flagged.push_back(f);
+  }
+  j["flagged"] = flagged;
+  report.add_audit("invariance audit: " + model, j);
+}
 
 } // namespace eval
 } // namespace medcl
