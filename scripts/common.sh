@@ -26,6 +26,13 @@ medcl_packages() {
   echo "$pkgs"
 }
 
+# Only for ./scripts/fetch-data, to export the data sets stored in R's format (pbcseq, all,
+# bladderbatch); kept out of medcl_packages so that building and testing never need R. The R
+# packages holding the data, and Biobase, are unpacked from their .debs, not installed.
+medcl_data_packages() {
+  echo "r-base-core"
+}
+
 medcl_missing_packages() {
   local missing=""
   for p in $(medcl_packages); do
