@@ -177,6 +177,7 @@ TEST_CASE("ResNet1d maps [B, leads, T] to [B, D] for any T from its minimum", "[
   medcl::ResNet1d deep(
       medcl::ResNet1dOptions(1, 4).widths({4, 4, 4, 4, 4}).blocks({1, 1, 1, 1, 1}));
   CHECK(deep->min_length() == 32);
+  CHECK(deep->describe() == "ResNet1d(1 lead, stages 4-4-4-4-4, blocks 1-1-1-1-1, kernel 7, D=4)");
   CHECK(deep->forward(at::randn({2, 1, 32})).sizes() == at::IntArrayRef({2, 4}));
   // Stages: 2 blocks each; the first block of the second stage changes the width and halves T.
   CHECK(ecg->stages->size() == 6);
@@ -201,7 +202,7 @@ TEST_CASE("CNN2d and CNN3d map images and volumes to [B, D]", "[nn]") {
       cxr->describe() == "CNN2d(3 channels, stages 32-64-128, 1 conv per stage, kernel 3, D=128)");
   CHECK(cxr->min_size() == 8);
   medcl::CNN3d ct(medcl::CNNOptions(1, 16).widths({4, 8}).convs_per_stage(2).kernel_size(5));
-  CHECK(ct->describe() == "CNN3d(1 channels, stages 4-8, 2 convs per stage, kernel 5, D=16)");
+  CHECK(ct->describe() == "CNN3d(1 channel, stages 4-8, 2 convs per stage, kernel 5, D=16)");
   CHECK(ct->min_size() == 5);
   CHECK(ct->forward(at::randn({2, 1, 5, 6, 7})).sizes() == at::IntArrayRef({2, 16}));
   CHECK(ct->output_dim() == 16);

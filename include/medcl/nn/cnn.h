@@ -164,10 +164,11 @@ class CNNImpl : public torch::nn::Cloneable<CNNImpl<D>> {
     for (size_t i = 0; i < o.widths().size(); ++i) {
       stages += (i ? "-" : "") + std::to_string(o.widths()[i]);
     }
-    return std::string(L::kName) + "(" + std::to_string(o.in_channels()) + " channels, stages " +
-        stages + ", " + std::to_string(o.convs_per_stage()) +
-        (o.convs_per_stage() == 1 ? " conv" : " convs") + " per stage, kernel " +
-        std::to_string(o.kernel_size()) + ", D=" + std::to_string(o.output_dim()) + ")";
+    return std::string(L::kName) + "(" + std::to_string(o.in_channels()) +
+        (o.in_channels() == 1 ? " channel" : " channels") + ", stages " + stages + ", " +
+        std::to_string(o.convs_per_stage()) + (o.convs_per_stage() == 1 ? " conv" : " convs") +
+        " per stage, kernel " + std::to_string(o.kernel_size()) +
+        ", D=" + std::to_string(o.output_dim()) + ")";
   }
 
   CNNOptions options;

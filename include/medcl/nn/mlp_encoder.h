@@ -187,7 +187,8 @@ class MLPEncoderImpl : public torch::nn::Cloneable<MLPEncoderImpl> {
   /// "MLPEncoder(5 features, linear, D=3)" without hidden layers.
   std::string describe() const {
     const auto& o = options;
-    std::string s = "MLPEncoder(" + std::to_string(o.input_dim()) + " features";
+    std::string s = "MLPEncoder(" + std::to_string(o.input_dim()) +
+        (o.input_dim() == 1 ? " feature" : " features");
     if (o.use_missingness_mask()) {
       s += " + mask";
     }

@@ -191,8 +191,9 @@ class ResNet1dImpl : public torch::nn::Cloneable<ResNet1dImpl> {
   /// E.g. "ResNet1d(12 leads, stages 32-64-128, blocks 2-2-2, kernel 7, D=128)".
   std::string describe() const {
     const auto& o = options;
-    return "ResNet1d(" + std::to_string(o.in_channels()) + " leads, stages " +
-        detail::join_dims(o.widths()) + ", blocks " + detail::join_dims(o.blocks()) + ", kernel " +
+    return "ResNet1d(" + std::to_string(o.in_channels()) +
+        (o.in_channels() == 1 ? " lead" : " leads") + ", stages " + detail::join_dims(o.widths()) +
+        ", blocks " + detail::join_dims(o.blocks()) + ", kernel " +
         std::to_string(o.kernel_size()) + ", D=" + std::to_string(o.output_dim()) + ")";
   }
 
