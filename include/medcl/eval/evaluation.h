@@ -607,6 +607,49 @@ class ClinicalEvaluation {
     return r;
   }
 
+  /// A supervised model trained from scratch on the labels: `make_encoder()` builds a fresh
+  /// encoder (a ModuleHolder) that is fine-tuned with a linear head on `inputs` (early stopping on
+  /// the validation patients) for the test metrics, and again from scratch on every label fraction
+  /// and seed for the label-efficiency curve, so that it is compared with the frozen-encoder
+  /// probes on equal labels.
+  template <class MakeEncoder>
+  ModelEvaluation evaluate_supervised(
+      const std::string& model,
+      MakeEncoder&& make_encoder,
+      const at::Tensor& inputs,
+      Report& report,
+      const FineTuneOptions& options = {}) const {
+    auto r = evaluate_fine_tuned(model, make_encoder(), inputs, report, options);
+    auto y = at::tensor(cohort_.labels, at::kLong);
+    const auto tr = rows("train"), va = rows("val"), te = rows("test");
+    const auto x_va = inputs.index_select(0, va);
+    const auto y_va = y.index_select(0, va);
+    ProbeScorer scorer =
+        [&](const at::Tensor& x_tr, const at::Tensor& y_tr, const at::Tensor& x_te) {
+          FineTuneResult ft = fine_tune(make_encoder(), x_tr, y_tr, x_va, y_va, x_te, 2, options);
+          const at::Tensor p1 = ft.probabilities.select(1, 1).to(at::kDouble).contiguous();
+          return std::vector<double>(p1.data_ptr<double>(), p1.data_ptr<double>() + p1.numel());
+        };
+    const auto& o = options_;
+    r.label_efficiency = label_efficiency(
+        inputs.index_select(0, tr),
+        y.index_select(0, tr),
+        pick(cohort_.patients, "train"),
+        x_va,
+        y_va,
+        inputs.index_select(0, te),
+        at::tensor(pick(cohort_.labels, "test"), at::kLong),
+        LabelEfficiencyOptions()
+            .fractions(o.fractions())
+            .seeds(o.fraction_seeds())
+            .level(o.level()),
+        scorer);
+    for (const auto& pt : r.label_efficiency) {
+      report.add_label_fraction(o.task(), model, "AUROC", pt.fraction, pt.auroc);
+    }
+    return r;
+  }
+
   /// DeLong's paired test of two models evaluated on this cohort's test patients; the difference
   /// AUROC(a) - AUROC(b) with its interval and p-value go into the report.
   AurocComparison compare(const ModelEvaluation& a, const ModelEvaluation& b, Report& report)
