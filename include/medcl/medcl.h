@@ -14,6 +14,8 @@
 #include <medcl/core/negative_weighting.h>
 #include <medcl/core/runtime.h>
 #include <medcl/core/similarity_engine.h>
+#include <medcl/data/csv.h>
+#include <medcl/data/pbc.h>
 #include <medcl/data/samplers.h>
 #include <medcl/data/splits.h>
 #include <medcl/eval/audits.h>
@@ -43,6 +45,7 @@
 #include <medcl/methods/simsiam.h>
 #include <medcl/methods/supcon.h>
 #include <medcl/methods/swav.h>
+#include <medcl/nn/encoders.h>
 #include <medcl/nn/heads.h>
 #include <medcl/nn/momentum.h>
 #include <medcl/pairing/pair_rule.h>
