@@ -805,6 +805,7 @@ class Checkpoint {
       TORCH_CHECK(
           false, fn, ": '", path, "' is not a complete checkpoint: ", e.what_without_backtrace());
     }
+    return {}; // not reached: TORCH_CHECK(false) throws (some compilers cannot tell)
   }
 
   static void write_atomically(torch::serialize::OutputArchive& archive, const std::string& path) {

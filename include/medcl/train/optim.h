@@ -498,6 +498,7 @@ inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(
     return std::make_unique<LARS>(std::move(pg), base);
   }
   TORCH_CHECK(false, fn, ": kind must be \"adamw\", \"sgd\" or \"lars\", got \"", o.kind(), "\"");
+  return nullptr; // not reached: TORCH_CHECK(false) throws (some compilers cannot tell)
 }
 
 /// Same as `make_optimizer(parameter_groups(module), options)`.
