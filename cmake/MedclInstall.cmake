@@ -21,6 +21,16 @@ if(_medcl_type STREQUAL "STATIC_LIBRARY")
 else()
   set(MEDCL_CONFIG_STATIC OFF)
 endif()
+set(MEDCL_CONFIG_WITH_ZLIB ${ZLIB_FOUND})
+set(MEDCL_CONFIG_WITH_NIFTI ${MedclNifti_FOUND})
+set(MEDCL_CONFIG_WITH_DCMTK ${MEDCL_WITH_DCMTK})
+foreach(_v MEDCL_CONFIG_WITH_ZLIB MEDCL_CONFIG_WITH_NIFTI MEDCL_CONFIG_WITH_DCMTK)
+  if(${_v})
+    set(${_v} ON)
+  else()
+    set(${_v} OFF)
+  endif()
+endforeach()
 configure_package_config_file(cmake/medclConfig.cmake.in
   "${PROJECT_BINARY_DIR}/medclConfig.cmake"
   INSTALL_DESTINATION ${MEDCL_INSTALL_CMAKEDIR})
@@ -29,5 +39,6 @@ write_basic_package_version_file("${PROJECT_BINARY_DIR}/medclConfigVersion.cmake
 install(FILES
   "${PROJECT_BINARY_DIR}/medclConfig.cmake"
   "${PROJECT_BINARY_DIR}/medclConfigVersion.cmake"
+  "${PROJECT_SOURCE_DIR}/cmake/FindMedclNifti.cmake"
   DESTINATION ${MEDCL_INSTALL_CMAKEDIR})
 install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/medcl)

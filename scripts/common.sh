@@ -19,7 +19,7 @@ medcl_user_torch() {
 
 # Debian/Ubuntu packages, by what needs them.
 medcl_packages() {
-  local pkgs="cmake ninja-build g++ ccache clang-format libeigen3-dev libfmt-dev catch2 libbenchmark-dev gnuplot-nox"
+  local pkgs="cmake ninja-build g++ ccache clang-format libeigen3-dev libfmt-dev catch2 libbenchmark-dev gnuplot-nox zlib1g-dev libnifti2-dev libdcmtk-dev"
   if ! medcl_user_torch; then
     pkgs="$pkgs libtorch-dev libopenblas0-openmp"
   fi
