@@ -14,6 +14,7 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcitem.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcsequen.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #endif
@@ -120,6 +121,26 @@ Parsed parse_file(const std::string& bytes, const std::string& source) {
   const OFCondition cond = p.file->read(stream, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
   p.file->transferEnd();
   if (cond.bad()) {
+    // A compressed transfer syntax is the likelier story than a corrupt file: say so.
+    OFString uid;
+    DcmMetaInfo* meta = p.file->getMetaInfo();
+    if (meta != nullptr && meta->findAndGetOFString(DCM_TransferSyntaxUID, uid).good()) {
+      const DcmXfer declared(uid.c_str());
+      if (declared.isEncapsulated()) {
+        io_error(
+            "dicom: ",
+            source,
+            ": the file uses the compressed transfer syntax ",
+            uid.c_str(),
+            " (",
+            declared.getXferName() ? declared.getXferName() : "?",
+            "), which is not supported: decompress it first (e.g. dcmdjpeg / dcmdrle / gdcmconv "
+            "-w); DCMTK stopped at offset ",
+            static_cast<long long>(stream.tell()),
+            ": ",
+            cond.text());
+      }
+    }
     io_error(
         "dicom: ",
         source,
