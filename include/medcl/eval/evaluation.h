@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <random>
 #include <set>
@@ -401,7 +402,29 @@ class ClinicalEvaluation {
     }
 
     for (const auto& a : cohort_.subgroups) {
-      auto sg = subgroup_metrics(p, yte, pick(a.groups, "test"), a.group_names, o.level());
+      // Only groups with test records are measured (a group can be absent from the test split).
+      const auto groups = pick(a.groups, "test");
+      std::map<int64_t, int64_t> remap;
+      std::vector<std::string> names;
+      for (int64_t gi : groups) {
+        TORCH_CHECK(
+            gi >= 0 && gi < static_cast<int64_t>(a.group_names.size()),
+            "ClinicalEvaluation::evaluate: subgroup attribute '",
+            a.name,
+            "' has group index ",
+            gi,
+            " but ",
+            a.group_names.size(),
+            " group names");
+        if (remap.emplace(gi, static_cast<int64_t>(remap.size())).second) {
+          names.push_back(a.group_names[static_cast<size_t>(gi)]);
+        }
+      }
+      std::vector<int64_t> local;
+      for (int64_t gi : groups) {
+        local.push_back(remap.at(gi));
+      }
+      auto sg = subgroup_metrics(p, yte, local, names, o.level());
       for (const auto& g : sg.groups) {
         if (g.auroc_defined) {
           report.add_subgroup(task, a.name, g.name, m + "AUROC", g.n, Estimate(g.auroc));
