@@ -1,0 +1,217 @@
+// Modality adapters: the PBC visits (EHR) and expression sets (omics), on small hand-written files
+// and on the real exports when ./scripts/fetch-data has put them under MEDCL_DATA_DIR.
+#include "io/real_files.h"
+
+#include <medcl/data/omics.h>
+#include <medcl/data/pbc.h>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace {
+
+struct Dir {
+  std::filesystem::path path;
+  Dir() {
+    path =
+        std::filesystem::temp_directory_path() / ("medcl-adapters-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(path);
+  }
+  ~Dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string write(const std::string& name, const std::string& text) const {
+    const auto p = (path / name).string();
+    std::ofstream(p) << text;
+    return p;
+  }
+};
+
+const char* kHeader =
+    "id,futime,status,trt,age,sex,day,ascites,hepato,spiders,edema,bili,chol,albumin,alk.phos,ast,"
+    "platelet,protime,stage\n";
+
+} // namespace
+
+TEST_CASE("PBC adapter: visits, outcome within the horizon, missingness, keys", "[io][adapters]") {
+  Dir d;
+  // Patient 1 dies at day 400 (visits at 0 and 192); patient 2 is censored at day 3000 (visits at 0
+  // and 2500); patient 3 gets a transplant at day 1500 (visit at 0).
+  const auto seq = d.write(
+      "pbcseq.csv",
+      std::string(kHeader) +
+          "1,400,2,1,58.0,f,0,1,1,1,1,14.5,261,2.6,1718,138,190,12.2,4\n"
+          "1,400,2,1,58.0,f,192,1,1,1,1,21.3,NA,2.94,1612,6.2,183,11.2,4\n"
+          "2,3000,0,1,40.0,m,0,0,0,0,0,1.1,302,4.1,7394,113,221,10.6,3\n"
+          "2,3000,0,1,40.0,m,2500,0,0,0,0,1.3,NA,4.0,7000,110,200,10.8,3\n"
+          "3,1500,1,2,45.5,f,0,0,1,0,0.5,0.8,200,3.5,1000,80,300,10,2\n");
+  auto v = medcl::data::load_pbc_visits(seq, "", 730);
+  REQUIRE(v.size() == 5);
+  CHECK(v.label == std::vector<int64_t>{1, 1, 0, -1, 0});
+  CHECK(v.event == std::vector<int64_t>{1, 1, 0, 0, 1});
+  CHECK(v.time_to_event[1] == Approx(208));
+  CHECK(v.sex == std::vector<int64_t>{0, 0, 1, 1, 0});
+  CHECK(v.age[1] == Approx(58.0 + 192 / 365.25));
+  CHECK(v.values.sizes() == at::IntArrayRef({5, 14}));
+  const auto chol = 5; // column of log_chol
+  CHECK_FALSE(v.mask[1][chol].item<bool>());
+  CHECK(std::isnan(v.values[1][chol].item<float>()));
+  CHECK(v.values[0][4].item<float>() == Approx(std::log(14.5)));
+  CHECK(v.labelled_rows() == std::vector<int64_t>{0, 1, 2, 4});
+  auto k = v.keys();
+  CHECK(at::equal(k.patient, at::tensor({1, 1, 2, 2, 3}, at::kLong)));
+  CHECK(k.time[1].item<double>() == 192);
+  CHECK(v.describe().find("5 visits of 3 patients") != std::string::npos);
+
+  // Standardisation fitted on some rows, missing values to 0, mask appended.
+  auto s = medcl::data::TabularStandardizer::fit(v.values, v.mask, {0, 1, 2, 3, 4});
+  auto z = s.with_mask(v.values, v.mask);
+  CHECK(z.sizes() == at::IntArrayRef({5, 28}));
+  CHECK(z[1][chol].item<float>() == 0.0f);
+  CHECK(z[1][14 + chol].item<float>() == 0.0f);
+  CHECK(z[0][14 + chol].item<float>() == 1.0f);
+  CHECK(std::abs(z.slice(1, 4, 5).mean().item<float>()) < 1e-5);
+
+  // Non-trial patients from the baseline table join as site 1; trial ids are not duplicated.
+  const auto base = d.write(
+      "pbc.csv",
+      "id,time,status,trt,age,sex,ascites,hepato,spiders,edema,bili,chol,albumin,copper,alk.phos,"
+      "ast,"
+      "trig,platelet,protime,stage\n"
+      "1,400,2,1,58.0,f,1,1,1,1,14.5,261,2.6,156,1718,137.95,172,190,12.2,4\n"
+      "313,1000,0,NA,60,f,NA,NA,NA,0,1.0,NA,3.5,NA,NA,NA,NA,200,11,NA\n");
+  auto both = medcl::data::load_pbc_visits(seq, base, 730);
+  REQUIRE(both.size() == 6);
+  CHECK(both.site.back() == 1);
+  CHECK(both.patient.back() == 313);
+  CHECK(both.label.back() == 0);
+  CHECK_FALSE(both.mask[5][0].item<bool>()); // ascites missing
+}
+
+TEST_CASE("PBC adapter: malformed input names the file and the row", "[io][adapters]") {
+  Dir d;
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits(d.write("a.csv", "id,day\n1,0\n")),
+      Catch::Contains("a.csv") && Catch::Contains("has no column 'futime'"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits(d.write(
+          "b.csv",
+          std::string(kHeader) + "1,400,5,1,58,f,0,1,1,1,1,14.5,261,2.6,1718,138,190,12.2,4\n")),
+      Catch::Contains("status must be 0, 1 or 2, got 5 in data row 1"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits(d.write(
+          "c.csv",
+          std::string(kHeader) + "1,400,2,1,58,x,0,1,1,1,1,14.5,261,2.6,1718,138,190,12.2,4\n")),
+      Catch::Contains("sex must be m/f"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits(d.write(
+          "e.csv",
+          std::string(kHeader) + "1,400,2,1,58,f,500,1,1,1,1,14.5,261,2.6,1718,138,190,12.2,4\n")),
+      Catch::Contains("visit day 500 is after the end of follow-up 400"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits(d.write(
+          "f.csv",
+          std::string(kHeader) + "1,400,2,1,58,f,0,1,1,1,1,-1,261,2.6,1718,138,190,12.2,4\n")),
+      Catch::Contains("bili must be > 0 to take its log"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits(d.write(
+          "g.csv",
+          std::string(kHeader) + "1,400,2,1,58,f,0,1,1,1,1,abc,261,2.6,1718,138,190,12.2,4\n")),
+      Catch::Contains("g.csv") && Catch::Contains("abc"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits(d.write("h.csv", kHeader)), Catch::Contains("no visits"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits((d.path / "missing.csv").string()),
+      Catch::Contains("missing.csv"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits(d.write("i.csv", kHeader), "", -1),
+      Catch::Contains("horizon_days must be > 0"));
+}
+
+TEST_CASE("PBC adapter on the real pbcseq and pbc exports", "[io][adapters]") {
+  const auto seq = medcl_test::find_real_file("pbcseq.csv", {});
+  const auto base = medcl_test::find_real_file("pbc.csv", {});
+  if (seq.empty() || base.empty()) {
+    WARN("pbcseq.csv / pbc.csv not found (run ./scripts/fetch-data pbcseq): test skipped");
+    return;
+  }
+  auto v = medcl::data::load_pbc_visits(seq, base, 730);
+  // 1,945 visits of 312 trial patients + 106 baseline records of non-trial patients.
+  CHECK(v.size() == 1945 + 106);
+  std::set<int64_t> trial, other;
+  for (int64_t i = 0; i < v.size(); ++i) {
+    (v.site[static_cast<size_t>(i)] == 0 ? trial : other).insert(v.patient[static_cast<size_t>(i)]);
+  }
+  CHECK(trial.size() == 312);
+  CHECK(other.size() == 106);
+  // Cholesterol is the most often missing lab in pbcseq.
+  auto observed = v.mask.to(at::kFloat).mean(0);
+  CHECK(observed[5].item<float>() < observed[4].item<float>());
+  CHECK(observed[4].item<float>() == 1.0f); // bilirubin always recorded
+  // A corrupted copy (a row cut short) is refused with its line.
+  Dir d;
+  std::ifstream in(seq);
+  std::string header, row;
+  std::getline(in, header);
+  std::getline(in, row);
+  const auto bad = d.write("pbcseq.csv", header + "\n" + row.substr(0, row.size() / 2) + "\n");
+  CHECK_THROWS_WITH(
+      medcl::data::load_pbc_visits(bad), Catch::Contains("pbcseq.csv:2: expected 19 fields"));
+}
+
+TEST_CASE("Omics adapter: expression matrix and sample table", "[io][adapters]") {
+  Dir d;
+  const auto m =
+      d.write("e.tsv", "probe\ts1\ts2\ts3\ng1\t1\t2\t3\ng2\t5\t5\t5.5\ng3\t0\t10\t-10\n");
+  const auto p = d.write("p.csv", "sample_id,group,batch\ns3,b,1\ns1,a,2\ns2,a,1\n");
+  auto e = medcl::data::load_expression_set(m, p);
+  CHECK(e.samples == std::vector<std::string>{"s1", "s2", "s3"});
+  CHECK(e.genes == std::vector<std::string>{"g1", "g2", "g3"});
+  CHECK(e.values.sizes() == at::IntArrayRef({3, 3}));
+  CHECK(e.values[2][0].item<float>() == 3.0f);
+  // The sample table follows the matrix's order.
+  CHECK(e.pheno.text("group") == std::vector<std::string>{"a", "a", "b"});
+  CHECK(e.pheno.numeric("batch") == std::vector<double>{2, 1, 1});
+  CHECK(e.most_variable(2) == std::vector<int64_t>{2, 0});
+  std::vector<std::string> levels;
+  CHECK(e.codes("group", &levels) == std::vector<int64_t>{0, 0, 1});
+  CHECK(levels == std::vector<std::string>{"a", "b"});
+  CHECK_THROWS_WITH(
+      medcl::data::load_expression_set(m, d.write("q.csv", "sample_id,group\ns1,a\ns2,a\n")),
+      Catch::Contains("sample 's3'") && Catch::Contains("has no row"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_expression_set(m, d.write("r.csv", "id,group\ns1,a\n")),
+      Catch::Contains("has no column 'sample_id'"));
+  CHECK_THROWS_WITH(
+      medcl::data::load_expression_set(d.write("f.tsv", "probe\ts1\ng1\tNA\n"), p),
+      Catch::Contains("has no value for probe 'g1'"));
+  CHECK_THROWS_WITH(e.most_variable(0), Catch::Contains("n must be in [1, 3]"));
+}
+
+TEST_CASE("Omics adapter on the real ALL and bladderbatch exports", "[io][adapters]") {
+  const auto all_dir = medcl_test::find_real_file("expression.tsv", {});
+  if (all_dir.empty()) {
+    WARN("expression.tsv not found (run ./scripts/fetch-data all bladderbatch): test skipped");
+    return;
+  }
+  const char* root = std::getenv("MEDCL_DATA_DIR");
+  REQUIRE(root != nullptr);
+  const std::string r = root;
+  auto all = medcl::data::load_expression_set(r + "/all/expression.tsv", r + "/all/pheno.csv");
+  CHECK(all.size() == 128);
+  CHECK(all.genes.size() == 12625);
+  const auto bt = all.pheno.text("BT");
+  CHECK(
+      std::count_if(bt.begin(), bt.end(), [](const std::string& s) { return s[0] == 'T'; }) == 33);
+  auto bladder = medcl::data::load_expression_set(
+      r + "/bladderbatch/expression.tsv", r + "/bladderbatch/pheno.csv");
+  CHECK(bladder.size() == 57);
+  CHECK(bladder.genes.size() == 22283);
+  auto batch = bladder.pheno.numeric("batch");
+  CHECK(*std::max_element(batch.begin(), batch.end()) == 5);
+}
