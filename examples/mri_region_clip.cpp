@@ -21,8 +21,8 @@
 #include <medcl/core/runtime.h>
 #include <medcl/data/nifti.h>
 #include <medcl/eval/knn.h>
-#include <medcl/eval/retrieval.h>
 #include <medcl/eval/report.h>
+#include <medcl/eval/retrieval.h>
 #include <medcl/methods/clip.h>
 #include <medcl/methods/supcon.h>
 #include <medcl/nn/cnn.h>
