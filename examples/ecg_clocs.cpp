@@ -19,6 +19,7 @@
 #include <medcl/augment/signal.h>
 #include <medcl/core/runtime.h>
 #include <medcl/data/dicom.h>
+#include <medcl/data/ecg.h>
 #include <medcl/data/npy.h>
 #include <medcl/eval/audits.h>
 #include <medcl/eval/evaluation.h>
@@ -82,60 +83,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// [C, T] at `rate` -> [C, T'] at kRate (linear interpolation after a moving-average anti-alias).
-at::Tensor resample(const at::Tensor& x, double rate) {
-  auto y = x.unsqueeze(0).to(at::kFloat);
-  const auto k = static_cast<int64_t>(std::max(1.0, std::round(rate / kRate)));
-  if (k > 1) {
-    y = at::avg_pool1d(at::constant_pad_nd(y, {k / 2, (k - 1) / 2}, 0), {k}, {1});
-  }
-  const auto t_out =
-      static_cast<int64_t>(std::floor(static_cast<double>(x.size(1)) * kRate / rate));
-  y = at::upsample_linear1d(y, {t_out}, /*align_corners=*/false);
-  return y.squeeze(0);
-}
-
-// Single-lead windows of one record with their keys.
-struct Windows {
-  std::vector<at::Tensor> x; // each [1, kWindow]
-  std::vector<int64_t> record, lead, moment;
-  std::vector<double> time;
-  std::vector<bool> train;
-  std::vector<std::string> lead_names;
-};
-
-void cut(
-    Windows& w,
-    const at::Tensor& signal,
-    int64_t record,
-    int64_t stride,
-    int64_t moment_base,
-    const std::vector<std::string>& names) {
-  const int64_t t = signal.size(1);
-  const int64_t split = static_cast<int64_t>(kTrainShare * static_cast<double>(t));
-  for (int64_t s = 0, m = 0; s + kWindow <= t; s += stride, ++m) {
-    const bool train = s + kWindow <= split;
-    const bool test = s >= split;
-    if (!train && !test) {
-      continue; // straddles the split: used by neither
-    }
-    for (int64_t l = 0; l < signal.size(0); ++l) {
-      auto seg = signal.slice(0, l, l + 1).slice(1, s, s + kWindow);
-      // Per-window standardisation (amplitude differs between leads and devices).
-      seg = (seg - seg.mean()) / seg.std().clamp_min(1e-3);
-      w.x.push_back(seg);
-      w.record.push_back(record);
-      w.lead.push_back(static_cast<int64_t>(w.lead_names.size()) + l);
-      w.moment.push_back(moment_base + m);
-      w.time.push_back(static_cast<double>(s) / kRate);
-      w.train.push_back(train);
-    }
-  }
-  for (const auto& n : names) {
-    w.lead_names.push_back(n);
-  }
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -151,26 +98,19 @@ int main(int argc, char** argv) {
   // ---- data ----
   const auto wave = medcl::data::read_dicom_waveform(dcm);
   const auto& rhythm = wave.rhythm();
-  auto ecg12 = resample(medcl::data::to_tensor(rhythm), rhythm.sampling_frequency);
+  auto ecg12 = medcl::data::resample_signal(
+      medcl::data::to_tensor(rhythm), rhythm.sampling_frequency, kRate);
   auto mit = medcl::data::to_tensor(medcl::data::read_npz_member(npz, "ecg"));
   mit = ((mit.to(at::kFloat) - 1024.0) / 200.0).reshape({1, -1}); // mV, as PhysioNet's header says
-  mit = resample(mit, 360.0);
-  Windows w;
-  cut(w, ecg12, 0, 25, 0, rhythm.channels); // 12 leads, windows every 0.1 s
-  const int64_t moments12 = w.moment.empty() ? 0 : w.moment.back() + 1;
-  cut(w, mit, 1, 125, moments12, {"MIT-BIH 208 MLII"}); // every 0.5 s
-  const auto n = static_cast<int64_t>(w.x.size());
-  auto x = at::stack(w.x, 0); // [N, 1, 250]
-  std::vector<int64_t> train_rows, test12, test_mit;
-  for (int64_t i = 0; i < n; ++i) {
-    const auto k = static_cast<size_t>(i);
-    if (w.train[k]) {
-      train_rows.push_back(i);
-    } else if (w.record[k] == 0) {
-      test12.push_back(i);
-    } else {
-      test_mit.push_back(i);
-    }
+  mit = medcl::data::resample_signal(mit, 360.0, kRate);
+  medcl::data::EcgWindows w;
+  w.add_record(ecg12, kRate, 0, rhythm.channels, kWindow, 25, kTrainShare);     // every 0.1 s
+  w.add_record(mit, kRate, 1, {"MIT-BIH 208 MLII"}, kWindow, 125, kTrainShare); // every 0.5 s
+  const auto n = w.size();
+  auto x = w.values(); // [N, 1, 250]
+  std::vector<int64_t> train_rows = w.rows(true), test12, test_mit;
+  for (int64_t i : w.rows(false)) {
+    (w.record[static_cast<size_t>(i)] == 0 ? test12 : test_mit).push_back(i);
   }
   std::printf(
       "data: 12-lead ECG %lld samples/lead and MIT-BIH 208 %lld samples at %.0f Hz -> %lld windows "
@@ -212,11 +152,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  medcl::SampleKeys all_keys;
-  all_keys.patient = at::tensor(w.record, at::kLong);
-  all_keys.lead = at::tensor(w.lead, at::kLong);
-  all_keys.instance = at::tensor(w.moment, at::kLong);
-  all_keys.time = at::tensor(w.time, at::kDouble);
+  const auto all_keys = w.keys();
 
   using namespace medcl::augment;
   auto make_policy = [] {

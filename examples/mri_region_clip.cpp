@@ -19,7 +19,7 @@
 #include <medcl/augment/image.h>
 #include <medcl/augment/policy.h>
 #include <medcl/core/runtime.h>
-#include <medcl/data/nifti.h>
+#include <medcl/data/mri.h>
 #include <medcl/eval/knn.h>
 #include <medcl/eval/report.h>
 #include <medcl/eval/retrieval.h>
@@ -85,46 +85,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// "Frontal_Sup_Orb_L" -> "frontal superior orbital left".
-std::string region_text(const std::string& name) {
-  static const std::map<std::string, std::string> words{
-      {"Sup", "superior"},
-      {"Mid", "middle"},
-      {"Inf", "inferior"},
-      {"Orb", "orbital"},
-      {"Oper", "opercular"},
-      {"Tri", "triangular"},
-      {"Med", "medial"},
-      {"L", "left"},
-      {"R", "right"},
-      {"Ant", "anterior"},
-      {"Post", "posterior"},
-      {"Rol", "rolandic"},
-      {"Supp", "supplementary"},
-      {"Cingulum", "cingulate"},
-      {"Cerebelum", "cerebellum"},
-      {"Crus1", "crus 1"},
-      {"Crus2", "crus 2"},
-      {"Vermis", "vermis"},
-      {"Sup_Motor_Area", "motor area"}};
-  std::string out, part;
-  std::stringstream ss(name);
-  while (std::getline(ss, part, '_')) {
-    auto it = words.find(part);
-    std::string w = it != words.end() ? it->second : part;
-    for (auto& c : w) {
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    out += (out.empty() ? "" : " ") + w;
-  }
-  return out;
-}
-
-at::Tensor affine_of(const medcl::data::NiftiVolume& v) {
-  return at::tensor(std::vector<double>(v.affine().begin(), v.affine().end()), at::kDouble)
-      .reshape({4, 4});
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -137,100 +97,26 @@ int main(int argc, char** argv) {
               << "; run ./scripts/fetch-data colin27 (or pass --data DIR)\n";
     return 3;
   }
-  // ---- data: T1 resampled onto the atlas grid ----
+  // ---- data: T1 resampled onto the atlas grid, region names, patches ----
   const auto t1 = medcl::data::read_nifti_file(dir + "/ch2better.nii.gz");
   const auto aal = medcl::data::read_nifti_file(dir + "/aal.nii.gz");
-  auto labels = medcl::data::to_tensor(aal).round().to(at::kLong); // [nz, ny, nx]
-  auto t1v = medcl::data::to_tensor(t1).to(at::kFloat);            // [z, y, x]
-  const int64_t nz = labels.size(0), ny = labels.size(1), nx = labels.size(2);
-  {
-    // World position of every atlas voxel, then its voxel coordinate in the T1 volume.
-    auto ii = at::arange(nx, at::kDouble), jj = at::arange(ny, at::kDouble),
-         kk = at::arange(nz, at::kDouble);
-    auto grid = at::meshgrid({kk, jj, ii}, "ij"); // [nz, ny, nx] each
-    auto vox = at::stack({grid[2], grid[1], grid[0], at::ones_like(grid[0])}, -1).reshape({-1, 4});
-    auto to_t1 = at::linalg_inv(affine_of(t1)).mm(affine_of(aal));
-    auto p = vox.mm(to_t1.t()); // [V, 4]: (x, y, z, 1) in T1 voxels
-    auto norm = [](const at::Tensor& c, int64_t size) {
-      return c / static_cast<double>(size - 1) * 2.0 - 1.0;
-    };
-    auto g = at::stack(
-                 {norm(p.select(1, 0), t1v.size(2)),
-                  norm(p.select(1, 1), t1v.size(1)),
-                  norm(p.select(1, 2), t1v.size(0))},
-                 -1)
-                 .to(at::kFloat)
-                 .reshape({1, nz, ny, nx, 3});
-    t1v = at::grid_sampler(t1v.unsqueeze(0).unsqueeze(0), g, 0, 0, true).squeeze(0).squeeze(0);
-  }
+  auto t1v = medcl::data::resample_to_grid(t1, aal);
   t1v = (t1v - t1v.mean()) / t1v.std();
-  // Region names: "index name code" per line (CRLF).
-  std::map<int64_t, std::string> names;
-  {
-    std::ifstream in(dir + "/aal.nii.txt");
-    std::string line;
-    while (std::getline(in, line)) {
-      std::stringstream ss(line);
-      int64_t idx = 0;
-      std::string name;
-      if (ss >> idx >> name) {
-        names[idx] = name;
-      }
-    }
+  const auto names = medcl::data::read_atlas_labels(dir + "/aal.nii.txt");
+  const auto patches = medcl::data::atlas_patches(
+      t1v, medcl::data::to_tensor(aal), names, kPatch, args.smoke ? 8 : 4, kBlock);
+  const auto& region_texts = patches.region_texts;
+  const auto classes = static_cast<int64_t>(patches.region_ids.size());
+  const int64_t nz = t1v.size(0), ny = t1v.size(1), nx = t1v.size(2);
+  auto x = patches.values; // [N, 4, 12, 12, 12]
+  std::vector<int64_t> tr = patches.rows(true), te = patches.rows(false);
+  std::vector<int64_t> hemisphere;
+  for (int64_t c : patches.label) {
+    const auto& nm = patches.region_names[static_cast<size_t>(c)];
+    const auto tail = nm.size() > 2 ? nm.substr(nm.size() - 2) : std::string();
+    hemisphere.push_back(tail == "_L" ? 0 : tail == "_R" ? 1 : 2);
   }
-  std::vector<int64_t> region_ids;
-  std::vector<std::string> region_names, region_texts;
-  std::map<int64_t, int64_t> class_of;
-  for (const auto& kv : names) {
-    class_of[kv.first] = static_cast<int64_t>(region_ids.size());
-    region_ids.push_back(kv.first);
-    region_names.push_back(kv.second);
-    region_texts.push_back(region_text(kv.second));
-  }
-  const auto classes = static_cast<int64_t>(region_ids.size());
-
-  // ---- patches on a grid, split by a 3-D checkerboard of blocks ----
-  std::vector<at::Tensor> patches;
-  std::vector<int64_t> cls, hemisphere;
-  std::vector<bool> train;
-  const int64_t stride = args.smoke ? 8 : 4;
-  auto lab_acc = labels.accessor<int64_t, 3>();
-  for (int64_t z = 0; z + kPatch <= nz; z += stride) {
-    for (int64_t y = 0; y + kPatch <= ny; y += stride) {
-      for (int64_t x = 0; x + kPatch <= nx; x += stride) {
-        const int64_t bz = z / kBlock, by = y / kBlock, bx = x / kBlock;
-        if ((z + kPatch - 1) / kBlock != bz || (y + kPatch - 1) / kBlock != by ||
-            (x + kPatch - 1) / kBlock != bx) {
-          continue; // patch crosses a block boundary: it would touch both parts
-        }
-        const int64_t c = lab_acc[z + kPatch / 2][y + kPatch / 2][x + kPatch / 2];
-        if (c == 0 || class_of.count(c) == 0) {
-          continue;
-        }
-        auto patch = t1v.slice(0, z, z + kPatch).slice(1, y, y + kPatch).slice(2, x, x + kPatch);
-        auto pos = at::tensor(
-                       {(x + kPatch / 2.0) / nx * 2 - 1,
-                        (y + kPatch / 2.0) / ny * 2 - 1,
-                        (z + kPatch / 2.0) / nz * 2 - 1},
-                       at::kFloat)
-                       .reshape({3, 1, 1, 1})
-                       .expand({3, kPatch, kPatch, kPatch});
-        patches.push_back(at::cat({patch.unsqueeze(0), pos}, 0));
-        cls.push_back(class_of[c]);
-        const auto& nm = names[c];
-        hemisphere.push_back(
-            nm.size() > 2 && nm.substr(nm.size() - 2) == "_L" ? 0
-                : nm.substr(nm.size() - 2) == "_R"            ? 1
-                                                              : 2);
-        train.push_back((bx + by + bz) % 2 == 0);
-      }
-    }
-  }
-  auto x = at::stack(patches, 0); // [N, 4, 12, 12, 12]
-  std::vector<int64_t> tr, te;
-  for (size_t i = 0; i < train.size(); ++i) {
-    (train[i] ? tr : te).push_back(static_cast<int64_t>(i));
-  }
+  const auto& cls = patches.label;
   auto y = at::tensor(cls, at::kLong);
   auto tr_idx = at::tensor(tr, at::kLong), te_idx = at::tensor(te, at::kLong);
   std::printf(

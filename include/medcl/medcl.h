@@ -15,6 +15,12 @@
 #include <medcl/core/runtime.h>
 #include <medcl/core/similarity_engine.h>
 #include <medcl/data/csv.h>
+#include <medcl/data/dicom.h>
+#include <medcl/data/ecg.h>
+#include <medcl/data/mri.h>
+#include <medcl/data/nifti.h>
+#include <medcl/data/npy.h>
+#include <medcl/data/omics.h>
 #include <medcl/data/pbc.h>
 #include <medcl/data/samplers.h>
 #include <medcl/data/splits.h>

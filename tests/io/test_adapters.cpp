@@ -2,6 +2,9 @@
 // and on the real exports when ./scripts/fetch-data has put them under MEDCL_DATA_DIR.
 #include "io/real_files.h"
 
+#include <medcl/data/dicom.h>
+#include <medcl/data/ecg.h>
+#include <medcl/data/mri.h>
 #include <medcl/data/omics.h>
 #include <medcl/data/pbc.h>
 
@@ -214,4 +217,174 @@ TEST_CASE("Omics adapter on the real ALL and bladderbatch exports", "[io][adapte
   CHECK(bladder.genes.size() == 22283);
   auto batch = bladder.pheno.numeric("batch");
   CHECK(*std::max_element(batch.begin(), batch.end()) == 5);
+}
+
+TEST_CASE(
+    "ECG adapter: resampling and windows with record, lead, moment and time keys",
+    "[io][adapters]") {
+  // A 5 Hz sine at 1000 Hz, resampled to 250 Hz, is the same sine at the new sample times (up to
+  // the half-sample delay of the even-length moving average: 0.5 ms, a 0.016 error at 5 Hz).
+  const double pi = std::acos(-1.0);
+  auto t = at::arange(2000, at::kDouble) / 1000.0;
+  auto sig = at::stack({at::sin(2 * pi * 5 * t), at::cos(2 * pi * 5 * t)}, 0);
+  auto r = medcl::data::resample_signal(sig, 1000, 250);
+  REQUIRE(r.sizes() == at::IntArrayRef({2, 500}));
+  auto t2 =
+      (at::arange(500, at::kDouble) + 0.5) * 4.0 / 1000.0 - 0.5 / 1000.0; // pixel-centre mapping
+  auto expected = at::sin(2 * pi * 5 * t2).to(at::kFloat);
+  CHECK((r[0].slice(0, 5, 495) - expected.slice(0, 5, 495)).abs().max().item<double>() < 0.02);
+  CHECK_THROWS_WITH(
+      medcl::data::resample_signal(at::zeros({5}), 100, 50), Catch::Contains("[channels, T]"));
+  CHECK_THROWS_WITH(medcl::data::resample_signal(sig, 0, 50), Catch::Contains("rates must be > 0"));
+
+  medcl::data::EcgWindows w;
+  w.add_record(r, 250, 0, {"I", "II"}, 100, 50, 0.7);
+  // 500 samples, split at 350: windows starting 0..250 end by 350 (train), starting 350, 400 test.
+  const auto n_train = w.rows(true).size(), n_test = w.rows(false).size();
+  CHECK(n_train == 2 * 6);
+  CHECK(n_test == 2 * 2);
+  for (int64_t i : w.rows(true)) {
+    CHECK(w.time[static_cast<size_t>(i)] + 100.0 / 250 <= 350.0 / 250 + 1e-9);
+  }
+  for (int64_t i : w.rows(false)) {
+    CHECK(w.time[static_cast<size_t>(i)] >= 350.0 / 250 - 1e-9);
+  }
+  // Both leads of a moment share it; the second record's moments and leads are new.
+  CHECK(w.moment[0] == w.moment[1]);
+  CHECK(w.lead[0] == 0);
+  CHECK(w.lead[1] == 1);
+  w.add_record(r.slice(0, 0, 1), 250, 7, {"MLII"}, 100, 100, 0.5);
+  CHECK(w.lead.back() == 2);
+  CHECK(w.record.back() == 7);
+  CHECK(w.moment.back() > w.moment[n_train + n_test - 1]);
+  auto k = w.keys();
+  CHECK(k.patient.size(0) == w.size());
+  CHECK(k.instance.size(0) == w.size());
+  auto v = w.values();
+  CHECK(v.sizes() == at::IntArrayRef({w.size(), 1, 100}));
+  CHECK(std::abs(v[0].mean().item<double>()) < 1e-5); // standardised per window
+  CHECK_THROWS_WITH(
+      w.add_record(r, 250, 1, {"I"}, 100, 50), Catch::Contains("2 leads but 1 names"));
+  CHECK_THROWS_WITH(
+      w.add_record(r, 250, 1, {"I", "II"}, 1000, 50), Catch::Contains("longer than the record"));
+  auto nan = r.clone();
+  nan[0][3] = std::nan("");
+  CHECK_THROWS_WITH(w.add_record(nan, 250, 1, {"I", "II"}, 100, 50), Catch::Contains("NaN"));
+}
+
+TEST_CASE(
+    "MRI adapter: atlas labels, region words, resampling and disjoint patches",
+    "[io][adapters]") {
+  Dir d;
+  auto names = medcl::data::read_atlas_labels(
+      d.write("a.txt", "1 Precentral_L 2001\r\n2 Frontal_Sup_Orb_R 2112\r\n\r\n"));
+  CHECK(names.size() == 2);
+  CHECK(names.at(2) == "Frontal_Sup_Orb_R");
+  CHECK(medcl::data::region_words("Frontal_Sup_Orb_R") == "frontal superior orbital right");
+  CHECK(medcl::data::region_words("Cerebelum_Crus1_L") == "cerebellum crus 1 left");
+  CHECK_THROWS_WITH(
+      medcl::data::read_atlas_labels(d.write("b.txt", "1 A\nx\n")), Catch::Contains("b.txt:2"));
+  CHECK_THROWS_WITH(
+      medcl::data::read_atlas_labels(d.write("c.txt", "1 A\n1 B\n")),
+      Catch::Contains("index 1 twice"));
+  CHECK_THROWS_WITH(
+      medcl::data::read_atlas_labels((d.path / "none.txt").string()),
+      Catch::Contains("cannot open"));
+
+  // A 0.5 mm source whose value is its x voxel index, sampled on a 1 mm grid: value 2·i.
+  medcl::data::NiftiVolume src, grid;
+  src.dims = {40, 20, 20};
+  src.data.resize(40 * 20 * 20);
+  for (int64_t z = 0; z < 20; ++z) {
+    for (int64_t y = 0; y < 20; ++y) {
+      for (int64_t x = 0; x < 40; ++x) {
+        src.data[static_cast<size_t>(x + 40 * (y + 20 * z))] = static_cast<float>(x);
+      }
+    }
+  }
+  src.sform_code = 1;
+  src.sform = {0.5, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+  grid.dims = {20, 20, 20};
+  grid.sform_code = 1;
+  grid.sform = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+  auto on_grid = medcl::data::resample_to_grid(src, grid);
+  REQUIRE(on_grid.sizes() == at::IntArrayRef({20, 20, 20}));
+  CHECK(on_grid[3][4][7].item<float>() == Approx(14.0f));
+
+  // Patches: two regions (left and right halves); checkerboard blocks of 8, patches of 4.
+  auto atlas = at::zeros({16, 16, 16});
+  atlas.slice(2, 0, 8).fill_(1);
+  atlas.slice(2, 8, 16).fill_(2);
+  auto image = at::rand({16, 16, 16});
+  auto p = medcl::data::atlas_patches(image, atlas, names, 4, 2, 8);
+  CHECK(p.values.size(1) == 4); // intensity + 3 position channels
+  CHECK(p.region_texts[0] == "precentral left");
+  // No voxel is in a training patch and a test patch.
+  auto used = at::zeros({2, 16, 16, 16}, at::kInt);
+  for (size_t i = 0; i < p.label.size(); ++i) {
+    const auto& c = p.corner[i];
+    used[p.train[i] ? 0 : 1]
+        .slice(0, c[2], c[2] + 4)
+        .slice(1, c[1], c[1] + 4)
+        .slice(2, c[0], c[0] + 4)
+        .fill_(1);
+  }
+  CHECK((used[0] * used[1]).sum().item<int64_t>() == 0);
+  CHECK(used[0].sum().item<int64_t>() > 0);
+  CHECK(used[1].sum().item<int64_t>() > 0);
+  // Labels are the centre's region; patch values are the image's.
+  const auto& c0 = p.corner[0];
+  CHECK(at::equal(
+      p.values[0][0],
+      image.slice(0, c0[2], c0[2] + 4).slice(1, c0[1], c0[1] + 4).slice(2, c0[0], c0[0] + 4)));
+  CHECK(p.label[0] == (c0[0] + 2 < 8 ? 0 : 1));
+  CHECK_THROWS_WITH(
+      medcl::data::atlas_patches(image, atlas, names, 4, 2, 2), Catch::Contains("block >= patch"));
+  CHECK_THROWS_WITH(
+      medcl::data::atlas_patches(image, at::zeros({16, 16, 16}), names, 4, 2, 8),
+      Catch::Contains("no patch"));
+}
+
+TEST_CASE("ECG and MRI adapters on the real recordings and atlas", "[io][adapters]") {
+  const auto dcm = medcl_test::find_real_file("waveform_ecg.dcm", {});
+  const auto t1 = medcl_test::find_real_file(
+      "ch2better.nii.gz", {"/usr/share/mricron/templates/ch2better.nii.gz"});
+  const auto aal =
+      medcl_test::find_real_file("aal.nii.gz", {"/usr/share/mricron/templates/aal.nii.gz"});
+  const auto txt =
+      medcl_test::find_real_file("aal.nii.txt", {"/usr/share/mricron/templates/aal.nii.txt"});
+#ifdef MEDCL_TEST_HAVE_DCMTK
+  if (!dcm.empty()) {
+    auto wave = medcl::data::read_dicom_waveform(dcm);
+    auto sig = medcl::data::resample_signal(
+        medcl::data::to_tensor(wave.rhythm()), wave.rhythm().sampling_frequency, 250);
+    CHECK(sig.sizes() == at::IntArrayRef({12, 2500}));
+    medcl::data::EcgWindows w;
+    w.add_record(sig, 250, 0, wave.rhythm().channels, 250, 125, 0.7);
+    CHECK(w.lead_names.size() == 12);
+    CHECK(w.rows(true).size() == 12 * 13);
+  } else {
+    WARN("waveform_ecg.dcm not found: ECG part skipped");
+  }
+#endif
+#ifdef MEDCL_TEST_HAVE_NIFTI
+  if (!t1.empty() && !aal.empty() && !txt.empty()) {
+    auto atlas = medcl::data::read_nifti_file(aal);
+    auto v = medcl::data::resample_to_grid(medcl::data::read_nifti_file(t1), atlas);
+    auto lab = medcl::data::to_tensor(atlas);
+    REQUIRE(v.sizes() == lab.sizes());
+    // Brain regions are brighter on the T1 than the background around the head.
+    const double inside = v.masked_select(lab.gt(0)).mean().item<double>();
+    const double outside = v.masked_select(lab.eq(0)).mean().item<double>();
+    CHECK(inside > 2 * outside);
+    auto names = medcl::data::read_atlas_labels(txt);
+    CHECK(names.size() == 116);
+  } else {
+    WARN("Colin27 / AAL files not found: MRI part skipped");
+  }
+#endif
+  (void)dcm;
+  (void)t1;
+  (void)aal;
+  (void)txt;
 }
