@@ -227,7 +227,8 @@ int main(int argc, char** argv) {
         medcl::train::TrainerOptions(args.steps)
             .optimizer(medcl::train::OptimizerOptions().kind("adamw").lr(2e-3).weight_decay(1e-4))
             .warmup_steps(std::max<int64_t>(1, args.steps / 20))
-            .progress(false)
+            .progress(!args.smoke)
+            .progress_every(200)
             .seed(7));
     auto policy = make_policy(11);
     medcl::PatientGroupedSampler sampler(pretrain_patients, v.records_per_patient, 3);
