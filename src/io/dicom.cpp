@@ -1,6 +1,13 @@
 // DICOM images and waveforms through DCMTK, compiled without LibTorch. Files are read into memory
-// and parsed from a buffer stream, so that the file and the in-memory paths (and the fuzz target)
-// share one code path, and a parse error can name the offset where DCMTK stopped.
+// and parsed from a stream over that buffer, so that the file and the in-memory paths (and the fuzz
+// target) share one code path, and a parse error can name the offset where DCMTK stopped.
+//
+// Element values are not loaded while the file is parsed: DCMTK reserves an element's declared
+// length (up to 4 GiB, a 32-bit field) before it reads the value, so a corrupted length would make
+// a small file ask for gigabytes. The stream below lets DCMTK defer every value (it skips the
+// declared length and loads the value on access, from a second stream over the same buffer), and
+// an element whose declared length runs past the end of the input is refused, with its tag, before
+// any value is loaded.
 
 #define MEDCL_DATA_NO_ATEN
 #include <medcl/data/dicom.h>
@@ -12,16 +19,19 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcelem.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrma.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcitem.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcsequen.h>
+#include <dcmtk/dcmdata/dcstack.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #endif
 
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -76,6 +86,130 @@ std::string read_file(const std::string& path) {
   return buffer.str();
 }
 
+// A DCMTK input stream over a buffer that, unlike DcmInputBufferStream, can defer loading values:
+// newFactory() hands DCMTK a factory that reopens the same buffer at the value's offset. When DCMTK
+// then skips the value and the input ends first, the element's declared length is recorded as an
+// overrun. The buffer must outlive the stream and every factory (the DcmFileFormat read from it).
+class MemoryInputStream : public DcmInputStream {
+ public:
+  // An element whose declared length runs past the end of the input.
+  struct Overrun {
+    bool found = false;
+    offile_off_t offset = 0; // of the value, in the (inflated) stream
+    offile_off_t declared = 0;
+    offile_off_t available = 0;
+  };
+
+  MemoryInputStream(const char* data, offile_off_t size)
+      : DcmInputStream(&producer_), data_(data), size_(size) {
+    producer_.setBuffer(data, size);
+    producer_.setEos();
+  }
+
+  // A deflated dataset is inflated by a filter installed after the meta header; a factory then
+  // reopens the buffer, skips the meta header, installs the same filter and skips the rest.
+  OFCondition installCompressionFilter(E_StreamCompression filter_type) override {
+    const OFCondition cond = DcmInputStream::installCompressionFilter(filter_type);
+    if (cond.good()) {
+      filter_ = filter_type;
+      filter_at_ = tell();
+    }
+    return cond;
+  }
+
+  DcmInputStreamFactory* newFactory() const override {
+    // DCMTK asks for a factory right before it skips a value it defers.
+    value_pending_ = true;
+    return new Factory(data_, size_, filter_, filter_at_, tell());
+  }
+
+  offile_off_t skip(offile_off_t length) override {
+    const bool value = value_pending_;
+    value_pending_ = false;
+    const offile_off_t at = tell();
+    const offile_off_t skipped = DcmInputStream::skip(length);
+    if (value && skipped < length && !overrun_.found) {
+      overrun_.found = true;
+      overrun_.offset = at;
+      overrun_.declared = length;
+      overrun_.available = skipped;
+    }
+    return skipped;
+  }
+
+  const Overrun& overrun() const {
+    return overrun_;
+  }
+  bool inflated() const {
+    return filter_ != ESC_none;
+  }
+
+ private:
+  class Factory : public DcmInputStreamFactory {
+   public:
+    Factory(
+        const char* data,
+        offile_off_t size,
+        E_StreamCompression filter,
+        offile_off_t filter_at,
+        offile_off_t offset)
+        : data_(data), size_(size), filter_(filter), filter_at_(filter_at), offset_(offset) {}
+    DcmInputStream* create() const override {
+      auto* stream = new MemoryInputStream(data_, size_);
+      if (filter_ == ESC_none) {
+        stream->skip(offset_);
+      } else {
+        stream->skip(filter_at_);
+        stream->installCompressionFilter(filter_);
+        stream->skip(offset_ - filter_at_);
+      }
+      return stream;
+    }
+    DcmInputStreamFactory* clone() const override {
+      return new Factory(*this);
+    }
+    // The file factory's kind: a stream that can be recreated at will (nothing to clean up).
+    DcmInputStreamFactoryType ident() const override {
+      return DFT_DcmInputFileStreamFactory;
+    }
+
+   private:
+    const char* data_;
+    offile_off_t size_;
+    E_StreamCompression filter_;
+    offile_off_t filter_at_;
+    offile_off_t offset_;
+  };
+
+  DcmBufferProducer producer_;
+  const char* data_;
+  offile_off_t size_;
+  E_StreamCompression filter_ = ESC_none;
+  offile_off_t filter_at_ = 0;
+  mutable bool value_pending_ = false;
+  Overrun overrun_;
+};
+
+// The element DCMTK was reading when the input ended: the last one read with that declared length.
+std::string overrun_element(DcmFileFormat& file, offile_off_t declared) {
+  std::string found;
+  DcmStack stack;
+  while (file.nextObject(stack, OFTrue).good()) {
+    DcmObject* obj = stack.top();
+    if (obj != nullptr && obj->isLeaf() && obj->getLengthField() == declared) {
+      DcmTag tag = obj->getTag();
+      char key[16];
+      std::snprintf(key, sizeof key, "(%04X,%04X)", tag.getGroup(), tag.getElement());
+      found = key;
+      const char* name = tag.getTagName();
+      if (name != nullptr && std::strcmp(name, DcmTag_ERROR_TagName) != 0) {
+        found += std::string(" ") + name;
+      }
+    }
+  }
+  return found;
+}
+
 // A parsed file: the DCMTK object and its dataset.
 struct Parsed {
   std::unique_ptr<DcmFileFormat> file;
@@ -114,12 +248,30 @@ Parsed parse_file(const std::string& bytes, const std::string& source) {
       "offset 0)");
   Parsed p;
   p.file = std::make_unique<DcmFileFormat>();
-  DcmInputBufferStream stream;
-  stream.setBuffer(bytes.data(), static_cast<offile_off_t>(bytes.size()));
-  stream.setEos();
+  MemoryInputStream stream(bytes.data(), static_cast<offile_off_t>(bytes.size()));
   p.file->transferInit();
-  const OFCondition cond = p.file->read(stream, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+  // A maximum read length of 0 defers every value (see MemoryInputStream).
+  const OFCondition cond = p.file->read(stream, EXS_Unknown, EGL_noChange, 0);
   p.file->transferEnd();
+  const MemoryInputStream::Overrun& overrun = stream.overrun();
+  if (overrun.found) {
+    const std::string element = overrun_element(*p.file, overrun.declared);
+    io_error(
+        "dicom: ",
+        source,
+        ": element ",
+        element.empty() ? std::string("?") : element,
+        " declares ",
+        static_cast<long long>(overrun.declared),
+        " bytes at offset ",
+        static_cast<long long>(overrun.offset),
+        stream.inflated() ? " of the inflated dataset" : "",
+        " but only ",
+        static_cast<long long>(overrun.available),
+        " remain (the file holds ",
+        bytes.size(),
+        "): the file is truncated or corrupt");
+  }
   if (cond.bad()) {
     // A compressed transfer syntax is the likelier story than a corrupt file: say so.
     OFString uid;

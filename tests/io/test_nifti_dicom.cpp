@@ -344,7 +344,25 @@ TEST_CASE("dicom: 12-lead ECG waveform (pydicom test file)", "[io][dicom][real]"
   const std::string bytes = medcl_test::read_bytes(path);
   REQUIRE_THROWS_WITH(
       medcl::data::parse_dicom_waveform(bytes.substr(0, bytes.size() / 2), "ecg.dcm"),
-      Contains("ecg.dcm"));
+      Contains("ecg.dcm: element (5400,1010) WaveformData declares 240000 bytes"));
+
+  // A WaveformData length patched to nearly 4 GiB: refused from the declared length, before DCMTK
+  // reserves it (the reader used to allocate 4 GiB here and then fail).
+  const auto at = bytes.find(std::string("\x00\x54\x10\x10OW\x00\x00", 8));
+  REQUIRE(at != std::string::npos);
+  std::string huge = bytes;
+  huge.replace(at + 8, 4, std::string("\xF0\xFF\xFF\xFF", 4));
+  const std::string remain = std::to_string(bytes.size() - (at + 12));
+  for (const bool image : {false, true}) {
+    INFO("image: " << image);
+    REQUIRE_THROWS_WITH(
+        image ? (void)medcl::data::parse_dicom_image(huge, "huge.dcm")
+              : (void)medcl::data::parse_dicom_waveform(huge, "huge.dcm"),
+        Contains(
+            "huge.dcm: element (5400,1010) WaveformData declares 4294967280 bytes at offset " +
+            std::to_string(at + 12) + " but only " + remain + " remain (the file holds " +
+            std::to_string(bytes.size()) + ")"));
+  }
 }
 
 TEST_CASE("dicom: files that are not DICOM", "[io][dicom]") {
