@@ -30,6 +30,8 @@
 
 #include <torch/torch.h>
 
+#include "example_common.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -44,49 +46,10 @@ constexpr double kRate = 250.0;  // Hz after resampling
 constexpr int64_t kWindow = 250; // 1 s
 constexpr double kTrainShare = 0.7;
 
-struct Args {
-  std::string data;
-  std::string out = "ecg_clocs";
-  int64_t steps = 400;
-  bool smoke = false;
-};
-
-Args parse(int argc, char** argv) {
-  Args a;
-  const char* env = std::getenv("MEDCL_DATA_DIR");
-  a.data = env != nullptr ? env : "build/data";
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "ecg_clocs: " << s << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (s == "--data") {
-      a.data = value();
-    } else if (s == "--out") {
-      a.out = value();
-    } else if (s == "--steps") {
-      a.steps = std::stoll(value());
-    } else if (s == "--smoke") {
-      a.smoke = true;
-    } else {
-      std::cerr << "usage: ecg_clocs [--data DIR] [--out DIR] [--steps N] [--smoke]\n";
-      std::exit(2);
-    }
-  }
-  if (a.smoke) {
-    a.steps = std::min<int64_t>(a.steps, 30);
-  }
-  return a;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
-  const auto args = parse(argc, argv);
+  const auto args = example::parse_args(argc, argv, "ecg_clocs", 400, 30);
   std::printf("%s\n", medcl::runtime_info().summary().c_str());
   const std::string dcm = args.data + "/ecg12/waveform_ecg.dcm";
   const std::string npz = args.data + "/mitbih208/ecg.dat";
@@ -350,19 +313,9 @@ int main(int argc, char** argv) {
   }
   const auto files = report.write(args.out + "/report");
   std::printf("report: %s\n", files.markdown_path.c_str());
-  std::ifstream in(files.json_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto doc = medcl::Json::parse(text.str());
-  for (const auto& item : doc.at("checklist").elements()) {
-    const auto id = item.at("id").as_string();
-    // No labels, no sites: calibration, subgroups and external validation do not apply here.
-    const bool applies = id != "calibration" && id != "subgroups" && id != "external_validation";
-    if (applies && item.at("status").as_string() != "present") {
-      std::fprintf(stderr, "checklist item missing: %s\n", item.at("item").as_string().c_str());
-      ++bad;
-    }
-  }
+  // No labels, no sites: calibration, subgroups and external validation do not apply here.
+  bad += example::missing_checklist_items(
+      files.json_path, {"calibration", "subgroups", "external_validation"});
   if (bad > 0) {
     return 1;
   }

@@ -31,6 +31,8 @@
 
 #include <torch/torch.h>
 
+#include "example_common.h"
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -43,46 +45,6 @@
 #include <vector>
 
 namespace {
-
-struct Args {
-  std::string data;
-  std::string out = "ehr_patient_contrastive";
-  int64_t steps = 600;
-  bool smoke = false;
-};
-
-Args parse(int argc, char** argv) {
-  Args a;
-  const char* env = std::getenv("MEDCL_DATA_DIR");
-  a.data = env != nullptr ? std::string(env) + "/pbcseq" : "build/data/pbcseq";
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "ehr_patient_contrastive: " << s << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (s == "--data") {
-      a.data = value();
-    } else if (s == "--out") {
-      a.out = value();
-    } else if (s == "--steps") {
-      a.steps = std::stoll(value());
-    } else if (s == "--smoke") {
-      a.smoke = true;
-    } else {
-      std::cerr
-          << "usage: ehr_patient_contrastive [--data DIR] [--out DIR] [--steps N] [--smoke]\n";
-      std::exit(2);
-    }
-  }
-  if (a.smoke) {
-    a.steps = std::min<int64_t>(a.steps, 40);
-  }
-  return a;
-}
 
 torch::nn::Sequential make_encoder(int64_t in, int64_t out) {
   return torch::nn::Sequential(
@@ -102,13 +64,16 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 } // namespace
 
 int main(int argc, char** argv) {
-  const auto args = parse(argc, argv);
+  const auto args = example::parse_args(argc, argv, "ehr_patient_contrastive", 600, 40);
   const auto t_start = std::chrono::steady_clock::now();
   std::printf("%s\n", medcl::runtime_info().summary().c_str());
 
   // ---- data ----
-  const std::string pbcseq = args.data + "/pbcseq.csv";
-  const std::string pbc = args.data + "/pbc.csv";
+  // --data is the pbcseq folder, or the data root that holds it.
+  const std::string set_dir =
+      std::ifstream(args.data + "/pbcseq.csv").good() ? args.data : args.data + "/pbcseq";
+  const std::string pbcseq = set_dir + "/pbcseq.csv";
+  const std::string pbc = set_dir + "/pbc.csv";
   if (!std::ifstream(pbcseq).good()) {
     std::cerr << "ehr_patient_contrastive: " << pbcseq
               << " not found; run ./scripts/fetch-data pbcseq (or pass --data DIR)\n";
@@ -361,17 +326,7 @@ int main(int argc, char** argv) {
   std::printf("report: %s, %s\n", files.json_path.c_str(), files.markdown_path.c_str());
 
   // The example checks its own report: every checklist item present, every metric finite.
-  std::ifstream in(files.json_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto j = medcl::Json::parse(text.str());
-  int missing = 0;
-  for (const auto& item : j.at("checklist").elements()) {
-    if (item.at("status").as_string() != "present") {
-      std::fprintf(stderr, "checklist item missing: %s\n", item.at("item").as_string().c_str());
-      ++missing;
-    }
-  }
+  int missing = example::missing_checklist_items(files.json_path);
   for (const auto& r : results) {
     for (double v :
          {r.auroc.estimate,

@@ -31,6 +31,8 @@
 
 #include <torch/torch.h>
 
+#include "example_common.h"
+
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -46,49 +48,10 @@ namespace {
 constexpr int64_t kPatch = 12;
 constexpr int64_t kBlock = 16;
 
-struct Args {
-  std::string data;
-  std::string out = "mri_region_clip";
-  int64_t steps = 400;
-  bool smoke = false;
-};
-
-Args parse(int argc, char** argv) {
-  Args a;
-  const char* env = std::getenv("MEDCL_DATA_DIR");
-  a.data = env != nullptr ? env : "build/data";
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "mri_region_clip: " << s << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (s == "--data") {
-      a.data = value();
-    } else if (s == "--out") {
-      a.out = value();
-    } else if (s == "--steps") {
-      a.steps = std::stoll(value());
-    } else if (s == "--smoke") {
-      a.smoke = true;
-    } else {
-      std::cerr << "usage: mri_region_clip [--data DIR] [--out DIR] [--steps N] [--smoke]\n";
-      std::exit(2);
-    }
-  }
-  if (a.smoke) {
-    a.steps = std::min<int64_t>(a.steps, 20);
-  }
-  return a;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
-  const auto args = parse(argc, argv);
+  const auto args = example::parse_args(argc, argv, "mri_region_clip", 400, 20);
   std::printf("%s\n", medcl::runtime_info().summary().c_str());
   const std::string dir = args.data + "/colin27";
   if (!std::ifstream(dir + "/ch2better.nii.gz").good() ||
@@ -299,19 +262,8 @@ int main(int argc, char** argv) {
   }
   const auto files = report.write(args.out + "/report");
   std::printf("report: %s\n", files.markdown_path.c_str());
-  std::ifstream in(files.json_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto doc = medcl::Json::parse(text.str());
-  for (const auto& item : doc.at("checklist").elements()) {
-    const auto id = item.at("id").as_string();
-    // One subject, a multi-class task: external validation and calibration do not apply here.
-    const bool applies = id != "calibration" && id != "external_validation";
-    if (applies && item.at("status").as_string() != "present") {
-      std::fprintf(stderr, "checklist item missing: %s\n", item.at("item").as_string().c_str());
-      ++bad;
-    }
-  }
+  // One subject, a multi-class task: external validation and calibration do not apply here.
+  bad += example::missing_checklist_items(files.json_path, {"calibration", "external_validation"});
   if (bad > 0) {
     return 1;
   }

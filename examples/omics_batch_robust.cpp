@@ -26,6 +26,8 @@
 
 #include <torch/torch.h>
 
+#include "example_common.h"
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -39,45 +41,6 @@
 #include <vector>
 
 namespace {
-
-struct Args {
-  std::string data;
-  std::string out = "omics_batch_robust";
-  int64_t steps = 300;
-  bool smoke = false;
-};
-
-Args parse(int argc, char** argv) {
-  Args a;
-  const char* env = std::getenv("MEDCL_DATA_DIR");
-  a.data = env != nullptr ? env : "build/data";
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "omics_batch_robust: " << s << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (s == "--data") {
-      a.data = value();
-    } else if (s == "--out") {
-      a.out = value();
-    } else if (s == "--steps") {
-      a.steps = std::stoll(value());
-    } else if (s == "--smoke") {
-      a.smoke = true;
-    } else {
-      std::cerr << "usage: omics_batch_robust [--data DIR] [--out DIR] [--steps N] [--smoke]\n";
-      std::exit(2);
-    }
-  }
-  if (a.smoke) {
-    a.steps = std::min<int64_t>(a.steps, 30);
-  }
-  return a;
-}
 
 torch::nn::Sequential make_encoder(int64_t in, int64_t out) {
   return torch::nn::Sequential(
@@ -139,7 +102,7 @@ Outcome run_task(
     const at::Tensor& x_all,              // [S, G] standardised genes of the data set
     const std::vector<int64_t>& site_all, // batch per sample (empty: none)
     const std::vector<std::string>& site_names,
-    const Args& args,
+    const example::Args& args,
     const std::string& corpus_text,
     bool batch_variant) {
   Outcome out;
@@ -329,17 +292,10 @@ Outcome run_task(
       out.missing += std::isfinite(v) ? 0 : 1;
     }
   }
-  std::ifstream in(files.json_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto doc = medcl::Json::parse(text.str());
-  for (const auto& item : doc.at("checklist").elements()) {
-    const bool needs_sites = item.at("id").as_string() == "external_validation";
-    if (item.at("status").as_string() != "present" && !(needs_sites && site_all.empty())) {
-      std::fprintf(stderr, "checklist item missing: %s\n", item.at("item").as_string().c_str());
-      ++out.missing;
-    }
-  }
+  // Without batches there is no external validation to report.
+  out.missing += example::missing_checklist_items(
+      files.json_path,
+      site_all.empty() ? std::set<std::string>{"external_validation"} : std::set<std::string>{});
   std::printf("  report: %s\n", files.markdown_path.c_str());
   return out;
 }
@@ -347,7 +303,7 @@ Outcome run_task(
 } // namespace
 
 int main(int argc, char** argv) {
-  const auto args = parse(argc, argv);
+  const auto args = example::parse_args(argc, argv, "omics_batch_robust", 300, 30);
   std::printf("%s\n", medcl::runtime_info().summary().c_str());
   const std::string all_dir = args.data + "/all", bladder_dir = args.data + "/bladderbatch";
   if (!std::ifstream(all_dir + "/expression.tsv").good() ||

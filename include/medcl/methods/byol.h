@@ -38,13 +38,7 @@ class BYOL : public MethodBase {
  public:
   BYOL(Encoder encoder, BYOLOptions options) : options_(std::move(options)) {
     const auto& o = options_;
-    TORCH_CHECK(
-        o.momentum_start() >= 0 && o.momentum_start() <= 1 && o.momentum_end() >= 0 &&
-            o.momentum_end() <= 1,
-        "BYOL: momentum_start and momentum_end must be in [0, 1], got ",
-        o.momentum_start(),
-        " and ",
-        o.momentum_end());
+    detail::check_momentum("BYOL", o.momentum_start(), o.momentum_end());
     encoder_ = register_module("encoder", std::move(encoder));
     projector_ = register_module(
         "projector",

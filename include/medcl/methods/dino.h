@@ -56,13 +56,7 @@ class DINO : public MethodBase {
  public:
   DINO(Encoder encoder, DINOOptions options) : options_(std::move(options)) {
     const auto& o = options_;
-    TORCH_CHECK(
-        o.momentum_start() >= 0 && o.momentum_start() <= 1 && o.momentum_end() >= 0 &&
-            o.momentum_end() <= 1,
-        "DINO: momentum_start and momentum_end must be in [0, 1], got ",
-        o.momentum_start(),
-        " and ",
-        o.momentum_end());
+    detail::check_momentum("DINO", o.momentum_start(), o.momentum_end());
     TORCH_CHECK(
         o.freeze_last_layer_steps() >= 0,
         "DINO: freeze_last_layer_steps must be >= 0, got ",

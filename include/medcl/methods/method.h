@@ -173,6 +173,17 @@ check_batch(const char* who, const MethodBatch& batch, size_t min_views, size_t 
   }
 }
 
+/// Requires an EMA momentum schedule inside [0, 1] (MoCo, BYOL, DINO).
+inline void check_momentum(const char* who, double start, double end) {
+  TORCH_CHECK(
+      start >= 0 && start <= 1 && end >= 0 && end <= 1,
+      who,
+      ": momentum_start and momentum_end must be in [0, 1], got ",
+      start,
+      " and ",
+      end);
+}
+
 /// Refuses local views for methods that do not use them (they would be silently ignored).
 inline void check_no_local_views(const char* who, const MethodBatch& batch) {
   TORCH_CHECK(

@@ -81,13 +81,7 @@ class MoCo : public MethodBase {
  public:
   MoCo(Encoder encoder, MoCoOptions options) : options_(std::move(options)) {
     const auto& o = options_;
-    TORCH_CHECK(
-        o.momentum_start() >= 0 && o.momentum_start() <= 1 && o.momentum_end() >= 0 &&
-            o.momentum_end() <= 1,
-        "MoCo: momentum_start and momentum_end must be in [0, 1], got ",
-        o.momentum_start(),
-        " and ",
-        o.momentum_end());
+    detail::check_momentum("MoCo", o.momentum_start(), o.momentum_end());
     TORCH_CHECK(o.queue_size() >= 0, "MoCo: queue_size must be >= 0, got ", o.queue_size());
     TORCH_CHECK(
         o.version() == MoCoVersion::V3 || o.queue_size() > 0,

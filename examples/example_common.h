@@ -1,0 +1,89 @@
+#pragma once
+
+// What the examples on real data share: their command line and the check of the report they write.
+
+#include <medcl/core/json.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+#include <string>
+
+namespace example {
+
+struct Args {
+  /// Where ./scripts/fetch-data put the data (default: $MEDCL_DATA_DIR, else build/data).
+  std::string data;
+  /// Where the report goes.
+  std::string out;
+  int64_t steps = 0;
+  /// A reduced run for ctest.
+  bool smoke = false;
+};
+
+// [--data DIR] [--out DIR] [--steps N] [--smoke]; --smoke caps the steps at `smoke_steps`.
+inline Args parse_args(
+    int argc,
+    char** argv,
+    const std::string& name,
+    int64_t default_steps,
+    int64_t smoke_steps) {
+  Args a;
+  const char* env = std::getenv("MEDCL_DATA_DIR");
+  a.data = env != nullptr ? env : "build/data";
+  a.out = name;
+  a.steps = default_steps;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << name << ": " << s << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (s == "--data") {
+      a.data = value();
+    } else if (s == "--out") {
+      a.out = value();
+    } else if (s == "--steps") {
+      a.steps = std::stoll(value());
+    } else if (s == "--smoke") {
+      a.smoke = true;
+    } else {
+      std::cerr << "usage: " << name << " [--data DIR] [--out DIR] [--steps N] [--smoke]\n";
+      std::exit(2);
+    }
+  }
+  if (a.smoke) {
+    a.steps = std::min(a.steps, smoke_steps);
+  }
+  return a;
+}
+
+// Reads the report back and counts the checklist items that are missing, except those that do not
+// apply to this example (e.g. "calibration" without a binary outcome); prints each missing one.
+inline int missing_checklist_items(
+    const std::string& report_json,
+    const std::set<std::string>& not_applicable = {}) {
+  std::ifstream in(report_json);
+  std::stringstream text;
+  text << in.rdbuf();
+  const auto doc = medcl::Json::parse(text.str());
+  int missing = 0;
+  for (const auto& item : doc.at("checklist").elements()) {
+    if (item.at("status").as_string() != "present" &&
+        not_applicable.count(item.at("id").as_string()) == 0) {
+      std::fprintf(stderr, "checklist item missing: %s\n", item.at("item").as_string().c_str());
+      ++missing;
+    }
+  }
+  return missing;
+}
+
+} // namespace example
