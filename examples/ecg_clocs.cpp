@@ -167,12 +167,10 @@ int main(int argc, char** argv) {
       auto views = policy.views(Batch(x.index_select(0, pick)), 2);
       medcl::MethodBatch b;
       b.views = {views[0].values, views[1].values};
-      b.keys.patient = all_keys.patient.index_select(0, pick);
-      b.keys.lead = all_keys.lead.index_select(0, pick);
-      if (v.moment_as_instance) {
-        b.keys.instance = all_keys.instance.index_select(0, pick);
+      b.keys = all_keys.index_select(pick);
+      if (!v.moment_as_instance) {
+        b.keys.instance = at::Tensor(); // the loss numbers the windows
       }
-      b.keys.time = all_keys.time.index_select(0, pick);
       return b;
     });
     std::printf(

@@ -214,8 +214,7 @@ int main(int argc, char** argv) {
       for (const auto& view : views) {
         b.views.push_back(at::cat({view.values, view.mask.to(at::kFloat)}, 1));
       }
-      b.keys.patient = keys.patient.index_select(0, idx);
-      b.keys.time = keys.time.index_select(0, idx);
+      b.keys = keys.index_select(idx); // patient, visit day, site
       return b;
     });
     method.eval();

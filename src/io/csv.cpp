@@ -339,6 +339,23 @@ int64_t Table::line(int64_t row) const {
   return lines_[static_cast<size_t>(row)];
 }
 
+Table Table::select_rows(const std::vector<int64_t>& rows) const {
+  Table out;
+  out.source_ = source_;
+  out.columns_ = columns_;
+  out.index_ = index_;
+  out.missing_ = missing_;
+  const size_t width = columns_.size();
+  out.cells_.reserve(rows.size() * width);
+  out.lines_.reserve(rows.size());
+  for (int64_t r : rows) {
+    out.lines_.push_back(line(r)); // checks the range
+    const auto first = cells_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(r) * width);
+    out.cells_.insert(out.cells_.end(), first, first + static_cast<std::ptrdiff_t>(width));
+  }
+  return out;
+}
+
 std::vector<double> Table::numeric(const std::string& column) const {
   const int64_t col = column_index(column);
   std::vector<double> out(static_cast<size_t>(rows()));

@@ -36,6 +36,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <type_traits>
 
 namespace medcl {
 namespace data {
@@ -629,6 +630,18 @@ DicomWaveform parse_dicom_waveform(const std::string& bytes, const std::string& 
 
     // Samples are interleaved (sample-major); the result is channel-major.
     group.data.resize(static_cast<size_t>(n));
+    auto deinterleave = [&](const auto* v, bool is_signed) {
+      using U = std::remove_cv_t<std::remove_pointer_t<decltype(v)>>;
+      for (uint64_t s = 0; s < nsamples; ++s) {
+        for (Uint16 c = 0; c < nch; ++c) {
+          const U raw = v[s * nch + c];
+          const double x =
+              is_signed ? static_cast<double>(static_cast<std::make_signed_t<U>>(raw)) : raw;
+          group.data[static_cast<size_t>(c * nsamples + s)] =
+              static_cast<float>(x * scale[c] + offset[c]);
+        }
+      }
+    };
     if (bits == 16) {
       Uint16* v = nullptr;
       io_check(
@@ -638,14 +651,7 @@ DicomWaveform parse_dicom_waveform(const std::string& bytes, const std::string& 
           ": ",
           where,
           ": cannot access the 16-bit WaveformData");
-      for (uint64_t s = 0; s < nsamples; ++s) {
-        for (Uint16 c = 0; c < nch; ++c) {
-          const Uint16 raw = v[s * nch + c];
-          const double x = interp == "SS" ? static_cast<double>(static_cast<int16_t>(raw)) : raw;
-          group.data[static_cast<size_t>(c * nsamples + s)] =
-              static_cast<float>(x * scale[c] + offset[c]);
-        }
-      }
+      deinterleave(v, interp == "SS");
     } else {
       Uint8* v = nullptr;
       io_check(
@@ -655,14 +661,7 @@ DicomWaveform parse_dicom_waveform(const std::string& bytes, const std::string& 
           ": ",
           where,
           ": cannot access the 8-bit WaveformData");
-      for (uint64_t s = 0; s < nsamples; ++s) {
-        for (Uint16 c = 0; c < nch; ++c) {
-          const Uint8 raw = v[s * nch + c];
-          const double x = interp == "SB" ? static_cast<double>(static_cast<int8_t>(raw)) : raw;
-          group.data[static_cast<size_t>(c * nsamples + s)] =
-              static_cast<float>(x * scale[c] + offset[c]);
-        }
-      }
+      deinterleave(v, interp == "SB");
     }
     w.groups.push_back(std::move(group));
   }

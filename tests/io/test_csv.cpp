@@ -140,3 +140,18 @@ TEST_CASE("csv: numbers are parsed whatever the text around them", "[io][csv]") 
   REQUIRE(ok[2] < 0);
   REQUIRE(std::isinf(ok[3]));
 }
+
+TEST_CASE("csv: select_rows reorders rows and keeps their lines and missing values", "[io][csv]") {
+  auto t = medcl::data::parse_csv("a,b\n1,x\n\n2,NA\n3,z\n", {}, "t.csv");
+  auto s = t.select_rows({2, 0, 2});
+  CHECK(s.rows() == 3);
+  CHECK(s.columns() == t.columns());
+  CHECK(s.numeric("a") == std::vector<double>{3, 1, 3});
+  CHECK(s.line(0) == 5);
+  CHECK(s.line(1) == 2);
+  CHECK(s.source() == "t.csv");
+  CHECK(t.select_rows({1}).is_missing(0, "b"));
+  CHECK_THROWS_WITH(
+      t.select_rows({3}), Catch::Contains("row 3 out of range (the table has 3 rows)"));
+  CHECK(t.select_rows({}).rows() == 0);
+}

@@ -76,6 +76,9 @@ class Table {
   std::vector<std::string> text(const std::string& column) const;
   /// The 1-based line of the file on which `row` starts (for messages of higher-level readers).
   int64_t line(int64_t row) const;
+  /// The table of the given rows, in that order (a row may repeat); cells, their file lines and
+  /// the missing-value options are kept, so messages still name the original lines.
+  Table select_rows(const std::vector<int64_t>& rows) const;
   /// File name, or "<memory>" for parse_csv without a source.
   const std::string& source() const {
     return source_;

@@ -157,27 +157,7 @@ inline ExpressionSet load_expression_set(
   const auto s = static_cast<int64_t>(e.samples.size());
   e.values = at::tensor(data, at::kFloat).reshape({s, g});
   // The sample table, reordered to the matrix's samples.
-  std::string text;
-  const auto& pc = e.pheno.columns();
-  auto quote = [](const std::string& v) {
-    std::string q = "\"";
-    for (char ch : v) {
-      q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-    }
-    return q + "\"";
-  };
-  for (size_t j = 0; j < pc.size(); ++j) {
-    text += (j ? "," : "") + quote(pc[j]);
-  }
-  text += "\n";
-  for (int64_t r : pheno_rows) {
-    for (size_t j = 0; j < pc.size(); ++j) {
-      text += (j ? "," : "") +
-          (e.pheno.is_missing(r, pc[j]) ? std::string("NA") : quote(e.pheno.cell(r, pc[j])));
-    }
-    text += "\n";
-  }
-  e.pheno = parse_csv(text, CsvOptions(), pheno_csv);
+  e.pheno = e.pheno.select_rows(pheno_rows);
   return e;
 }
 

@@ -620,8 +620,7 @@ class ClinicalEvaluation {
         options);
     ModelEvaluation r;
     r.model = model;
-    const at::Tensor p1 = ft.probabilities.select(1, 1).to(at::kDouble).contiguous();
-    r.test_scores.assign(p1.data_ptr<double>(), p1.data_ptr<double>() + p1.numel());
+    r.test_scores = positive_class(ft);
     score_test(r, report);
     report.add_metric(
         options_.task(),
@@ -647,12 +646,11 @@ class ClinicalEvaluation {
     const auto tr = rows("train"), va = rows("val"), te = rows("test");
     const auto x_va = inputs.index_select(0, va);
     const auto y_va = y.index_select(0, va);
-    ProbeScorer scorer =
-        [&](const at::Tensor& x_tr, const at::Tensor& y_tr, const at::Tensor& x_te) {
-          FineTuneResult ft = fine_tune(make_encoder(), x_tr, y_tr, x_va, y_va, x_te, 2, options);
-          const at::Tensor p1 = ft.probabilities.select(1, 1).to(at::kDouble).contiguous();
-          return std::vector<double>(p1.data_ptr<double>(), p1.data_ptr<double>() + p1.numel());
-        };
+    ProbeScorer scorer = [&](const at::Tensor& x_tr,
+                             const at::Tensor& y_tr,
+                             const at::Tensor& x_te) {
+      return positive_class(fine_tune(make_encoder(), x_tr, y_tr, x_va, y_va, x_te, 2, options));
+    };
     const auto& o = options_;
     r.label_efficiency = label_efficiency(
         inputs.index_select(0, tr),
@@ -700,6 +698,11 @@ class ClinicalEvaluation {
   }
 
  private:
+  /// Probabilities of class 1 of a fine-tuned model.
+  static std::vector<double> positive_class(const FineTuneResult& ft) {
+    const at::Tensor p1 = ft.probabilities.select(1, 1).to(at::kDouble).contiguous();
+    return std::vector<double>(p1.data_ptr<double>(), p1.data_ptr<double>() + p1.numel());
+  }
   at::Tensor rows(const char* split) const {
     return at::tensor(splits_.indices[splits_.at(split)], at::kLong);
   }

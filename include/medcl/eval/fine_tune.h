@@ -6,6 +6,7 @@
 /// untouched.
 
 #include <medcl/eval/embed.h>
+#include <medcl/eval/linear_probe.h>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -132,29 +133,7 @@ FineTuneResult fine_tune(
         ": the ",
         split,
         " split is empty or undefined");
-    TORCH_CHECK(
-        ys.defined() && ys.dim() == 1 && ys.size(0) == xs.size(0) && ys.scalar_type() == at::kLong,
-        fn,
-        ": expected int64 ",
-        split,
-        " labels of shape [",
-        xs.size(0),
-        "], got ",
-        ys.defined() ? ys.sizes() : at::IntArrayRef{});
-    const int64_t lo = ys.min().item<int64_t>();
-    const int64_t hi = ys.max().item<int64_t>();
-    TORCH_CHECK(
-        lo >= 0 && hi < num_classes,
-        fn,
-        ": ",
-        split,
-        " labels must be in [0, ",
-        num_classes,
-        "), got values in [",
-        lo,
-        ", ",
-        hi,
-        "]");
+    detail::check_label_rows(fn, split, xs.size(0), ys, num_classes);
     TORCH_CHECK(
         !at::isFloatingType(xs.scalar_type()) || at::isfinite(xs).all().item<bool>(),
         fn,

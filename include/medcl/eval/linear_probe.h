@@ -103,6 +103,40 @@ struct LinearProbe {
 
 namespace detail {
 
+/// Labels of a split: int64 [n] with values in [0, num_classes).
+inline void check_label_rows(
+    const char* fn,
+    const char* split,
+    int64_t n,
+    const at::Tensor& y,
+    int64_t num_classes) {
+  TORCH_CHECK(
+      y.defined() && y.dim() == 1 && y.size(0) == n && y.scalar_type() == at::kLong,
+      fn,
+      ": expected int64 ",
+      split,
+      " labels of shape [",
+      n,
+      "], got ",
+      y.defined() ? y.sizes() : at::IntArrayRef{},
+      " ",
+      y.defined() ? y.scalar_type() : at::ScalarType::Undefined);
+  const int64_t lo = y.min().item<int64_t>();
+  const int64_t hi = y.max().item<int64_t>();
+  TORCH_CHECK(
+      lo >= 0 && hi < num_classes,
+      fn,
+      ": ",
+      split,
+      " labels must be in [0, ",
+      num_classes,
+      "), got values in [",
+      lo,
+      ", ",
+      hi,
+      "]");
+}
+
 inline void check_probe_rows(
     const char* fn,
     const char* split,
@@ -121,33 +155,9 @@ inline void check_probe_rows(
       x.scalar_type());
   TORCH_CHECK(
       x.size(0) > 0 && x.size(1) > 0, fn, ": the ", split, " split is empty (", x.sizes(), ")");
-  TORCH_CHECK(
-      y.dim() == 1 && y.size(0) == x.size(0) && y.scalar_type() == at::kLong,
-      fn,
-      ": expected int64 ",
-      split,
-      " labels of shape [",
-      x.size(0),
-      "], got ",
-      y.sizes(),
-      " ",
-      y.scalar_type());
+  check_label_rows(fn, split, x.size(0), y, num_classes);
   TORCH_CHECK(
       at::isfinite(x).all().item<bool>(), fn, ": the ", split, " embeddings contain NaN or Inf");
-  const int64_t lo = y.min().item<int64_t>();
-  const int64_t hi = y.max().item<int64_t>();
-  TORCH_CHECK(
-      lo >= 0 && hi < num_classes,
-      fn,
-      ": ",
-      split,
-      " labels must be in [0, ",
-      num_classes,
-      "), got values in [",
-      lo,
-      ", ",
-      hi,
-      "]");
 }
 
 // Fits W, b for one strength from zero, L-BFGS with a strong-Wolfe line search, in float64.

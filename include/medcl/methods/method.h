@@ -104,16 +104,6 @@ class MethodBase : public torch::nn::Module {
     }
     return out;
   }
-  /// Named trainable parameters (for optimiser groups that exclude biases and norms).
-  std::vector<std::pair<std::string, at::Tensor>> named_trainable_parameters() const {
-    std::vector<std::pair<std::string, at::Tensor>> out;
-    for (const auto& item : named_parameters(true)) {
-      if (item.value().requires_grad()) {
-        out.emplace_back(item.key(), item.value());
-      }
-    }
-    return out;
-  }
 };
 
 namespace detail {

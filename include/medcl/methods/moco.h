@@ -155,7 +155,9 @@ class MoCo : public MethodBase {
       loss = loss * (2.0 * options_.loss().temperature());
     }
     pending_keys_ = options_.symmetric() ? at::cat({k1, k0}, 0) : k1;
-    pending_sample_keys_ = options_.symmetric() ? repeat_keys(batch.keys) : batch.keys;
+    pending_sample_keys_ = options_.symmetric()
+        ? batch.keys.map([](const at::Tensor& t) { return t.repeat({2}); })
+        : batch.keys;
     return loss;
   }
 
@@ -237,16 +239,6 @@ class MoCo : public MethodBase {
   }
 
  private:
-  static SampleKeys repeat_keys(const SampleKeys& keys) {
-    SampleKeys out;
-    for (Key k : all_keys()) {
-      if (keys.has(k)) {
-        out.get(k) = at::cat({keys.get(k), keys.get(k)}, 0);
-      }
-    }
-    return out;
-  }
-
   MoCoOptions options_;
   Encoder encoder_{nullptr};
   ProjectionHead projector_{nullptr};

@@ -225,6 +225,8 @@ class Trainer {
     groups_ = ParameterGroups(method_);
     TORCH_CHECK(groups_.size() > 0, fn, ": the method has no trainable parameters");
     optimizer_ = make_optimizer(groups_, o.optimizer());
+    parameters_ = groups_.decay();
+    parameters_.insert(parameters_.end(), groups_.no_decay().begin(), groups_.no_decay().end());
     if (!o.log_path().empty()) {
       log_ = std::make_unique<JsonLinesLog>(o.log_path());
     }
@@ -282,8 +284,7 @@ class Trainer {
     optimizer_->zero_grad();
     loss.backward();
     if (options_.clip_grad_norm() > 0) {
-      r.grad_norm = torch::nn::utils::clip_grad_norm_(
-          method_.trainable_parameters(), options_.clip_grad_norm());
+      r.grad_norm = torch::nn::utils::clip_grad_norm_(parameters_, options_.clip_grad_norm());
     }
     method_.before_optimizer_step(ctx);
     optimizer_->step();
@@ -454,6 +455,7 @@ class Trainer {
   std::unique_ptr<CosineSchedule> lr_;
   std::unique_ptr<CosineSchedule> wd_;
   ParameterGroups groups_;
+  std::vector<at::Tensor> parameters_; // every parameter the optimiser updates (for clipping)
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<JsonLinesLog> log_;
   std::unique_ptr<Progress> progress_;
