@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -140,4 +141,14 @@ TEST_CASE("NaN input is refused naming the policy's transform", "[augment][error
   REQUIRE_THROWS_WITH(
       Policy(Modality::ECG, std::make_shared<GaussianJitter>(0.1), 1).views({x, {}, {}}, 1),
       Contains("transform 'gaussian_jitter'") && Contains("contains NaN"));
+  // Found next to infinities and in the last value of a batch processed in several chunks;
+  // infinities alone are not NaN.
+  auto big = torch::zeros({40, 12, 1000});
+  big[0][0][0] = std::numeric_limits<float>::infinity();
+  big[1][0][0] = -std::numeric_limits<float>::infinity();
+  Policy amp(Modality::ECG, std::make_shared<AmplitudeScale>(0.9, 1.1), 1);
+  REQUIRE_NOTHROW(amp.views({big, {}, {}}, 1));
+  big[39][11][999] = std::nan("");
+  REQUIRE_THROWS_WITH(amp.views({big, {}, {}}, 1), Contains("contains NaN"));
+  REQUIRE_THROWS_WITH(amp.views({big.to(torch::kDouble), {}, {}}, 1), Contains("contains NaN"));
 }

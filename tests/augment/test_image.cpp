@@ -135,3 +135,95 @@ TEST_CASE("a left-right flip of a chest radiograph is refused unless allowed", "
       Policy(Modality::ECG, std::make_shared<Gamma>(1, 2), 1),
       Contains("not valid for modality 'ecg'"));
 }
+
+TEST_CASE(
+    "the separable crop equals the sampling grid it replaces, on 2-D and 3-D images",
+    "[augment][image]") {
+  torch::manual_seed(91);
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{5, 2, 7, 9}, {3, 2, 5, 6, 7}}) {
+    auto x = torch::rand(shape);
+    const int64_t b = shape[0], dims = static_cast<int64_t>(shape.size()) - 2;
+    auto side = torch::rand({b}) * 0.6 + 0.4;
+    side[0] = 1.0; // the identity crop
+    auto theta = torch::zeros({b, dims, dims + 1});
+    std::vector<at::Tensor> shift;
+    for (int64_t d = 0; d < dims; ++d) {
+      shift.push_back((torch::rand({b}) * 2 - 1) * (1 - side));
+      theta.select(1, d).select(1, d).copy_(side);
+      theta.select(1, d).select(1, dims).copy_(shift.back());
+    }
+    auto grid = torch::nn::functional::grid_sample(
+        x,
+        torch::nn::functional::affine_grid(theta, x.sizes(), /*align_corners=*/false),
+        torch::nn::functional::GridSampleFuncOptions()
+            .mode(torch::kBilinear)
+            .padding_mode(torch::kBorder)
+            .align_corners(false));
+    auto separable = medcl::augment::detail::resized_crop(x, side, shift);
+    INFO("dims " << dims);
+    REQUIRE(separable.sizes() == x.sizes());
+    REQUIRE(rel_err(separable, grid) < 1e-5);
+    REQUIRE(rel_err(separable[0], x[0]) < 1e-6);
+  }
+}
+
+TEST_CASE(
+    "a bias field is exp of a polynomial of the requested order with bounded coefficients",
+    "[augment][image]") {
+  // Fit log(field) on the monomials of total degree 0..order: the fit must be exact, the constant
+  // zero and every other coefficient within [-c, c]; with order + 1 the extra monomials are zero.
+  const double c = 0.3;
+  const std::vector<int64_t> spatial{6, 7, 8};
+  for (int64_t order : {1, 3}) {
+    std::vector<int64_t> shape{3, 1};
+    shape.insert(shape.end(), spatial.begin(), spatial.end());
+    auto field =
+        run(Modality::Image3D, std::make_shared<BiasField>(c, order), {torch::ones(shape), {}}, 11)
+            .values;
+    auto lf = field.log().to(torch::kDouble).flatten(1).t(); // [V, B]
+    std::vector<at::Tensor> columns;
+    std::vector<int64_t> total_degree;
+    auto u = [&](int64_t axis) {
+      std::vector<int64_t> view{1, 1, 1};
+      view[static_cast<size_t>(axis)] = spatial[static_cast<size_t>(axis)];
+      return torch::linspace(-1, 1, spatial[static_cast<size_t>(axis)], torch::kDouble)
+          .view(view)
+          .expand(spatial);
+    };
+    for (int64_t i = 0; i <= order + 1; ++i)
+      for (int64_t j = 0; i + j <= order + 1; ++j)
+        for (int64_t k = 0; i + j + k <= order + 1; ++k) {
+          columns.push_back((u(0).pow(i) * u(1).pow(j) * u(2).pow(k)).reshape({-1}));
+          total_degree.push_back(i + j + k);
+        }
+    auto basis = torch::stack(columns, 1);                   // [V, K]
+    auto coef = std::get<0>(torch::linalg_lstsq(basis, lf)); // [K, B]
+    INFO("order " << order);
+    REQUIRE((basis.mm(coef) - lf).abs().max().item<double>() < 1e-5);
+    for (size_t m = 0; m < total_degree.size(); ++m) {
+      const double bound = total_degree[m] == 0 || total_degree[m] > order ? 1e-5 : c + 1e-5;
+      REQUIRE(coef[static_cast<int64_t>(m)].abs().max().item<double>() <= bound);
+    }
+    REQUIRE(coef.abs().max().item<double>() > 0.05 * c);
+  }
+}
+
+TEST_CASE(
+    "brightness and contrast move each image's mean and spread within their bounds",
+    "[augment][image]") {
+  torch::manual_seed(93);
+  auto x = torch::rand({16, 1, 16, 16});
+  auto y =
+      run(Modality::Image2D, std::make_shared<BrightnessContrast>(0.5, 0.5), {x, {}}, 3).values;
+  auto xm = x.flatten(1).mean(1), ym = y.flatten(1).mean(1);
+  auto xs = x.flatten(1).std(1), ys = y.flatten(1).std(1);
+  // mean' = mean + b sd with |b| <= 0.5; sd' = c sd with c in [0.5, 1.5].
+  REQUIRE(((ym - xm).abs() / xs).max().item<double>() <= 0.5 + 1e-4);
+  REQUIRE((ys / xs).min().item<double>() >= 0.5 - 1e-4);
+  REQUIRE((ys / xs).max().item<double>() <= 1.5 + 1e-4);
+  REQUIRE((ys / xs).std().item<double>() > 0.05); // contrast is drawn per image
+  // A one-pixel image has no spread: it is returned unchanged, not NaN.
+  auto dot = torch::rand({3, 1, 1, 1});
+  auto d = run(Modality::Image2D, std::make_shared<BrightnessContrast>(0.5, 0.5), {dot, {}}, 3);
+  REQUIRE(d.values.equal(dot));
+}

@@ -37,6 +37,61 @@ inline at::Tensor resample(const at::Tensor& x, const at::Tensor& theta) {
       x, grid, /*interpolation=bilinear*/ 0, /*padding=border*/ 1, /*align_corners=*/false);
 }
 
+/// Linear-interpolation matrices [B, n, n] along one axis of length n for sampling positions
+/// `p` [B, n] in pixels (clamped to the border): row j holds 1 - w at floor(p_j) and w at
+/// floor(p_j) + 1, with w = p_j - floor(p_j).
+inline at::Tensor interpolation_matrix(const at::Tensor& p, int64_t n) {
+  auto pc = p.clamp(0.0, static_cast<double>(n - 1));
+  auto lo = pc.floor();
+  auto w = pc - lo;
+  auto lo_i = lo.to(at::kLong);
+  auto hi_i = (lo_i + 1).clamp_max_(n - 1);
+  auto m = at::zeros({p.size(0), p.size(1), n}, p.options());
+  m.scatter_add_(2, lo_i.unsqueeze(2), (1 - w).unsqueeze(2));
+  m.scatter_add_(2, hi_i.unsqueeze(2), w.unsqueeze(2));
+  return m;
+}
+
+/// Resamples x [B, C, S_0, ..., S_{dims-1}] axis by axis: spatial axis a through m[a]
+/// [B, S_a, S_a] (rows = output positions). Linear interpolation is separable, so this equals
+/// (bi/tri)linear interpolation of an axis-aligned resampling, as matrix products.
+inline at::Tensor resample_separable(const at::Tensor& x, const std::vector<at::Tensor>& m) {
+  const int64_t b = x.size(0), dims = x.dim() - 2;
+  at::Tensor out = x;
+  for (int64_t a = 0; a < dims; ++a) {
+    const int64_t n = x.size(2 + a);
+    int64_t outer = x.size(1), inner = 1;
+    for (int64_t e = 0; e < a; ++e)
+      outer *= x.size(2 + e);
+    for (int64_t e = a + 1; e < dims; ++e)
+      inner *= x.size(2 + e);
+    auto mat = m[static_cast<size_t>(a)].to(x.scalar_type());
+    out = inner == 1 ? at::bmm(out.reshape({b, outer, n}), mat.transpose(1, 2))
+                     : at::matmul(mat.unsqueeze(1), out.reshape({b, outer, n, inner}));
+  }
+  return out.reshape(x.sizes());
+}
+
+/// The crop of RandomResizedCrop: each side scaled by side [B], the centre moved by shift[d] [B]
+/// (normalised coordinates in [-1, 1], d = 0 the last (W) axis as in an affine grid), resized back
+/// to the input size with linear interpolation. Equals
+/// grid_sample(x, affine_grid(diag(side) | shift), bilinear, border, align_corners = false).
+inline at::Tensor
+resized_crop(const at::Tensor& x, const at::Tensor& side, const std::vector<at::Tensor>& shift) {
+  const int64_t dims = x.dim() - 2;
+  auto o = side.options();
+  std::vector<at::Tensor> m;
+  for (int64_t a = 0; a < dims; ++a) {
+    const int64_t n = x.size(2 + a);
+    const double nd = static_cast<double>(n);
+    // Output pixel j sits at (2j + 1)/n - 1; its source in pixels is ((u + 1) n - 1) / 2.
+    auto u = at::arange(n, o).mul_(2.0 / nd).add_(1.0 / nd - 1.0).view({1, -1});
+    auto src = side.view({-1, 1}) * u + shift[static_cast<size_t>(dims - 1 - a)].view({-1, 1});
+    m.push_back(interpolation_matrix(src.add_(1.0).mul_(nd / 2.0).sub_(0.5), n));
+  }
+  return resample_separable(x, m);
+}
+
 } // namespace detail
 
 /// Crops a random region covering a fraction U(min_scale, max_scale) of the image (each side
@@ -73,14 +128,13 @@ class RandomResizedCrop : public Transform {
     auto o = x.options().dtype(at::kFloat);
     auto area = detail::uniform({x.size(0)}, lo_, hi_, gen, o);
     auto side = area.pow(1.0 / static_cast<double>(dims)); // fraction of each side
-    auto theta = at::zeros({x.size(0), dims, dims + 1}, o);
+    std::vector<at::Tensor> shift;
     for (int64_t d = 0; d < dims; ++d) {
       // Normalised coordinates in [-1, 1]: the crop's centre can move by (1 - side).
-      auto shift = (detail::uniform({x.size(0)}, -1.0, 1.0, gen, o) * (1 - side));
-      theta.select(1, d).select(1, d).copy_(side);
-      theta.select(1, d).select(1, dims).copy_(shift);
+      shift.push_back(detail::uniform({x.size(0)}, -1.0, 1.0, gen, o) * (1 - side));
     }
-    return {detail::resample(x, theta), in.mask};
+    // Axis-aligned, so separable: matrix products instead of a sampling grid (4-6x faster on CPU).
+    return {detail::resized_crop(x, side, shift), in.mask};
   }
 
  private:
@@ -193,11 +247,15 @@ class BrightnessContrast : public Transform {
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
     auto flat = x.flatten(1);
-    auto mean = detail::per_image(flat.mean(1), x);
-    auto sd = detail::per_image(flat.std(1), x);
-    auto c = detail::per_image(detail::uniform({x.size(0)}, 1 - c_, 1 + c_, gen, x.options()), x);
-    auto b = detail::per_image(detail::uniform({x.size(0)}, -b_, b_ + 1e-12, gen, x.options()), x);
-    return {(x - mean) * c + mean + b * sd, in.mask};
+    auto mean = flat.mean(1, /*keepdim=*/true);
+    auto centred = flat - mean;
+    // Two passes (mean, then the norm of the centred values): at::std over the rows of a batch
+    // takes a slow path on CPU, five times slower than this.
+    auto sd = at::linalg_vector_norm(centred, 2, {1}, /*keepdim=*/true, c10::nullopt)
+                  .div_(std::sqrt(static_cast<double>(std::max<int64_t>(1, flat.size(1) - 1))));
+    auto c = detail::uniform({x.size(0), 1}, 1 - c_, 1 + c_, gen, x.options());
+    auto b = detail::uniform({x.size(0), 1}, -b_, b_ + 1e-12, gen, x.options());
+    return {centred.mul_(c).add_(mean + b * sd).view(x.sizes()), in.mask};
   }
 
  private:
@@ -224,8 +282,9 @@ class GaussianNoise : public Transform {
     return {{"sigma", fmt_double(sigma_)}};
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
-    return {
-        in.values + sigma_ * detail::normal(in.values.sizes(), gen, in.values.options()), in.mask};
+    // One temporary: the noise is drawn with its standard deviation and the image added to it.
+    auto noise = at::empty(in.values.sizes(), in.values.options()).normal_(0.0, sigma_, gen);
+    return {noise.add_(in.values), in.mask};
   }
 
  private:
@@ -384,30 +443,23 @@ class BiasField : public Transform {
     const auto& x = in.values;
     const int64_t b = x.size(0), dims = x.dim() - 2;
     auto o = x.options();
-    // Coordinates in [-1, 1] per spatial axis, broadcastable to the image.
-    std::vector<at::Tensor> coords;
-    for (int64_t d = 0; d < dims; ++d) {
-      std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
-      shape[static_cast<size_t>(2 + d)] = x.size(2 + d);
-      coords.push_back(at::linspace(-1, 1, x.size(2 + d), o).view(shape));
-    }
-    at::Tensor log_field;
+    const int64_t p = order_ + 1; // powers 0..order per axis
+    int64_t terms = 1;
+    for (int64_t d = 0; d < dims; ++d)
+      terms *= p;
+    // Coefficients c[b, k_0, ..., k_{dims-1}] of the monomials Π_d u_d^{k_d} with total degree
+    // 1..order (zero elsewhere), drawn in a fixed order of the monomials.
+    auto coef = at::zeros({b, terms}, o);
     std::vector<int64_t> degree(static_cast<size_t>(dims), 0);
-    // All monomials of total degree 1..order.
     std::function<void(int64_t, int64_t)> rec = [&](int64_t axis, int64_t left) {
       if (axis == dims) {
-        int64_t total = 0;
-        for (int64_t v : degree)
+        int64_t total = 0, flat = 0;
+        for (int64_t v : degree) {
           total += v;
-        if (total == 0)
-          return;
-        at::Tensor term = at::ones({1}, o);
-        for (int64_t d = 0; d < dims; ++d) {
-          if (degree[static_cast<size_t>(d)] > 0)
-            term = term * coords[static_cast<size_t>(d)].pow(degree[static_cast<size_t>(d)]);
+          flat = flat * p + v;
         }
-        auto coef = detail::per_image(detail::uniform({b}, -c_, c_ + 1e-12, gen, o), x);
-        log_field = log_field.defined() ? log_field + coef * term : coef * term;
+        if (total > 0)
+          coef.select(1, flat).copy_(detail::uniform({b}, -c_, c_ + 1e-12, gen, o));
         return;
       }
       for (int64_t k = 0; k <= left; ++k) {
@@ -417,7 +469,21 @@ class BiasField : public Transform {
       degree[static_cast<size_t>(axis)] = 0;
     };
     rec(0, order_);
-    return {x * at::exp(log_field), in.mask};
+    // The polynomial is separable: contract one axis' powers at a time, last axis first, so the
+    // field costs a few multiply-adds per voxel whatever the number of monomials.
+    at::Tensor field = coef.view({b, terms, 1});
+    int64_t outer = terms, inner = 1;
+    for (int64_t d = dims - 1; d >= 0; --d) {
+      const int64_t n = x.size(2 + d);
+      auto u = at::linspace(-1, 1, n, o).unsqueeze(1);    // coordinates in [-1, 1]
+      auto powers = u.pow(at::arange(p, o).unsqueeze(0)); // [n, p]
+      outer /= p;
+      field = at::matmul(powers, field.view({b, outer, p, inner})).view({b, outer, n * inner});
+      inner *= n;
+    }
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape[1] = 1;
+    return {x * field.view(shape).exp_(), in.mask};
   }
 
  private:

@@ -124,8 +124,14 @@ inline void check_layout(const std::string& who, Modality m, const Batch& b) {
         modality_name(m),
         " values must be floating point, got ",
         x.scalar_type());
+    // max() propagates NaN and is one vectorised pass without a temporary (isnan().any() is
+    // about ten times slower on CPU).
     TORCH_CHECK(
-        !at::isnan(x).any().item<bool>(), who, ": the ", modality_name(m), " batch contains NaN");
+        x.numel() == 0 || !std::isnan(x.max().item<double>()),
+        who,
+        ": the ",
+        modality_name(m),
+        " batch contains NaN");
   }
   if (b.mask.defined()) {
     TORCH_CHECK(
@@ -490,7 +496,9 @@ class Policy {
         out.push_back(transform_->apply(batch, modality_, gen));
         continue;
       }
-      std::vector<at::Tensor> values, masks, times;
+      // Each chunk's result goes straight into the output, so only one chunk's temporaries are
+      // alive at a time.
+      Batch joined;
       for (int64_t s = 0; s < n; s += chunk) {
         const int64_t e = std::min(n, s + chunk);
         Batch part{
@@ -498,18 +506,10 @@ class Policy {
             batch.mask.defined() ? batch.mask.slice(0, s, e) : at::Tensor(),
             batch.times.defined() ? batch.times.slice(0, s, e) : at::Tensor()};
         auto r = transform_->apply(part, modality_, gen);
-        values.push_back(r.values);
-        if (r.mask.defined())
-          masks.push_back(r.mask);
-        if (r.times.defined())
-          times.push_back(r.times);
+        place(joined.values, r.values, n, s, e);
+        place(joined.mask, r.mask, n, s, e);
+        place(joined.times, r.times, n, s, e);
       }
-      Batch joined;
-      joined.values = at::cat(values);
-      if (!masks.empty())
-        joined.mask = at::cat(masks);
-      if (!times.empty())
-        joined.times = at::cat(times);
       out.push_back(std::move(joined));
     }
     return out;
@@ -560,6 +560,19 @@ class Policy {
     for (const auto& c : t.children()) {
       validate(*c);
     }
+  }
+
+  // Copies a chunk's result (rows [s, e) of n) into `dst`, allocated on the first chunk.
+  static void place(at::Tensor& dst, const at::Tensor& part, int64_t n, int64_t s, int64_t e) {
+    if (!part.defined()) {
+      return;
+    }
+    if (!dst.defined()) {
+      std::vector<int64_t> shape(part.sizes().begin(), part.sizes().end());
+      shape[0] = n;
+      dst = at::empty(shape, part.options());
+    }
+    dst.slice(0, s, e).copy_(part);
   }
 
   at::Generator& generator(const at::Device& device) {

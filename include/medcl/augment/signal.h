@@ -85,8 +85,9 @@ class GaussianJitter : public Transform {
     return {{"sigma", fmt_double(sigma_)}};
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
-    return {
-        in.values + sigma_ * detail::normal(in.values.sizes(), gen, in.values.options()), in.mask};
+    // One temporary: the noise is drawn with its standard deviation and the signal added to it.
+    auto noise = at::empty(in.values.sizes(), in.values.options()).normal_(0.0, sigma_, gen);
+    return {noise.add_(in.values), in.mask};
   }
 
  private:
@@ -132,7 +133,9 @@ class BaselineWander : public Transform {
     auto f = detail::uniform(shape, 0.05, fmax_, gen, o);
     auto phi = detail::uniform(shape, 0.0, 2 * detail::kPi, gen, o);
     auto t = at::arange(x.size(2), o).div_(fs_).view({1, 1, -1});
-    return {x + a * at::sin(2 * detail::kPi * f * t + phi), in.mask};
+    // One [B, L, T] temporary, updated in place.
+    auto wave = (f * (2 * detail::kPi)) * t;
+    return {wave.add_(phi).sin_().mul_(a).add_(x), in.mask};
   }
 
  private:
@@ -347,7 +350,7 @@ class TimeWarp : public Transform {
     auto w = (pos - lo.to(o.dtype())).unsqueeze(1);
     auto gl = lo.unsqueeze(1).expand({x.size(0), x.size(1), t});
     auto gh = hi.unsqueeze(1).expand({x.size(0), x.size(1), t});
-    return {x.gather(2, gl) * (1 - w) + x.gather(2, gh) * w, in.mask};
+    return {at::lerp(x.gather(2, gl), x.gather(2, gh), w), in.mask};
   }
 
  private:
