@@ -1,8 +1,10 @@
+#include <medcl/core/checks.h>
 #include <medcl/core/runtime.h>
 #include <medcl/version.h>
 
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <string>
 
 TEST_CASE("version() matches the generated header", "[core]") {
@@ -21,4 +23,31 @@ TEST_CASE("runtime_info() names versions and threads", "[core]") {
   const auto line = info.summary();
   REQUIRE(line.find("medcl " + info.medcl_version) != std::string::npos);
   REQUIRE(line.find("LibTorch " + info.torch_version) != std::string::npos);
+}
+
+TEST_CASE("all_finite finds NaN and infinities, and is not fooled by overflow", "[core]") {
+  using medcl::detail::all_finite;
+  const float inf = std::numeric_limits<float>::infinity();
+  auto x = at::randn({64, 33});
+  REQUIRE(all_finite(x));
+  // Finite values whose sum overflows float: the element-wise test decides.
+  REQUIRE(all_finite(at::full({4, 4}, 3e38f)));
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), inf, -inf}) {
+    auto y = x.clone();
+    y[63][32] = bad;
+    REQUIRE_FALSE(all_finite(y));
+    REQUIRE_FALSE(all_finite(y.to(at::kDouble)));
+    REQUIRE_FALSE(all_finite(y.to(at::kBFloat16)));
+    REQUIRE_FALSE(all_finite(y.t())); // not contiguous
+  }
+  // +inf and -inf together sum to NaN; a NaN among huge values too.
+  auto both = at::zeros({3});
+  both[0] = inf;
+  both[1] = -inf;
+  REQUIRE_FALSE(all_finite(both));
+  // Nothing to test, or nothing that can be non-finite.
+  REQUIRE(all_finite(at::empty({0, 5})));
+  REQUIRE(all_finite(at::arange(10)));
+  REQUIRE_THROWS_WITH(
+      medcl::detail::check_finite("f", "z", both), Catch::Contains("f: z contains NaN or Inf"));
 }

@@ -5,6 +5,7 @@
 /// profiles (expression or counts [B, G]).
 
 #include <medcl/augment/policy.h>
+#include <medcl/core/checks.h>
 
 #include <ATen/ATen.h>
 
@@ -56,7 +57,7 @@ class FeatureNoise : public Transform {
   FeatureNoise(at::Tensor feature_sd, double scale) : sd_(std::move(feature_sd)), scale_(scale) {
     TORCH_CHECK(sd_.defined() && sd_.dim() == 1, "FeatureNoise: feature_sd must be 1-D [F]");
     TORCH_CHECK(
-        at::isfinite(sd_).all().item<bool>() && sd_.ge(0).all().item<bool>(),
+        medcl::detail::all_finite(sd_) && sd_.ge(0).all().item<bool>(),
         "FeatureNoise: feature_sd must be finite and >= 0");
     TORCH_CHECK(
         std::isfinite(scale_) && scale_ >= 0, "FeatureNoise: scale must be >= 0, got ", scale_);

@@ -5,6 +5,7 @@
 /// common rate and cut into single-lead windows with their keys (record as patient, lead, moment as
 /// instance, time), split in time into a pretraining and a held-out part.
 
+#include <medcl/core/checks.h>
 #include <medcl/pairing/sample_keys.h>
 
 #include <ATen/ATen.h>
@@ -130,7 +131,7 @@ struct EcgWindows {
         ": train_share must be in (0, 1), got ",
         train_share);
     TORCH_CHECK(
-        at::isfinite(signal).all().item<bool>(),
+        medcl::detail::all_finite(signal),
         fn,
         ": the signal of record ",
         record_id,

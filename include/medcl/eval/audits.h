@@ -6,6 +6,7 @@
 /// change, and a 2-D PCA for metadata overlays. Results hold plain numbers and names for reports.
 
 #include <medcl/augment/probe.h>
+#include <medcl/core/checks.h>
 #include <medcl/data/splits.h>
 #include <medcl/eval/linear_probe.h>
 #include <medcl/eval/metrics.h>
@@ -71,7 +72,7 @@ inline void check_embeddings_rows(const char* fn, const at::Tensor& x) {
       fn,
       ": expected non-empty floating [N, D] embeddings, got ",
       x.defined() ? x.sizes() : at::IntArrayRef{});
-  TORCH_CHECK(at::isfinite(x).all().item<bool>(), fn, ": embeddings contain NaN or Inf");
+  TORCH_CHECK(medcl::detail::all_finite(x), fn, ": embeddings contain NaN or Inf");
 }
 
 } // namespace detail
@@ -641,8 +642,7 @@ inline InvarianceAuditResult invariance_audit(
   {
     c10::NoGradGuard no_grad;
     auto z = encoder(batch).to(at::kCPU, at::kDouble);
-    TORCH_CHECK(
-        at::isfinite(z).all().item<bool>(), fn, ": the encoder returned NaN or Inf embeddings");
+    TORCH_CHECK(medcl::detail::all_finite(z), fn, ": the encoder returned NaN or Inf embeddings");
     z = z / z.norm(2, 1, true).clamp_min(1e-12);
     auto cos = z.mm(z.t());
     auto lab = at::tensor(labels, at::kLong);
@@ -710,7 +710,7 @@ inline Pca2d pca_2d(const at::Tensor& embeddings) {
       fn,
       ": expected [N, D] embeddings with N >= 2 and D >= 2, got ",
       embeddings.defined() ? embeddings.sizes() : at::IntArrayRef{});
-  TORCH_CHECK(at::isfinite(embeddings).all().item<bool>(), fn, ": embeddings contain NaN or Inf");
+  TORCH_CHECK(medcl::detail::all_finite(embeddings), fn, ": embeddings contain NaN or Inf");
   c10::NoGradGuard no_grad;
   auto x = embeddings.detach().to(at::kCPU, at::kDouble);
   Pca2d out;

@@ -4,6 +4,8 @@
 /// Embeddings of a frozen encoder: the encoder's forward run over the inputs in chunks, without
 /// gradient, gathered as one [N, D] float tensor for the probes, retrieval and audits.
 
+#include <medcl/core/checks.h>
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
@@ -98,7 +100,7 @@ at::Tensor extract_embeddings(
         z.size(1));
     dim = z.size(1);
     TORCH_CHECK(
-        at::isfinite(z).all().item<bool>(),
+        medcl::detail::all_finite(z),
         name,
         ": the encoder returned NaN or Inf for rows ",
         s,

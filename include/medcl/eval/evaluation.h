@@ -5,6 +5,7 @@
 /// linear probe with every metric and its interval, calibration, ROC, label efficiency, subgroups,
 /// external validation, site audit, 2-D map and retrieval examples.
 
+#include <medcl/core/checks.h>
 #include <medcl/data/splits.h>
 #include <medcl/eval/audits.h>
 #include <medcl/eval/fine_tune.h>
@@ -358,11 +359,7 @@ class ClinicalEvaluation {
         embeddings.defined() ? embeddings.sizes() : at::IntArrayRef{});
     auto x = embeddings.detach().to(at::kCPU, at::kDouble).contiguous();
     TORCH_CHECK(
-        at::isfinite(x).all().item<bool>(),
-        fn,
-        ": the embeddings of '",
-        model,
-        "' hold NaN or Inf");
+        medcl::detail::all_finite(x), fn, ": the embeddings of '", model, "' hold NaN or Inf");
     const auto& o = options_;
     const std::string& task = o.task();
     const auto tr = rows("train"), va = rows("val"), te = rows("test");

@@ -5,6 +5,7 @@
 /// with cross-entropy, the epoch with the best validation loss kept. The caller's encoder is
 /// untouched.
 
+#include <medcl/core/checks.h>
 #include <medcl/eval/embed.h>
 #include <medcl/eval/linear_probe.h>
 
@@ -135,7 +136,7 @@ FineTuneResult fine_tune(
         " split is empty or undefined");
     detail::check_label_rows(fn, split, xs.size(0), ys, num_classes);
     TORCH_CHECK(
-        !at::isFloatingType(xs.scalar_type()) || at::isfinite(xs).all().item<bool>(),
+        !at::isFloatingType(xs.scalar_type()) || medcl::detail::all_finite(xs),
         fn,
         ": the ",
         split,

@@ -4,6 +4,8 @@
 /// k-nearest-neighbour classification of frozen embeddings (cosine similarity), the standard
 /// label-free probe of a representation.
 
+#include <medcl/core/checks.h>
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
@@ -80,7 +82,7 @@ inline at::Tensor knn_predict(
       fn,
       ": temperature must be > 0");
   TORCH_CHECK(
-      at::isfinite(train).all().item<bool>() && at::isfinite(test).all().item<bool>(),
+      medcl::detail::all_finite(train) && medcl::detail::all_finite(test),
       fn,
       ": embeddings contain NaN or Inf");
   c10::NoGradGuard no_grad;

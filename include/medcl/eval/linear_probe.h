@@ -4,6 +4,7 @@
 /// Linear probe: L2-regularised multinomial logistic regression on frozen embeddings, the strength
 /// chosen on a validation split. The standard frozen-encoder protocol of SimCLR, MoCo and DINO.
 
+#include <medcl/core/checks.h>
 #include <medcl/eval/metrics.h>
 
 #include <ATen/ATen.h>
@@ -81,8 +82,7 @@ struct LinearProbe {
         "] embeddings, got ",
         x.defined() ? x.sizes() : at::IntArrayRef{});
     TORCH_CHECK(
-        at::isfinite(x).all().item<bool>(),
-        "LinearProbe::predict_proba: embeddings contain NaN or Inf");
+        medcl::detail::all_finite(x), "LinearProbe::predict_proba: embeddings contain NaN or Inf");
     c10::NoGradGuard no_grad;
     auto z = (x.to(at::kCPU, at::kDouble) - mean) / scale;
     return at::softmax(z.mm(weight) + bias, 1);
@@ -156,8 +156,7 @@ inline void check_probe_rows(
   TORCH_CHECK(
       x.size(0) > 0 && x.size(1) > 0, fn, ": the ", split, " split is empty (", x.sizes(), ")");
   check_label_rows(fn, split, x.size(0), y, num_classes);
-  TORCH_CHECK(
-      at::isfinite(x).all().item<bool>(), fn, ": the ", split, " embeddings contain NaN or Inf");
+  TORCH_CHECK(medcl::detail::all_finite(x), fn, ": the ", split, " embeddings contain NaN or Inf");
 }
 
 // Fits W, b for one strength from zero, L-BFGS with a strong-Wolfe line search, in float64.

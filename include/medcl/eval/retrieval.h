@@ -4,6 +4,8 @@
 /// Embedding-space retrieval (recall@K, median rank, nearest neighbours for report examples) and
 /// the alignment / uniformity measures of Wang & Isola (2020).
 
+#include <medcl/core/checks.h>
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
@@ -60,7 +62,7 @@ check_retrieval_embeddings(const char* fn, const at::Tensor& query, const at::Te
       gallery.sizes(),
       ")");
   TORCH_CHECK(
-      at::isfinite(query).all().item<bool>() && at::isfinite(gallery).all().item<bool>(),
+      medcl::detail::all_finite(query) && medcl::detail::all_finite(gallery),
       fn,
       ": embeddings contain NaN or Inf");
 }
@@ -240,7 +242,7 @@ inline double alignment(const at::Tensor& z0, const at::Tensor& z1, double alpha
       z1.defined() ? z1.sizes() : at::IntArrayRef{});
   TORCH_CHECK(std::isfinite(alpha) && alpha > 0, fn, ": alpha must be > 0, got ", alpha);
   TORCH_CHECK(
-      at::isfinite(z0).all().item<bool>() && at::isfinite(z1).all().item<bool>(),
+      medcl::detail::all_finite(z0) && medcl::detail::all_finite(z1),
       fn,
       ": embeddings contain NaN or Inf");
   c10::NoGradGuard no_grad;
@@ -268,7 +270,7 @@ inline double uniformity(const at::Tensor& z, double t = 2.0, int64_t chunk = 10
       z.defined() ? z.sizes() : at::IntArrayRef{});
   TORCH_CHECK(std::isfinite(t) && t > 0, fn, ": t must be > 0, got ", t);
   TORCH_CHECK(chunk >= 1, fn, ": chunk must be >= 1, got ", chunk);
-  TORCH_CHECK(at::isfinite(z).all().item<bool>(), fn, ": embeddings contain NaN or Inf");
+  TORCH_CHECK(medcl::detail::all_finite(z), fn, ": embeddings contain NaN or Inf");
   c10::NoGradGuard no_grad;
   auto u = detail::unit_rows(z.to(at::kDouble), 1e-12);
   const int64_t n = u.size(0);
