@@ -6,6 +6,7 @@
 /// from an explicit generator, and are refused where they are clinically invalid unless allowed.
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 #include <c10/util/Exception.h>
 
@@ -579,8 +580,15 @@ class Policy {
     const std::string key = device.str();
     auto it = gens_.find(key);
     if (it == gens_.end()) {
-      auto g = at::globalContext().defaultGenerator(device).clone();
-      g.set_current_seed(seed_);
+      // A CPU generator is made afresh (LibTorch 1.13's Generator::clone() leaks the clone); other
+      // devices clone their default generator and reseed it.
+      at::Generator g;
+      if (device.is_cpu()) {
+        g = at::detail::createCPUGenerator(seed_);
+      } else {
+        g = at::globalContext().defaultGenerator(device).clone();
+        g.set_current_seed(seed_);
+      }
       it = gens_.emplace(key, std::move(g)).first;
     }
     return it->second;
