@@ -1,4 +1,5 @@
 // Augmentation on CUDA: same layouts, device kept, seeded reproducibility, statistics.
+#include "augment/catalogue.h"
 #include "support.h"
 
 #include <medcl/augment/image.h>
@@ -95,4 +96,31 @@ TEST_CASE("CUDA: the separable crop equals grid sampling on the device", "[cuda]
   auto separable = medcl::augment::detail::resized_crop(x, side, shift);
   REQUIRE(separable.is_cuda());
   REQUIRE(medcl_test::rel_err(separable, grid) < 1e-4);
+}
+
+TEST_CASE(
+    "CUDA: every transform keeps layout and device, reproducibly, as on the CPU",
+    "[cuda][augment]") {
+  REQUIRE(torch::cuda::is_available());
+  const torch::Device cuda(torch::kCUDA, 0);
+  for (const auto& it : medcl_test::all_transforms()) {
+    INFO(it.t->name());
+    const auto in = medcl_test::transform_sample(it.m, cuda);
+    auto run = [&](uint64_t seed) { return Policy(it.m, it.t, seed).views(in, 1)[0]; };
+    auto a = run(1);
+    auto on_cpu = Policy(it.m, it.t, 1).views(medcl_test::transform_sample(it.m), 1)[0];
+    REQUIRE(a.values.is_cuda());
+    REQUIRE(a.values.sizes() == on_cpu.values.sizes());
+    REQUIRE(a.values.scalar_type() == on_cpu.values.scalar_type());
+    REQUIRE(a.mask.defined() == on_cpu.mask.defined());
+    REQUIRE(a.times.defined() == on_cpu.times.defined());
+    if (a.mask.defined())
+      REQUIRE(a.mask.is_cuda());
+    if (a.values.is_floating_point())
+      REQUIRE(torch::isfinite(a.values).all().item<bool>());
+    medcl_test::require_seeded(it.random, run);
+    if (!it.random) {
+      REQUIRE(a.values.cpu().equal(on_cpu.values)); // no randomness: the CPU's result exactly
+    }
+  }
 }
