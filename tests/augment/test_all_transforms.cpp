@@ -60,3 +60,42 @@ TEST_CASE("NaN input is refused naming the policy's transform", "[augment][error
   REQUIRE_THROWS_WITH(amp.views({big, {}, {}}, 1), Contains("contains NaN"));
   REQUIRE_THROWS_WITH(amp.views({big.to(torch::kDouble), {}, {}}, 1), Contains("contains NaN"));
 }
+
+TEST_CASE("a large batch goes through in chunks, stitched back in order", "[augment]") {
+  // 200 records of 3 x 1000 values: chunks of 87, 87 and 26 records.
+  REQUIRE(200 * 3 * 1000 > Policy::kChunkElements);
+  auto eeg = torch::randn({200, 3, 1000});
+  Policy reverse(Modality::EEG, std::make_shared<TimeReversal>(), 1, {"time_reversal"});
+  for (const auto& v : reverse.views({eeg, {}, {}}, 2)) {
+    REQUIRE(v.values.equal(eeg.flip({2})));
+  }
+  // A transform that changes the record's length: every output row is a window of its own input
+  // row (values encode row and time, so a row out of place is seen).
+  const int64_t n = 300, t = 1000, w = 500;
+  auto ecg = (torch::arange(n).view({n, 1, 1}) * 10000 + torch::arange(t).view({1, 1, t}))
+                 .expand({n, 12, t})
+                 .to(torch::kFloat)
+                 .contiguous();
+  auto crop = Policy(Modality::ECG, std::make_shared<RandomCrop>(w), 3).views({ecg, {}, {}}, 1)[0];
+  REQUIRE(crop.values.sizes() == torch::IntArrayRef({n, 12, w}));
+  auto start = crop.values.select(2, 0).select(1, 0) - torch::arange(n).to(torch::kFloat) * 10000;
+  REQUIRE(start.min().item<double>() >= 0);
+  REQUIRE(start.max().item<double>() <= t - w);
+  auto expected = ecg.select(1, 0).select(1, 0).view({n, 1, 1}) + start.view({n, 1, 1}) +
+      torch::arange(w).to(torch::kFloat).view({1, 1, w});
+  REQUIRE(crop.values.equal(expected.expand({n, 12, w})));
+  REQUIRE(std::get<0>(torch::_unique(start)).numel() > 50); // each record its own window
+  // Masks and visit times come back with their rows: each record's times move by one offset.
+  const int64_t b = 20000;
+  auto mask = torch::rand({b, 5, 3}).gt(0.3);
+  auto times =
+      (torch::arange(b).view({b, 1}) * 100 + torch::arange(5).view({1, 5})).to(torch::kDouble);
+  Batch visits{torch::randn({b, 5, 3}).masked_fill(mask.logical_not(), 0.0), mask, times};
+  auto shifted = Policy(Modality::Visits, std::make_shared<TimeShift>(10.0), 4).views(visits, 1)[0];
+  REQUIRE(shifted.mask.equal(mask));
+  REQUIRE(shifted.values.equal(visits.values));
+  auto offset = shifted.times - times;
+  REQUIRE(shifted.times.scalar_type() == torch::kDouble);
+  REQUIRE((offset - offset.select(1, 0).unsqueeze(1)).abs().max().item<double>() < 1e-9);
+  REQUIRE(offset.abs().max().item<double>() <= 10.0 + 1e-9);
+}
