@@ -1,7 +1,8 @@
 #pragma once
 
-// Every transform of medcl/augment with a modality it accepts, and a small batch of each modality:
-// the catalogue that the CPU tests and the CUDA tests both walk through.
+// What the CPU and the CUDA augmentation tests share: every transform of medcl/augment with a
+// modality it accepts, a small batch of each modality, the seeded check, and the sampling-grid
+// reference of the resized crop.
 
 #include <medcl/augment/image.h>
 #include <medcl/augment/signal.h>
@@ -87,6 +88,34 @@ void require_seeded(bool random, const Run& run) {
       differs = !same_batch(a, run(s));
     REQUIRE(differs);
   }
+}
+
+/// A random crop (side [B] in [min_side, 1], shift[d] [B] keeping it inside the image; d = 0 the
+/// last axis) and its reference: an affine grid sampled bilinearly with border padding, which
+/// RandomResizedCrop's separable crop must equal.
+struct CropCase {
+  at::Tensor side;
+  std::vector<at::Tensor> shift;
+  at::Tensor reference;
+};
+inline CropCase random_crop_case(const at::Tensor& x, double min_side) {
+  const int64_t b = x.size(0), dims = x.dim() - 2;
+  CropCase c;
+  c.side = torch::rand({b}, x.options()) * (1 - min_side) + min_side;
+  auto theta = torch::zeros({b, dims, dims + 1}, x.options());
+  for (int64_t d = 0; d < dims; ++d) {
+    c.shift.push_back((torch::rand({b}, x.options()) * 2 - 1) * (1 - c.side));
+    theta.select(1, d).select(1, d).copy_(c.side);
+    theta.select(1, d).select(1, dims).copy_(c.shift.back());
+  }
+  c.reference = torch::nn::functional::grid_sample(
+      x,
+      torch::nn::functional::affine_grid(theta, x.sizes(), /*align_corners=*/false),
+      torch::nn::functional::GridSampleFuncOptions()
+          .mode(torch::kBilinear)
+          .padding_mode(torch::kBorder)
+          .align_corners(false));
+  return c;
 }
 
 /// Every transform, each with a modality it accepts.

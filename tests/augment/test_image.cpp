@@ -1,3 +1,4 @@
+#include "augment/catalogue.h"
 #include "support.h"
 
 #include <medcl/augment/image.h>
@@ -142,28 +143,16 @@ TEST_CASE(
   torch::manual_seed(91);
   for (const auto& shape : std::vector<std::vector<int64_t>>{{5, 2, 7, 9}, {3, 2, 5, 6, 7}}) {
     auto x = torch::rand(shape);
-    const int64_t b = shape[0], dims = static_cast<int64_t>(shape.size()) - 2;
-    auto side = torch::rand({b}) * 0.6 + 0.4;
-    side[0] = 1.0; // the identity crop
-    auto theta = torch::zeros({b, dims, dims + 1});
-    std::vector<at::Tensor> shift;
-    for (int64_t d = 0; d < dims; ++d) {
-      shift.push_back((torch::rand({b}) * 2 - 1) * (1 - side));
-      theta.select(1, d).select(1, d).copy_(side);
-      theta.select(1, d).select(1, dims).copy_(shift.back());
-    }
-    auto grid = torch::nn::functional::grid_sample(
-        x,
-        torch::nn::functional::affine_grid(theta, x.sizes(), /*align_corners=*/false),
-        torch::nn::functional::GridSampleFuncOptions()
-            .mode(torch::kBilinear)
-            .padding_mode(torch::kBorder)
-            .align_corners(false));
-    auto separable = medcl::augment::detail::resized_crop(x, side, shift);
+    const int64_t dims = static_cast<int64_t>(shape.size()) - 2;
+    auto c = medcl_test::random_crop_case(x, 0.4);
+    auto separable = medcl::augment::detail::resized_crop(x, c.side, c.shift);
     INFO("dims " << dims);
     REQUIRE(separable.sizes() == x.sizes());
-    REQUIRE(rel_err(separable, grid) < 1e-5);
-    REQUIRE(rel_err(separable[0], x[0]) < 1e-6);
+    REQUIRE(rel_err(separable, c.reference) < 1e-5);
+    // The identity crop (side 1, no shift) returns the image.
+    auto identity = medcl::augment::detail::resized_crop(
+        x, torch::ones({shape[0]}), std::vector<at::Tensor>(dims, torch::zeros({shape[0]})));
+    REQUIRE(rel_err(identity, x) < 1e-6);
   }
 }
 

@@ -78,24 +78,10 @@ TEST_CASE("CUDA: the separable crop equals grid sampling on the device", "[cuda]
   REQUIRE(torch::cuda::is_available());
   const torch::Device cuda(torch::kCUDA, 0);
   auto x = torch::rand({4, 2, 6, 9, 11}, cuda);
-  auto side = torch::rand({4}, cuda) * 0.5 + 0.5;
-  auto theta = torch::zeros({4, 3, 4}, cuda);
-  std::vector<at::Tensor> shift;
-  for (int64_t d = 0; d < 3; ++d) {
-    shift.push_back((torch::rand({4}, cuda) * 2 - 1) * (1 - side));
-    theta.select(1, d).select(1, d).copy_(side);
-    theta.select(1, d).select(1, 3).copy_(shift.back());
-  }
-  auto grid = torch::nn::functional::grid_sample(
-      x,
-      torch::nn::functional::affine_grid(theta, x.sizes(), /*align_corners=*/false),
-      torch::nn::functional::GridSampleFuncOptions()
-          .mode(torch::kBilinear)
-          .padding_mode(torch::kBorder)
-          .align_corners(false));
-  auto separable = medcl::augment::detail::resized_crop(x, side, shift);
+  auto c = medcl_test::random_crop_case(x, 0.5);
+  auto separable = medcl::augment::detail::resized_crop(x, c.side, c.shift);
   REQUIRE(separable.is_cuda());
-  REQUIRE(medcl_test::rel_err(separable, grid) < 1e-4);
+  REQUIRE(medcl_test::rel_err(separable, c.reference) < 1e-4);
 }
 
 TEST_CASE(
