@@ -398,17 +398,7 @@ Table parse_csv(const std::string& text, const CsvOptions& options, const std::s
 }
 
 Table read_csv_file(const std::string& path, const CsvOptions& options) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    detail::io_error("csv: cannot open '", path, "': ", std::strerror(err));
-  }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) {
-    const int err = errno;
-    detail::io_error("csv: cannot read '", path, "': ", std::strerror(err));
-  }
+  const std::string text = detail::read_whole_file("csv", path);
   CsvOptions opts = options;
   auto ends_with = [&](const char* suffix) {
     const size_t k = std::strlen(suffix);
@@ -425,7 +415,7 @@ Table read_csv_file(const std::string& path, const CsvOptions& options) {
   if (opts.delimiter() == ',' && (ends_with(".tsv") || ends_with(".tab"))) {
     opts.delimiter('\t');
   }
-  return parse_csv(buffer.str(), opts, path);
+  return parse_csv(text, opts, path);
 }
 
 } // namespace data

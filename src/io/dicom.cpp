@@ -72,21 +72,6 @@ namespace {
 using detail::io_check;
 using detail::io_error;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    io_error("dicom: cannot open '", path, "': ", std::strerror(err));
-  }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) {
-    const int err = errno;
-    io_error("dicom: cannot read '", path, "': ", std::strerror(err));
-  }
-  return buffer.str();
-}
-
 // A DCMTK input stream over a buffer that, unlike DcmInputBufferStream, can defer loading values:
 // newFactory() hands DCMTK a factory that reopens the same buffer at the value's offset. When DCMTK
 // then skips the value and the input ends first, the element's declared length is recorded as an
@@ -687,11 +672,11 @@ DicomWaveform parse_dicom_waveform(const std::string& bytes, const std::string& 
 }
 
 DicomImage read_dicom_image(const std::string& path) {
-  return parse_dicom_image(read_file(path), path);
+  return parse_dicom_image(detail::read_whole_file("dicom", path), path);
 }
 
 DicomWaveform read_dicom_waveform(const std::string& path) {
-  return parse_dicom_waveform(read_file(path), path);
+  return parse_dicom_waveform(detail::read_whole_file("dicom", path), path);
 }
 
 #endif

@@ -1,9 +1,12 @@
 #pragma once
 
-// Internal: how the parsing sources report an error. They are compiled without LibTorch (so that
-// the fuzz targets build quickly with clang and no torch): medcl defines io_fail in error.cpp as a
-// c10::Error, the fuzz targets define it as a std::runtime_error.
+// Internal: how the parsing sources report an error, and how they read a whole file. They are
+// compiled without LibTorch (so that the fuzz targets build quickly with clang and no torch): medcl
+// defines io_fail in error.cpp as a c10::Error, the fuzz targets define it as a std::runtime_error.
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -28,6 +31,23 @@ void io_check(bool cond, const Parts&... parts) {
   if (!cond) {
     io_error(parts...);
   }
+}
+
+/// The bytes of the file at `path`; a reader error naming `reader` ("csv", "npy", ...), the path
+/// and the system's reason when it cannot be opened or read.
+inline std::string read_whole_file(const char* reader, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    io_error(reader, ": cannot open '", path, "': ", std::strerror(err));
+  }
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) {
+    const int err = errno;
+    io_error(reader, ": cannot read '", path, "': ", std::strerror(err));
+  }
+  return buffer.str();
 }
 
 } // namespace detail

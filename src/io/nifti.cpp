@@ -48,21 +48,6 @@ namespace {
 using detail::io_check;
 using detail::io_error;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    io_error("nifti: cannot open '", path, "': ", std::strerror(err));
-  }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) {
-    const int err = errno;
-    io_error("nifti: cannot read '", path, "': ", std::strerror(err));
-  }
-  return buffer.str();
-}
-
 bool is_gzip(const std::string& b) {
   return b.size() >= 2 && static_cast<unsigned char>(b[0]) == 0x1f &&
       static_cast<unsigned char>(b[1]) == 0x8b;
@@ -529,7 +514,7 @@ NiftiVolume parse_nifti(const std::string& bytes, const std::string& source) {
 }
 
 NiftiVolume read_nifti_file(const std::string& path) {
-  std::string bytes = read_file(path);
+  std::string bytes = detail::read_whole_file("nifti", path);
   if (is_gzip(bytes)) {
     bytes = gunzip(bytes, path);
   }
@@ -541,7 +526,7 @@ NiftiVolume read_nifti_file(const std::string& path) {
     if (!probe) {
       image_path += ".gz";
     }
-    std::string image = read_file(image_path);
+    std::string image = detail::read_whole_file("nifti", image_path);
     if (is_gzip(image)) {
       image = gunzip(image, image_path);
     }

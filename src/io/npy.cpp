@@ -23,21 +23,6 @@ namespace data {
 namespace detail {
 namespace {
 
-std::string read_file(const char* what, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    io_error(what, ": cannot open '", path, "': ", std::strerror(err));
-  }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) {
-    const int err = errno;
-    io_error(what, ": cannot read '", path, "': ", std::strerror(err));
-  }
-  return buffer.str();
-}
-
 uint64_t le(const std::string& b, size_t at, int bytes) {
   uint64_t v = 0;
   for (int i = bytes - 1; i >= 0; --i) {
@@ -779,7 +764,7 @@ int64_t NpyArray::numel() const {
 }
 
 NpyArray read_npy_file(const std::string& path) {
-  return detail::parse_npy_bytes(detail::read_file("npy", path), path);
+  return detail::parse_npy_bytes(detail::read_whole_file("npy", path), path);
 }
 
 NpyArray parse_npy(const std::string& bytes, const std::string& source) {
@@ -787,11 +772,11 @@ NpyArray parse_npy(const std::string& bytes, const std::string& source) {
 }
 
 std::map<std::string, NpyArray> read_npz_file(const std::string& path) {
-  return detail::parse_npz_bytes(detail::read_file("npz", path), path);
+  return detail::parse_npz_bytes(detail::read_whole_file("npz", path), path);
 }
 
 NpyArray read_npz_member(const std::string& path, const std::string& name) {
-  return detail::parse_npz_member_bytes(detail::read_file("npz", path), name, path);
+  return detail::parse_npz_member_bytes(detail::read_whole_file("npz", path), name, path);
 }
 
 std::map<std::string, NpyArray> parse_npz(const std::string& bytes, const std::string& source) {
