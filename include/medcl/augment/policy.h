@@ -245,6 +245,11 @@ inline at::Tensor uniform(
 inline at::Tensor normal(at::IntArrayRef shape, at::Generator& gen, const at::TensorOptions& o) {
   return at::empty(shape, o).normal_(0.0, 1.0, gen);
 }
+/// x + N(0, sigma²) noise, element by element, with one temporary: the noise is drawn with its
+/// standard deviation and x added to it in place.
+inline at::Tensor plus_gaussian(const at::Tensor& x, double sigma, at::Generator& gen) {
+  return at::empty(x.sizes(), x.options()).normal_(0.0, sigma, gen).add_(x);
+}
 /// Bernoulli(p) booleans.
 inline at::Tensor
 bernoulli(at::IntArrayRef shape, double p, at::Generator& gen, const at::TensorOptions& o) {

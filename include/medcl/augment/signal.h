@@ -85,9 +85,7 @@ class GaussianJitter : public Transform {
     return {{"sigma", fmt_double(sigma_)}};
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
-    // One temporary: the noise is drawn with its standard deviation and the signal added to it.
-    auto noise = at::empty(in.values.sizes(), in.values.options()).normal_(0.0, sigma_, gen);
-    return {noise.add_(in.values), in.mask};
+    return {detail::plus_gaussian(in.values, sigma_, gen), in.mask};
   }
 
  private:

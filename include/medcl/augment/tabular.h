@@ -207,8 +207,7 @@ class LogExpressionNoise : public Transform {
     return {{"sigma", fmt_double(sigma_)}};
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
-    return {
-        in.values + sigma_ * detail::normal(in.values.sizes(), gen, in.values.options()), in.mask};
+    return {detail::plus_gaussian(in.values, sigma_, gen), in.mask};
   }
 
  private:
