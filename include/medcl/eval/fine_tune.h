@@ -135,12 +135,7 @@ FineTuneResult fine_tune(
         split,
         " split is empty or undefined");
     detail::check_label_rows(fn, split, xs.size(0), ys, num_classes);
-    TORCH_CHECK(
-        !at::isFloatingType(xs.scalar_type()) || medcl::detail::all_finite(xs),
-        fn,
-        ": the ",
-        split,
-        " inputs contain NaN or Inf");
+    TORCH_CHECK(medcl::detail::all_finite(xs), fn, ": the ", split, " inputs contain NaN or Inf");
   };
   check_split("training", x, y);
   check_split("validation", val_x, val_y);
