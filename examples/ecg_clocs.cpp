@@ -36,6 +36,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -133,7 +134,7 @@ int main(int argc, char** argv) {
   // so that `instance()` makes the same moment in another lead a positive (CMLC).
   struct Variant {
     std::string name;
-    c10::optional<medcl::PairingStrategy> pairing;
+    std::optional<medcl::PairingStrategy> pairing;
     bool moment_as_instance;
   };
   const auto cmsc = medcl::PairingStrategy::custom(
@@ -141,7 +142,7 @@ int main(int argc, char** argv) {
           medcl::PairExpr::time_within(0.5),
       "same record and lead within 0.5 s (CMSC)");
   const std::vector<Variant> variants{
-      {"SimCLR instance", c10::nullopt, false},
+      {"SimCLR instance", std::nullopt, false},
       {"CLOCS CMLC (same moment, any lead)", medcl::PairingStrategy::instance(), true},
       {"CLOCS CMLC + CMSC", medcl::PairingStrategy::instance() | cmsc, true}};
   std::vector<std::pair<std::string, std::shared_ptr<medcl::SimCLR<medcl::ResNet1d>>>> models;

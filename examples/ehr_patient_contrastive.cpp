@@ -39,6 +39,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -163,7 +164,7 @@ int main(int argc, char** argv) {
   // ---- pretraining: three pairing strategies ----
   struct Variant {
     std::string name;
-    c10::optional<medcl::PairingStrategy> pairing;
+    std::optional<medcl::PairingStrategy> pairing;
     int64_t records_per_patient;
   };
   const std::vector<Variant> variants{

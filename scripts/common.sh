@@ -19,9 +19,11 @@ medcl_user_torch() {
 
 # Debian/Ubuntu packages, by what needs them.
 medcl_packages() {
-  local pkgs="cmake ninja-build g++ ccache clang-format libeigen3-dev libfmt-dev catch2 libbenchmark-dev gnuplot-nox zlib1g-dev libnifti2-dev libdcmtk-dev"
+  local pkgs="cmake ninja-build g++ ccache clang-format clang libclang-rt-dev libeigen3-dev libfmt-dev catch2 libbenchmark-dev gnuplot-nox zlib1g-dev libnifti2-dev libdcmtk-dev"
   if ! medcl_user_torch; then
-    pkgs="$pkgs libtorch-dev libopenblas0-openmp"
+    # MEDCL_TORCH_PACKAGES: another LibTorch from the archive (scripts/cuda-compile-check asks
+    # for Debian 13's CUDA one this way).
+    pkgs="$pkgs ${MEDCL_TORCH_PACKAGES:-libtorch-dev libopenblas0-openmp}"
   fi
   echo "$pkgs"
 }
@@ -46,7 +48,7 @@ medcl_missing_packages() {
 medcl_no_apt_message() {
   cat >&2 <<MSG
 [medcl] This machine has no apt-get, and these are missing: $1
-[medcl] medcl needs LibTorch >= 1.13, CMake >= 3.18, a C++17 compiler, Eigen 3, fmt and Catch2 v2.
+[medcl] medcl needs LibTorch >= 1.13, CMake >= 3.18, a C++17 compiler, Eigen 3, fmt and Catch2 (2.13 or 3.x).
 [medcl] Provide LibTorch in one of two ways:
 [medcl]   1. a Debian/Ubuntu machine: apt-get install libtorch-dev libopenblas0-openmp
 [medcl]   2. your own LibTorch (pytorch.org's zip, or pip's torch): export CMAKE_PREFIX_PATH=/path/to/libtorch

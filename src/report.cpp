@@ -428,6 +428,9 @@ Report::Report(ReportOptions options) : options_(std::move(options)) {
   Json& m = doc_["medcl"];
   m["version"] = info.medcl_version;
   m["libtorch"] = info.torch_version;
+  // What the LibTorch was built with, device or not: CUDA runtime (null when CPU only) and NCCL.
+  m["libtorch_cuda"] = info.cuda_built ? Json(info.cuda_runtime) : Json();
+  m["libtorch_nccl"] = info.nccl_built;
   m["device"] = info.cuda_available
       ? "CUDA (" + std::to_string(info.cuda_device_count) + " device(s) visible)"
       : "CPU (" + std::to_string(info.cpu_threads) + " threads)";

@@ -2,6 +2,7 @@
 #include <medcl/version.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -23,13 +24,50 @@ std::string compiler_name() {
 #endif
 }
 
+// The value of `KEY=value` in show_config()'s build settings (values end at a comma), or "".
+std::string build_setting(const std::string& config, const std::string& key) {
+  const std::string needle = key + "=";
+  for (size_t at = config.find(needle); at != std::string::npos; at = config.find(needle, at + 1)) {
+    // A whole key: at the start, or after a space or a comma.
+    if (at == 0 || config[at - 1] == ' ' || config[at - 1] == ',') {
+      const size_t begin = at + needle.size();
+      const size_t end = config.find_first_of(",\n", begin);
+      return config.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+    }
+  }
+  return "";
+}
+
+bool setting_on(const std::string& value) {
+  return value == "ON" || value == "1" || value == "TRUE" || value == "True" || value == "true";
+}
+
 } // namespace
+
+namespace detail {
+
+void parse_torch_config(const std::string& config, RuntimeInfo& info) {
+  info.cuda_built = setting_on(build_setting(config, "USE_CUDA"));
+  info.nccl_built = setting_on(build_setting(config, "USE_NCCL"));
+  info.cuda_runtime.clear();
+  const std::string runtime = "CUDA Runtime ";
+  const size_t at = config.find(runtime);
+  if (at != std::string::npos) {
+    const size_t begin = at + runtime.size();
+    const size_t end = config.find_first_not_of("0123456789.", begin);
+    info.cuda_runtime =
+        config.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+  }
+}
+
+} // namespace detail
 
 RuntimeInfo runtime_info() {
   RuntimeInfo info;
   info.medcl_version = version();
   info.torch_version =
       fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
+  detail::parse_torch_config(at::show_config(), info);
   info.cuda_available = torch::cuda::is_available();
   info.cuda_device_count = info.cuda_available ? static_cast<int>(torch::cuda::device_count()) : 0;
   info.cpu_threads = at::get_num_threads();
@@ -39,9 +77,14 @@ RuntimeInfo runtime_info() {
 
 std::string RuntimeInfo::summary() const {
   return fmt::format(
-      "medcl {}, LibTorch {}, CPU threads {}, CUDA: {}, {}",
+      "medcl {}, LibTorch {} ({}), CPU threads {}, CUDA: {}, {}",
       medcl_version,
       torch_version,
+      cuda_built ? fmt::format(
+                       "CUDA {}, {}",
+                       cuda_runtime.empty() ? std::string("runtime unknown") : cuda_runtime,
+                       nccl_built ? "NCCL" : "no NCCL")
+                 : std::string("CPU only"),
       cpu_threads,
       cuda_available ? fmt::format("{} device(s)", cuda_device_count) : std::string("none"),
       compiler);

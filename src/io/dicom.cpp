@@ -69,6 +69,16 @@ DicomWaveform parse_dicom_waveform(const std::string&, const std::string& source
 
 namespace {
 
+// Whether a transfer syntax holds compressed pixel data in encapsulated form. DCMTK 3.6.9
+// deprecates isEncapsulated() for this pair of questions; 3.6.7 (Debian 12) has only the former.
+bool compressed_encapsulated(const DcmXfer& xfer) {
+#if PACKAGE_VERSION_NUMBER >= 369
+  return xfer.usesEncapsulatedFormat() && xfer.isPixelDataCompressed();
+#else
+  return xfer.isEncapsulated();
+#endif
+}
+
 using detail::io_check;
 using detail::io_error;
 
@@ -264,7 +274,7 @@ Parsed parse_file(const std::string& bytes, const std::string& source) {
     DcmMetaInfo* meta = p.file->getMetaInfo();
     if (meta != nullptr && meta->findAndGetOFString(DCM_TransferSyntaxUID, uid).good()) {
       const DcmXfer declared(uid.c_str());
-      if (declared.isEncapsulated()) {
+      if (compressed_encapsulated(declared)) {
         io_error(
             "dicom: ",
             source,
@@ -302,7 +312,7 @@ Parsed parse_file(const std::string& bytes, const std::string& source) {
 
 void check_uncompressed(const Parsed& p, const std::string& source, const char* what) {
   const DcmXfer xfer(p.xfer);
-  if (xfer.isEncapsulated()) {
+  if (compressed_encapsulated(xfer)) {
     io_error(
         "dicom: ",
         source,

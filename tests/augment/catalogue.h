@@ -10,7 +10,7 @@
 #include <medcl/augment/text.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <memory>
 #include <vector>

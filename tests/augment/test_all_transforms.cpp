@@ -6,14 +6,14 @@
 #include <medcl/augment/tabular.h>
 #include <medcl/augment/text.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 using namespace medcl::augment;
 
 TEST_CASE(

@@ -3,12 +3,12 @@
 
 #include <medcl/augment/image.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <memory>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 using namespace medcl::augment;
 using medcl_test::rel_err;
 

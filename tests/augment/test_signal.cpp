@@ -2,13 +2,13 @@
 
 #include <medcl/augment/signal.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <memory>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 using namespace medcl::augment;
 using medcl_test::rel_err;
 

@@ -2,11 +2,11 @@
 
 #include <medcl/augment/tabular.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <memory>
 
-using Catch::Contains;
+using medcl_test::Contains;
 using namespace medcl::augment;
 
 namespace {

@@ -5,12 +5,12 @@
 #include <medcl/augment/tabular.h>
 #include <medcl/augment/text.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <memory>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 using namespace medcl::augment;
 
 namespace {

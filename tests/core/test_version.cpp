@@ -2,7 +2,7 @@
 #include <medcl/core/runtime.h>
 #include <medcl/version.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <limits>
 #include <string>
@@ -23,6 +23,53 @@ TEST_CASE("runtime_info() names versions and threads", "[core]") {
   const auto line = info.summary();
   REQUIRE(line.find("medcl " + info.medcl_version) != std::string::npos);
   REQUIRE(line.find("LibTorch " + info.torch_version) != std::string::npos);
+  REQUIRE(line.find(info.compiler) != std::string::npos);
+}
+
+TEST_CASE("runtime_info() says what LibTorch was built with, as its CMake package does", "[core]") {
+  const auto info = medcl::runtime_info();
+  // tests/CMakeLists.txt defines this where LibTorch's CMake package has CUDA targets.
+#ifdef MEDCL_TEST_TORCH_CUDA
+  CHECK(info.cuda_built);
+  CHECK_FALSE(info.cuda_runtime.empty());
+  CHECK(info.summary().find("(CUDA " + info.cuda_runtime) != std::string::npos);
+#else
+  CHECK_FALSE(info.cuda_built);
+  CHECK(info.cuda_runtime.empty());
+  CHECK_FALSE(info.nccl_built);
+  CHECK_FALSE(info.cuda_available);
+  CHECK(info.summary().find("(CPU only)") != std::string::npos);
+#endif
+  if (info.cuda_available) {
+    CHECK(info.cuda_built);
+  }
+}
+
+TEST_CASE("parse_torch_config reads CUDA and NCCL from LibTorch's build settings", "[core]") {
+  medcl::RuntimeInfo info;
+  // As LibTorch 1.13 (Debian 12) prints it, CPU only.
+  medcl::detail::parse_torch_config(
+      "PyTorch built with:\n  - GCC 12.2\n  - Build settings: BLAS_INFO=generic, "
+      "CXX_FLAGS=-DUSE_PTHREADPOOL -DUSE_CUDA_FAKE=1, TORCH_VERSION=1.13.0, USE_CUDA=OFF, "
+      "USE_CUDNN=OFF, USE_NCCL=OFF, USE_OPENMP=ON, \n",
+      info);
+  CHECK_FALSE(info.cuda_built);
+  CHECK_FALSE(info.nccl_built);
+  CHECK(info.cuda_runtime.empty());
+  // As a CUDA build prints it (pip's torch writes 1 for NCCL, ON for CUDA).
+  medcl::detail::parse_torch_config(
+      "PyTorch built with:\n  - GCC 13.3\n  - CUDA Runtime 12.4\n  - NVCC architecture flags: "
+      "-gencode;arch=compute_90,code=sm_90\n  - CuDNN 9.1\n  - Build settings: BLAS_INFO=mkl, "
+      "CUDA_VERSION=12.4, TORCH_VERSION=2.6.0, USE_CUDA=ON, USE_CUDNN=ON, USE_NCCL=1, \n",
+      info);
+  CHECK(info.cuda_built);
+  CHECK(info.nccl_built);
+  CHECK(info.cuda_runtime == "12.4");
+  // A key is matched whole: NO_USE_CUDA=ON is not USE_CUDA.
+  medcl::detail::parse_torch_config("Build settings: NO_USE_CUDA=ON, USE_NCCL=0", info);
+  CHECK_FALSE(info.cuda_built);
+  CHECK_FALSE(info.nccl_built);
+  CHECK(info.cuda_runtime.empty());
 }
 
 TEST_CASE("all_finite finds NaN and infinities, and is not fooled by overflow", "[core]") {
@@ -49,5 +96,6 @@ TEST_CASE("all_finite finds NaN and infinities, and is not fooled by overflow", 
   REQUIRE(all_finite(at::empty({0, 5})));
   REQUIRE(all_finite(at::arange(10)));
   REQUIRE_THROWS_WITH(
-      medcl::detail::check_finite("f", "z", both), Catch::Contains("f: z contains NaN or Inf"));
+      medcl::detail::check_finite("f", "z", both),
+      medcl_test::Contains("f: z contains NaN or Inf"));
 }

@@ -7,7 +7,7 @@
 #include <medcl/augment/tabular.h>
 #include <medcl/augment/text.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <memory>
 #include <vector>

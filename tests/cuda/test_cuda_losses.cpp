@@ -3,7 +3,7 @@
 
 #include <medcl/medcl.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <functional>
 #include <string>
@@ -195,7 +195,7 @@ TEST_CASE("CUDA: dense and tiled agree at B = 8192", "[cuda][losses]") {
 
 TEST_CASE("CUDA: inputs on different devices are refused by name", "[cuda][losses][errors]") {
   REQUIRE(torch::cuda::is_available());
-  using Catch::Contains;
+  using medcl_test::Contains;
   auto cpu = torch::randn({4, 3});
   auto gpu = cpu.to(torch::kCUDA);
   REQUIRE_THROWS_WITH(
@@ -231,7 +231,7 @@ TEST_CASE(
     "CUDA: pairing strategies give the CPU result; keys must be on the device",
     "[cuda][pairing]") {
   REQUIRE(torch::cuda::is_available());
-  using Catch::Contains;
+  using medcl_test::Contains;
   torch::manual_seed(44);
   const int64_t b = 64;
   auto feats = torch::randn({b, 2, 16}, torch::kDouble);

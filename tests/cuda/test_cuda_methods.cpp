@@ -13,7 +13,7 @@
 #include <medcl/train/trainer.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <filesystem>
 

@@ -2,14 +2,14 @@
 #include <medcl/data/splits.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <algorithm>
 #include <map>
 #include <set>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 
 namespace {
 

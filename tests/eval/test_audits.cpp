@@ -4,13 +4,13 @@
 #include <medcl/eval/retrieval.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <memory>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 namespace E = medcl::eval;
 namespace A = medcl::augment;
 

@@ -2,9 +2,9 @@
 #include <medcl/eval/metrics.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
-using Catch::Contains;
+using medcl_test::Contains;
 
 TEST_CASE("kNN recovers a planted separable label and votes as documented", "[eval][knn]") {
   torch::manual_seed(121);

@@ -1,12 +1,12 @@
 #include <medcl/eval/metrics.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 namespace E = medcl::eval;
 
 namespace {

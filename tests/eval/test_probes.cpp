@@ -5,7 +5,7 @@
 #include <medcl/eval/metrics.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,7 +13,7 @@
 #include <set>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 namespace E = medcl::eval;
 
 namespace {

@@ -8,7 +8,7 @@
 #include <medcl/data/omics.h>
 #include <medcl/data/pbc.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <filesystem>
@@ -100,48 +100,47 @@ TEST_CASE("PBC adapter: malformed input names the file and the row", "[io][adapt
   Dir d;
   CHECK_THROWS_WITH(
       medcl::data::load_pbc_visits(d.write("a.csv", "id,day\n1,0\n")),
-      Catch::Contains("a.csv") && Catch::Contains("has no column 'futime'"));
+      medcl_test::Contains("a.csv") && medcl_test::Contains("has no column 'futime'"));
   CHECK_THROWS_WITH(
       medcl::data::load_pbc_visits(d.write(
           "b.csv",
           std::string(kHeader) + "1,400,5,1,58,f,0,1,1,1,1,14.5,261,2.6,1718,138,190,12.2,4\n")),
-      Catch::Contains("status must be 0, 1 or 2, got 5 in data row 1"));
+      medcl_test::Contains("status must be 0, 1 or 2, got 5 in data row 1"));
   CHECK_THROWS_WITH(
       medcl::data::load_pbc_visits(d.write(
           "c.csv",
           std::string(kHeader) + "1,400,2,1,58,x,0,1,1,1,1,14.5,261,2.6,1718,138,190,12.2,4\n")),
-      Catch::Contains("sex must be m/f"));
+      medcl_test::Contains("sex must be m/f"));
   CHECK_THROWS_WITH(
       medcl::data::load_pbc_visits(d.write(
           "e.csv",
           std::string(kHeader) + "1,400,2,1,58,f,500,1,1,1,1,14.5,261,2.6,1718,138,190,12.2,4\n")),
-      Catch::Contains("visit day 500 is after the end of follow-up 400"));
+      medcl_test::Contains("visit day 500 is after the end of follow-up 400"));
   CHECK_THROWS_WITH(
       medcl::data::load_pbc_visits(d.write(
           "f.csv",
           std::string(kHeader) + "1,400,2,1,58,f,0,1,1,1,1,-1,261,2.6,1718,138,190,12.2,4\n")),
-      Catch::Contains("bili must be > 0 to take its log"));
+      medcl_test::Contains("bili must be > 0 to take its log"));
   CHECK_THROWS_WITH(
       medcl::data::load_pbc_visits(d.write(
           "g.csv",
           std::string(kHeader) + "1,400,2,1,58,f,0,1,1,1,1,abc,261,2.6,1718,138,190,12.2,4\n")),
-      Catch::Contains("g.csv") && Catch::Contains("abc"));
+      medcl_test::Contains("g.csv") && medcl_test::Contains("abc"));
   CHECK_THROWS_WITH(
-      medcl::data::load_pbc_visits(d.write("h.csv", kHeader)), Catch::Contains("no visits"));
+      medcl::data::load_pbc_visits(d.write("h.csv", kHeader)), medcl_test::Contains("no visits"));
   CHECK_THROWS_WITH(
       medcl::data::load_pbc_visits((d.path / "missing.csv").string()),
-      Catch::Contains("missing.csv"));
+      medcl_test::Contains("missing.csv"));
   CHECK_THROWS_WITH(
       medcl::data::load_pbc_visits(d.write("i.csv", kHeader), "", -1),
-      Catch::Contains("horizon_days must be > 0"));
+      medcl_test::Contains("horizon_days must be > 0"));
 }
 
 TEST_CASE("PBC adapter on the real pbcseq and pbc exports", "[io][adapters]") {
   const auto seq = medcl_test::find_real_file("pbcseq.csv", {});
   const auto base = medcl_test::find_real_file("pbc.csv", {});
   if (seq.empty() || base.empty()) {
-    WARN("pbcseq.csv / pbc.csv not found (run ./scripts/fetch-data pbcseq): test skipped");
-    return;
+    MEDCL_SKIP("pbcseq.csv / pbc.csv not found (run ./scripts/fetch-data pbcseq)");
   }
   auto v = medcl::data::load_pbc_visits(seq, base, 730);
   // 1,945 visits of 312 trial patients + 106 baseline records of non-trial patients.
@@ -164,7 +163,7 @@ TEST_CASE("PBC adapter on the real pbcseq and pbc exports", "[io][adapters]") {
   std::getline(in, row);
   const auto bad = d.write("pbcseq.csv", header + "\n" + row.substr(0, row.size() / 2) + "\n");
   CHECK_THROWS_WITH(
-      medcl::data::load_pbc_visits(bad), Catch::Contains("pbcseq.csv:2: expected 19 fields"));
+      medcl::data::load_pbc_visits(bad), medcl_test::Contains("pbcseq.csv:2: expected 19 fields"));
 }
 
 TEST_CASE("Omics adapter: expression matrix and sample table", "[io][adapters]") {
@@ -186,21 +185,20 @@ TEST_CASE("Omics adapter: expression matrix and sample table", "[io][adapters]")
   CHECK(levels == std::vector<std::string>{"a", "b"});
   CHECK_THROWS_WITH(
       medcl::data::load_expression_set(m, d.write("q.csv", "sample_id,group\ns1,a\ns2,a\n")),
-      Catch::Contains("sample 's3'") && Catch::Contains("has no row"));
+      medcl_test::Contains("sample 's3'") && medcl_test::Contains("has no row"));
   CHECK_THROWS_WITH(
       medcl::data::load_expression_set(m, d.write("r.csv", "id,group\ns1,a\n")),
-      Catch::Contains("has no column 'sample_id'"));
+      medcl_test::Contains("has no column 'sample_id'"));
   CHECK_THROWS_WITH(
       medcl::data::load_expression_set(d.write("f.tsv", "probe\ts1\ng1\tNA\n"), p),
-      Catch::Contains("has no value for probe 'g1'"));
-  CHECK_THROWS_WITH(e.most_variable(0), Catch::Contains("n must be in [1, 3]"));
+      medcl_test::Contains("has no value for probe 'g1'"));
+  CHECK_THROWS_WITH(e.most_variable(0), medcl_test::Contains("n must be in [1, 3]"));
 }
 
 TEST_CASE("Omics adapter on the real ALL and bladderbatch exports", "[io][adapters]") {
   const auto all_dir = medcl_test::find_real_file("expression.tsv", {});
   if (all_dir.empty()) {
-    WARN("expression.tsv not found (run ./scripts/fetch-data all bladderbatch): test skipped");
-    return;
+    MEDCL_SKIP("expression.tsv not found (run ./scripts/fetch-data all bladderbatch)");
   }
   const char* root = std::getenv("MEDCL_DATA_DIR");
   REQUIRE(root != nullptr);
@@ -234,8 +232,9 @@ TEST_CASE(
   auto expected = at::sin(2 * pi * 5 * t2).to(at::kFloat);
   CHECK((r[0].slice(0, 5, 495) - expected.slice(0, 5, 495)).abs().max().item<double>() < 0.02);
   CHECK_THROWS_WITH(
-      medcl::data::resample_signal(at::zeros({5}), 100, 50), Catch::Contains("[channels, T]"));
-  CHECK_THROWS_WITH(medcl::data::resample_signal(sig, 0, 50), Catch::Contains("rates must be > 0"));
+      medcl::data::resample_signal(at::zeros({5}), 100, 50), medcl_test::Contains("[channels, T]"));
+  CHECK_THROWS_WITH(
+      medcl::data::resample_signal(sig, 0, 50), medcl_test::Contains("rates must be > 0"));
 
   medcl::data::EcgWindows w;
   w.add_record(r, 250, 0, {"I", "II"}, 100, 50, 0.7);
@@ -264,12 +263,13 @@ TEST_CASE(
   CHECK(v.sizes() == at::IntArrayRef({w.size(), 1, 100}));
   CHECK(std::abs(v[0].mean().item<double>()) < 1e-5); // standardised per window
   CHECK_THROWS_WITH(
-      w.add_record(r, 250, 1, {"I"}, 100, 50), Catch::Contains("2 leads but 1 names"));
+      w.add_record(r, 250, 1, {"I"}, 100, 50), medcl_test::Contains("2 leads but 1 names"));
   CHECK_THROWS_WITH(
-      w.add_record(r, 250, 1, {"I", "II"}, 1000, 50), Catch::Contains("longer than the record"));
+      w.add_record(r, 250, 1, {"I", "II"}, 1000, 50),
+      medcl_test::Contains("longer than the record"));
   auto nan = r.clone();
   nan[0][3] = std::nan("");
-  CHECK_THROWS_WITH(w.add_record(nan, 250, 1, {"I", "II"}, 100, 50), Catch::Contains("NaN"));
+  CHECK_THROWS_WITH(w.add_record(nan, 250, 1, {"I", "II"}, 100, 50), medcl_test::Contains("NaN"));
 }
 
 TEST_CASE(
@@ -283,13 +283,14 @@ TEST_CASE(
   CHECK(medcl::data::region_words("Frontal_Sup_Orb_R") == "frontal superior orbital right");
   CHECK(medcl::data::region_words("Cerebelum_Crus1_L") == "cerebellum crus 1 left");
   CHECK_THROWS_WITH(
-      medcl::data::read_atlas_labels(d.write("b.txt", "1 A\nx\n")), Catch::Contains("b.txt:2"));
+      medcl::data::read_atlas_labels(d.write("b.txt", "1 A\nx\n")),
+      medcl_test::Contains("b.txt:2"));
   CHECK_THROWS_WITH(
       medcl::data::read_atlas_labels(d.write("c.txt", "1 A\n1 B\n")),
-      Catch::Contains("index 1 twice"));
+      medcl_test::Contains("index 1 twice"));
   CHECK_THROWS_WITH(
       medcl::data::read_atlas_labels((d.path / "none.txt").string()),
-      Catch::Contains("cannot open"));
+      medcl_test::Contains("cannot open"));
 
   // A 0.5 mm source whose value is its x voxel index, sampled on a 1 mm grid: value 2·i.
   medcl::data::NiftiVolume src, grid;
@@ -339,10 +340,11 @@ TEST_CASE(
       image.slice(0, c0[2], c0[2] + 4).slice(1, c0[1], c0[1] + 4).slice(2, c0[0], c0[0] + 4)));
   CHECK(p.label[0] == (c0[0] + 2 < 8 ? 0 : 1));
   CHECK_THROWS_WITH(
-      medcl::data::atlas_patches(image, atlas, names, 4, 2, 2), Catch::Contains("block >= patch"));
+      medcl::data::atlas_patches(image, atlas, names, 4, 2, 2),
+      medcl_test::Contains("block >= patch"));
   CHECK_THROWS_WITH(
       medcl::data::atlas_patches(image, at::zeros({16, 16, 16}), names, 4, 2, 8),
-      Catch::Contains("no patch"));
+      medcl_test::Contains("no patch"));
 }
 
 TEST_CASE("ECG and MRI adapters on the real recordings and atlas", "[io][adapters]") {

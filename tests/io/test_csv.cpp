@@ -1,7 +1,7 @@
 #include <medcl/data/csv.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <cstdio>
@@ -9,10 +9,10 @@
 #include <fstream>
 #include <string>
 
-using Catch::Matchers::Contains;
 using medcl::data::CsvOptions;
 using medcl::data::parse_csv;
 using medcl::data::read_csv_file;
+using medcl_test::Contains;
 
 namespace {
 
@@ -152,6 +152,6 @@ TEST_CASE("csv: select_rows reorders rows and keeps their lines and missing valu
   CHECK(s.source() == "t.csv");
   CHECK(t.select_rows({1}).is_missing(0, "b"));
   CHECK_THROWS_WITH(
-      t.select_rows({3}), Catch::Contains("row 3 out of range (the table has 3 rows)"));
+      t.select_rows({3}), medcl_test::Contains("row 3 out of range (the table has 3 rows)"));
   CHECK(t.select_rows({}).rows() == 0);
 }

@@ -4,7 +4,7 @@
 #include "io/real_files.h"
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-using Catch::Matchers::Contains;
+using medcl_test::Contains;
 
 namespace {
 
@@ -113,14 +113,12 @@ constexpr bool kHaveDcmtk = false;
 #define MEDCL_REQUIRE_NIFTI()                                                               \
   if (!kHaveNifti) {                                                                        \
     REQUIRE_THROWS_WITH(medcl::data::parse_nifti("x"), Contains("built without libnifti")); \
-    WARN("medcl was built without libnifti: NIfTI test skipped");                           \
-    return;                                                                                 \
+    MEDCL_SKIP("medcl was built without libnifti");                                         \
   }
 #define MEDCL_REQUIRE_DCMTK()                                                                  \
   if (!kHaveDcmtk) {                                                                           \
     REQUIRE_THROWS_WITH(medcl::data::parse_dicom_image("x"), Contains("built without DCMTK")); \
-    WARN("medcl was built without DCMTK: DICOM test skipped");                                 \
-    return;                                                                                    \
+    MEDCL_SKIP("medcl was built without DCMTK");                                               \
   }
 
 } // namespace
@@ -213,10 +211,7 @@ TEST_CASE("nifti: Colin27 brain and the AAL atlas (mricron-data)", "[io][nifti][
   const auto atlas =
       medcl_test::find_real_file("aal.nii.gz", {"/usr/share/mricron/templates/aal.nii.gz"});
   if (brain.empty() || atlas.empty()) {
-    WARN(
-        "mricron-data's ch2better.nii.gz / aal.nii.gz not found (set MEDCL_DATA_DIR): test "
-        "skipped");
-    return;
+    MEDCL_SKIP("mricron-data's ch2better.nii.gz / aal.nii.gz not found (set MEDCL_DATA_DIR)");
   }
   const auto b = medcl::data::read_nifti_file(brain);
   REQUIRE(b.dims == std::vector<int64_t>{301, 370, 316});
@@ -254,8 +249,7 @@ TEST_CASE("dicom: CT and MR slices (pydicom test files)", "[io][dicom][real]") {
   const auto mr = medcl_test::find_real_file(
       "MR_small.dcm", {"/usr/lib/python3/dist-packages/pydicom/data/test_files/MR_small.dcm"});
   if (ct.empty() || mr.empty()) {
-    WARN("pydicom's CT_small.dcm / MR_small.dcm not found (set MEDCL_DATA_DIR): test skipped");
-    return;
+    MEDCL_SKIP("pydicom's CT_small.dcm / MR_small.dcm not found (set MEDCL_DATA_DIR)");
   }
   const auto c = medcl::data::read_dicom_image(ct);
   REQUIRE(c.keys.modality == "CT");
@@ -312,8 +306,7 @@ TEST_CASE("dicom: 12-lead ECG waveform (pydicom test file)", "[io][dicom][real]"
       "waveform_ecg.dcm",
       {"/usr/lib/python3/dist-packages/pydicom/data/test_files/waveform_ecg.dcm"});
   if (path.empty()) {
-    WARN("pydicom's waveform_ecg.dcm not found (set MEDCL_DATA_DIR): test skipped");
-    return;
+    MEDCL_SKIP("pydicom's waveform_ecg.dcm not found (set MEDCL_DATA_DIR)");
   }
   const auto w = medcl::data::read_dicom_waveform(path);
   REQUIRE(w.keys.modality == "ECG");

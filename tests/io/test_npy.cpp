@@ -3,7 +3,7 @@
 #include "io/real_files.h"
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #ifdef MEDCL_TEST_HAVE_ZLIB
 #include <zlib.h>
@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
-using Catch::Matchers::Contains;
 using medcl::data::NpyDtype;
 using medcl::data::parse_npy;
 using medcl::data::parse_npz;
 using medcl::data::parse_npz_member;
+using medcl_test::Contains;
 
 namespace {
 
@@ -352,8 +352,7 @@ TEST_CASE("npz: scipy's ecg.dat (MIT-BIH record 208)", "[io][npy][real]") {
   const auto path =
       medcl_test::find_real_file("ecg.dat", {"/usr/lib/python3/dist-packages/scipy/misc/ecg.dat"});
   if (path.empty()) {
-    WARN("scipy's ecg.dat not found (set MEDCL_DATA_DIR or install python3-scipy): test skipped");
-    return;
+    MEDCL_SKIP("scipy's ecg.dat not found (set MEDCL_DATA_DIR or install python3-scipy)");
   }
   const auto arrays = medcl::data::read_npz_file(path);
   REQUIRE(arrays.size() == 1);

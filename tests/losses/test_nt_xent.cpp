@@ -6,7 +6,7 @@
 #include <medcl/losses/nt_xent.h>
 #include <medcl/losses/supcon.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <functional>

@@ -6,12 +6,12 @@
 #include <medcl/memory/memory_queue.h>
 #include <medcl/nn/momentum.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 using medcl_test::rel_err;
 namespace F = medcl::functional;
 

@@ -11,7 +11,7 @@
 #include <medcl/pairing/strategy.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <functional>
 #include <numeric>
@@ -117,7 +117,7 @@ TEST_CASE("SimCLR with a patient pairing strategy trains from keys", "[methods]"
   // The strategy needs patient keys: a batch without them is refused by the loss.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
   auto b = two_views(data)(at::arange(8), gen);
-  CHECK_THROWS_WITH(m.training_loss(b, {}), Catch::Contains("patient"));
+  CHECK_THROWS_WITH(m.training_loss(b, {}), medcl_test::Contains("patient"));
   CHECK(m.describe().at("loss").at("pairing").as_string().find("patient") != std::string::npos);
 }
 
@@ -277,7 +277,7 @@ TEST_CASE("CLIP aligns two modalities and its scale learns", "[methods]") {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   auto b = make(at::arange(8), gen);
   b.paired = at::Tensor();
-  CHECK_THROWS_WITH(m.training_loss(b, {}), Catch::Contains("batch.paired"));
+  CHECK_THROWS_WITH(m.training_loss(b, {}), medcl_test::Contains("batch.paired"));
 }
 
 TEST_CASE("EMA updates follow the formula and the cosine momentum schedule", "[methods]") {
@@ -406,35 +406,39 @@ TEST_CASE("Methods refuse malformed batches and options", "[methods]") {
   auto one = b;
   one.views.pop_back();
   CHECK_THROWS_WITH(
-      simclr.training_loss(one, {}), Catch::Contains("SimCLR: expected 2 global view(s), got 1"));
+      simclr.training_loss(one, {}),
+      medcl_test::Contains("SimCLR: expected 2 global view(s), got 1"));
   auto local = b;
   local.local_views = {b.views[0]};
-  CHECK_THROWS_WITH(simclr.training_loss(local, {}), Catch::Contains("does not use local views"));
+  CHECK_THROWS_WITH(
+      simclr.training_loss(local, {}), medcl_test::Contains("does not use local views"));
   auto uneven = b;
   uneven.views[1] = uneven.views[1].slice(0, 0, 4);
-  CHECK_THROWS_WITH(simclr.training_loss(uneven, {}), Catch::Contains("same samples"));
+  CHECK_THROWS_WITH(simclr.training_loss(uneven, {}), medcl_test::Contains("same samples"));
   auto wrong_dim = b;
   wrong_dim.views = {at::randn({8, 5}), at::randn({8, 5})};
   CHECK_THROWS(simclr.training_loss(wrong_dim, {}));
   CHECK_THROWS_WITH(
       medcl::MoCo<torch::nn::Sequential>(
           medcl_test::small_encoder(), medcl::MoCoOptions::v2(16).queue_size(0)),
-      Catch::Contains("v2 needs a queue"));
+      medcl_test::Contains("v2 needs a queue"));
   CHECK_THROWS_WITH(
       medcl::BYOL<torch::nn::Sequential>(
           medcl_test::small_encoder(), medcl::BYOLOptions(16).momentum_start(1.5)),
-      Catch::Contains("momentum_start"));
+      medcl_test::Contains("momentum_start"));
   CHECK_THROWS_WITH(
       medcl::ProjectionHead(medcl::ProjectionHeadOptions(0, 8, 8)),
-      Catch::Contains("input_dim must be > 0"));
+      medcl_test::Contains("input_dim must be > 0"));
   medcl::ProjectionHead head(medcl::ProjectionHeadOptions(16, 8, 4));
-  CHECK_THROWS_WITH(head(at::randn({3, 15})), Catch::Contains("expected input of shape [B, 16]"));
+  CHECK_THROWS_WITH(
+      head(at::randn({3, 15})), medcl_test::Contains("expected input of shape [B, 16]"));
   medcl::DINO<torch::nn::Sequential> dino(
       medcl_test::small_encoder(),
       medcl::DINOOptions(16).output_dim(8).hidden_dim(16).bottleneck_dim(4));
   auto single = b;
   single.views.pop_back();
-  CHECK_THROWS_WITH(dino.training_loss(single, {}), Catch::Contains("pair of different views"));
+  CHECK_THROWS_WITH(
+      dino.training_loss(single, {}), medcl_test::Contains("pair of different views"));
 }
 
 TEST_CASE(
@@ -454,5 +458,5 @@ TEST_CASE(
   };
   CHECK_THROWS_WITH(
       medcl::BYOL<PlainHolder>(PlainHolder(), medcl::BYOLOptions(16)),
-      Catch::Contains("Cloneable"));
+      medcl_test::Contains("Cloneable"));
 }

@@ -10,7 +10,7 @@
 #include <medcl/train/record.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <filesystem>
 #include <fstream>
@@ -214,28 +214,29 @@ TEST_CASE(
 
 TEST_CASE("The clinical evaluation refuses bad cohorts and embeddings", "[methods][report]") {
   medcl::eval::EvaluationCohort c;
-  CHECK_THROWS_WITH(medcl::eval::ClinicalEvaluation(c), Catch::Contains("no records"));
+  CHECK_THROWS_WITH(medcl::eval::ClinicalEvaluation(c), medcl_test::Contains("no records"));
   c.labels = {0, 1, 0, 1};
   c.patients = {1, 2, 3};
   CHECK_THROWS_WITH(
-      medcl::eval::ClinicalEvaluation(c), Catch::Contains("4 labels but 3 patient ids"));
+      medcl::eval::ClinicalEvaluation(c), medcl_test::Contains("4 labels but 3 patient ids"));
   c.patients = {1, 2, 3, 4};
   c.labels = {0, 2, 0, 1};
   CHECK_THROWS_WITH(
-      medcl::eval::ClinicalEvaluation(c), Catch::Contains("labels must be 0 or 1, got 2"));
+      medcl::eval::ClinicalEvaluation(c), medcl_test::Contains("labels must be 0 or 1, got 2"));
   c.labels = {0, 0, 0, 0};
-  CHECK_THROWS_WITH(medcl::eval::ClinicalEvaluation(c), Catch::Contains("both classes"));
+  CHECK_THROWS_WITH(medcl::eval::ClinicalEvaluation(c), medcl_test::Contains("both classes"));
 
   Cohort co(300);
   medcl::eval::ClinicalEvaluation ev(co.cohort);
   medcl::Report report;
   CHECK_THROWS_WITH(
       ev.evaluate("m", at::randn({10, 4}), report),
-      Catch::Contains("expected embeddings [300, D]"));
+      medcl_test::Contains("expected embeddings [300, D]"));
   auto bad = co.x.clone();
   bad[3][2] = std::nan("");
-  CHECK_THROWS_WITH(ev.evaluate("m", bad, report), Catch::Contains("NaN"));
-  CHECK_THROWS_WITH(medcl::eval::roc_curve({0.1, 0.2}, {1, 1}), Catch::Contains("both classes"));
+  CHECK_THROWS_WITH(ev.evaluate("m", bad, report), medcl_test::Contains("NaN"));
+  CHECK_THROWS_WITH(
+      medcl::eval::roc_curve({0.1, 0.2}, {1, 1}), medcl_test::Contains("both classes"));
 }
 
 TEST_CASE("ROC points and the patient bootstrap", "[methods][report]") {
@@ -276,5 +277,5 @@ TEST_CASE("ROC points and the patient bootstrap", "[methods][report]") {
           5,
           1,
           0.95),
-      Catch::Contains("resamples must be >= 10"));
+      medcl_test::Contains("resamples must be >= 10"));
 }

@@ -7,7 +7,7 @@
 #include <medcl/train/trainer.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -179,7 +179,7 @@ TEST_CASE(
   CHECK(d.at("lr_schedule").at("warmup_steps").as_int64() == 10);
   CHECK(d.at("seed").as_int64() == 4);
   CHECK(d.at("tracked_generators")[0].as_string() == "batches");
-  CHECK_THROWS_WITH(trainer.step(batches(0)), Catch::Contains("all are done"));
+  CHECK_THROWS_WITH(trainer.step(batches(0)), medcl_test::Contains("all are done"));
 }
 
 TEST_CASE("A resumed run reproduces the uninterrupted run's losses exactly", "[train]") {
@@ -242,7 +242,7 @@ TEST_CASE("Trainer refuses another method's checkpoint and corrupt files", "[tra
   medcl::train::Trainer b(moco, medcl::train::TrainerOptions(5).progress(false));
   CHECK_THROWS_WITH(
       b.resume(dir.file("simclr.ckpt")),
-      Catch::Contains("medcl.SimCLR") && Catch::Contains("medcl.MoCo v2"));
+      medcl_test::Contains("medcl.SimCLR") && medcl_test::Contains("medcl.MoCo v2"));
   CHECK(b.current_step() == 0);
 
   {
@@ -252,8 +252,8 @@ TEST_CASE("Trainer refuses another method's checkpoint and corrupt files", "[tra
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
   }
   medcl::train::Trainer c(simclr, medcl::train::TrainerOptions(5).progress(false));
-  CHECK_THROWS_WITH(c.resume(dir.file("truncated.ckpt")), Catch::Contains("truncated.ckpt"));
-  CHECK_THROWS_WITH(c.resume(dir.file("missing.ckpt")), Catch::Contains("missing.ckpt"));
+  CHECK_THROWS_WITH(c.resume(dir.file("truncated.ckpt")), medcl_test::Contains("truncated.ckpt"));
+  CHECK_THROWS_WITH(c.resume(dir.file("missing.ckpt")), medcl_test::Contains("missing.ckpt"));
   medcl::train::Trainer longer(simclr, medcl::train::TrainerOptions(5).progress(false));
   longer.resume(dir.file("simclr.ckpt"));
   CHECK(longer.current_step() == 1);
@@ -310,11 +310,45 @@ TEST_CASE("Trainer clips the gradient norm and runs under bfloat16 autocast", "[
     CHECK(std::isfinite(l16));
     CHECK(l16 == Approx(l32).epsilon(0.05));
     CHECK(l16 != l32); // the forward really ran in bfloat16
-    CHECK_FALSE(at::autocast::is_cpu_enabled());
+    CHECK_FALSE(medcl::train::detail::autocast_state(at::kCPU).first);
     for (auto& p : m16->parameters()) {
       CHECK(p.scalar_type() == at::kFloat);
     }
   }
+}
+
+TEST_CASE("AutocastGuard turns bfloat16 autocast on and restores what was there", "[train]") {
+  using medcl::train::detail::autocast_state;
+  using medcl::train::detail::AutocastGuard;
+  using medcl::train::detail::set_autocast_state;
+  const auto before = autocast_state(at::kCPU);
+  REQUIRE_FALSE(before.first);
+  {
+    AutocastGuard guard(at::kCPU, true);
+    CHECK(autocast_state(at::kCPU) == std::make_pair(true, at::kBFloat16));
+    // Under autocast a CPU matrix product runs in bfloat16.
+    CHECK(at::ones({2, 2}).mm(at::ones({2, 2})).scalar_type() == at::kBFloat16);
+  }
+  CHECK(autocast_state(at::kCPU) == before);
+  CHECK(at::ones({2, 2}).mm(at::ones({2, 2})).scalar_type() == at::kFloat);
+  {
+    AutocastGuard off(at::kCPU, false); // does nothing
+    CHECK(autocast_state(at::kCPU) == before);
+  }
+  // Autocast that the caller had turned on stays on (LibTorch 1.13's CPU autocast knows only
+  // bfloat16, so the dtype cannot differ here).
+  set_autocast_state(at::kCPU, true, at::kBFloat16);
+  {
+    AutocastGuard guard(at::kCPU, true);
+    CHECK(autocast_state(at::kCPU) == std::make_pair(true, at::kBFloat16));
+  }
+  CHECK(autocast_state(at::kCPU).first);
+  set_autocast_state(at::kCPU, before.first, before.second);
+  CHECK(autocast_state(at::kCPU) == before);
+  REQUIRE_THROWS_WITH(
+      AutocastGuard(at::kMeta, true),
+      medcl_test::Contains(
+          "Trainer: bfloat16 autocast is available on CPU and CUDA, got device type"));
 }
 
 TEST_CASE("Trainer refuses bad options and non-finite losses", "[train]") {
@@ -323,24 +357,25 @@ TEST_CASE("Trainer refuses bad options and non-finite losses", "[train]") {
       medcl_test::small_encoder(), medcl::SimCLROptions(16).hidden_dim(32).projection_dim(8));
   CHECK_THROWS_WITH(
       medcl::train::Trainer(m, medcl::train::TrainerOptions(0)),
-      Catch::Contains("total_steps must be >= 1"));
+      medcl_test::Contains("total_steps must be >= 1"));
   CHECK_THROWS_WITH(
       medcl::train::Trainer(m, medcl::train::TrainerOptions(5).clip_grad_norm(-1)),
-      Catch::Contains("clip_grad_norm"));
+      medcl_test::Contains("clip_grad_norm"));
   CHECK_THROWS_WITH(
       medcl::train::Trainer(m, medcl::train::TrainerOptions(5).warmup_steps(6)),
-      Catch::Contains("warmup_steps"));
+      medcl_test::Contains("warmup_steps"));
   CHECK_THROWS_WITH(
       medcl::train::Trainer(
           m,
           medcl::train::TrainerOptions(5).optimizer(medcl::train::OptimizerOptions().kind("adam"))),
-      Catch::Contains("kind"));
+      medcl_test::Contains("kind"));
   medcl::train::Trainer t(m, medcl::train::TrainerOptions(5).progress(false));
   t.track("g", at::make_generator<at::CPUGeneratorImpl>(1));
   CHECK_THROWS_WITH(
-      t.track("g", at::make_generator<at::CPUGeneratorImpl>(2)), Catch::Contains("is tracked"));
+      t.track("g", at::make_generator<at::CPUGeneratorImpl>(2)),
+      medcl_test::Contains("is tracked"));
   medcl::MethodBatch bad;
   bad.views = {
       at::full({4, Planted::kDim}, std::nan("")), at::full({4, Planted::kDim}, std::nan(""))};
-  CHECK_THROWS_WITH(t.step(bad), Catch::Contains("NaN") || Catch::Contains("non-finite"));
+  CHECK_THROWS_WITH(t.step(bad), medcl_test::Contains("NaN") || medcl_test::Contains("non-finite"));
 }

@@ -4,7 +4,7 @@
 #include <medcl/nn/encoders.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 
 namespace {
 

@@ -8,18 +8,18 @@
 #include <medcl/memory/memory_queue.h>
 #include <medcl/pairing/strategy.h>
 
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
 
-using Catch::Contains;
 using medcl::Key;
 using medcl::PairExpr;
 using medcl::PairingStrategy;
 using medcl::SampleKeys;
+using medcl_test::Contains;
 using medcl_test::rel_err;
 namespace F = medcl::functional;
 

@@ -1,7 +1,7 @@
 #include <medcl/core/json.h>
 
 #include <c10/util/Exception.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <cstdint>
@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-using Catch::Contains;
 using medcl::Json;
+using medcl_test::Contains;
 
 TEST_CASE("Json: construction keeps the type and exact integers", "[report][json]") {
   CHECK(Json().is_null());

@@ -1,9 +1,10 @@
 #include <medcl/core/json.h>
+#include <medcl/core/runtime.h>
 #include <medcl/eval/report.h>
 #include <medcl/version.h>
 
 #include <c10/util/Exception.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <unistd.h>
 
@@ -17,10 +18,10 @@
 #include <string>
 #include <vector>
 
-using Catch::Contains;
 using medcl::Json;
 using medcl::Report;
 using medcl::ReportOptions;
+using medcl_test::Contains;
 namespace fs = std::filesystem;
 
 namespace {
@@ -147,6 +148,15 @@ TEST_CASE("Report: report.json holds every section and field, in order", "[repor
   const Json& m = doc.at("medcl");
   CHECK(m.at("version").as_string() == medcl::version());
   CHECK(m.at("libtorch").as_string().find('.') != std::string::npos);
+  const auto info = medcl::runtime_info();
+  CHECK(m.at("libtorch").as_string() == info.torch_version);
+  CHECK(m.at("libtorch_nccl").as_bool() == info.nccl_built);
+  if (info.cuda_built) {
+    CHECK(m.at("libtorch_cuda").as_string() == info.cuda_runtime);
+  } else {
+    CHECK(m.at("libtorch_cuda").is_null());
+  }
+  CHECK(m.at("compiler").as_string() == info.compiler);
   CHECK(m.at("device").as_string() == "cuda:0 (test)");
   CHECK(m.at("date_utc").as_string().size() == 20);
   CHECK(m.at("command_line")[3].as_string() == "--name=it's");

@@ -5,7 +5,7 @@
 #include <medcl/train/schedule.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-using Catch::Contains;
+using medcl_test::Contains;
 namespace fs = std::filesystem;
 namespace mt = medcl::train;
 

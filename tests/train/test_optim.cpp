@@ -2,19 +2,19 @@
 #include <medcl/train/schedule.h>
 
 #include <torch/torch.h>
-#include <catch2/catch.hpp>
+#include "catch.h"
 
 #include <cmath>
 #include <sstream>
 #include <vector>
 
-using Catch::Contains;
 using medcl::train::CosineSchedule;
 using medcl::train::CosineScheduleOptions;
 using medcl::train::LARS;
 using medcl::train::LARSOptions;
 using medcl::train::OptimizerOptions;
 using medcl::train::ParameterGroups;
+using medcl_test::Contains;
 
 namespace {
 

@@ -14,6 +14,12 @@ struct RuntimeInfo {
   std::string medcl_version;
   /// LibTorch's version, e.g. "1.13.0" or "2.11.0".
   std::string torch_version;
+  /// Whether this LibTorch was built with CUDA (its build settings say USE_CUDA), device or not.
+  bool cuda_built = false;
+  /// The CUDA runtime LibTorch was built against, e.g. "12.4"; empty without CUDA.
+  std::string cuda_runtime;
+  /// Whether this LibTorch was built with NCCL (collectives between CUDA devices).
+  bool nccl_built = false;
   /// Whether this LibTorch was built with CUDA and a device is visible.
   bool cuda_available = false;
   /// Number of visible CUDA devices (0 without CUDA).
@@ -23,11 +29,19 @@ struct RuntimeInfo {
   /// Compiler that built medcl, e.g. "GNU 12.2.0".
   std::string compiler;
 
-  /// One line: "medcl 0.1.0, LibTorch 1.13.0, CPU threads 2, CUDA: none, GNU 12.2.0".
+  /// One line: "medcl 0.1.0, LibTorch 1.13.0 (CPU only), CPU threads 2, CUDA: none, GNU 12.2.0",
+  /// or "medcl 0.1.0, LibTorch 2.6.0 (CUDA 12.4, NCCL), CPU threads 16, CUDA: 1 device(s),
+  /// GNU 14.2.0".
   std::string summary() const;
 };
 
-/// Collects RuntimeInfo for the running process.
+/// Collects RuntimeInfo for the running process (the build facts from `at::show_config()`).
 RuntimeInfo runtime_info();
+
+namespace detail {
+/// Fills the build facts of `info` (cuda_built, cuda_runtime, nccl_built) from the text of
+/// `at::show_config()`; exposed for tests.
+void parse_torch_config(const std::string& config, RuntimeInfo& info);
+} // namespace detail
 
 } // namespace medcl

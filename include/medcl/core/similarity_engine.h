@@ -22,6 +22,7 @@
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -252,8 +253,8 @@ struct DirView {
 
 struct EngineState {
   ContrastProblem problem;
-  c10::optional<SparsePairs> sparse;
-  c10::optional<SparsePairs> sparse_t;
+  std::optional<SparsePairs> sparse;
+  std::optional<SparsePairs> sparse_t;
   bool dense = false;
   bool shifted = false; // uniform fast path: logits shifted by their bound, no running maximum
   int64_t tile = 0;
@@ -639,11 +640,11 @@ inline at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
   auto acc_opts = p.anchors.options();
 
   st.sparse = p.rule->sparse();
-  st.sparse_t = p.symmetric ? p.rule->sparse_transposed() : c10::nullopt;
+  st.sparse_t = p.symmetric ? p.rule->sparse_transposed() : std::nullopt;
   if (p.symmetric && st.sparse.has_value() != st.sparse_t.has_value()) {
     // Mixed sparse/dense directions: use the rule's dense tiles for both.
-    st.sparse = c10::nullopt;
-    st.sparse_t = c10::nullopt;
+    st.sparse = std::nullopt;
+    st.sparse_t = std::nullopt;
   }
   switch (p.options.path()) {
     case EnginePath::Dense:
@@ -658,11 +659,11 @@ inline at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
   }
   st.shifted = use_shifted_path(p);
   st.tile = resolve_tile(p, st.shifted);
-  c10::optional<KeyClasses> key_classes;
-  c10::optional<at::Tensor> excluded_cols;
+  std::optional<KeyClasses> key_classes;
+  std::optional<at::Tensor> excluded_cols;
   if (st.shifted && !p.symmetric && !st.sparse.has_value()) {
     key_classes = p.rule->key_classes();
-    excluded_cols = key_classes.has_value() ? p.rule->excluded_cols() : c10::nullopt;
+    excluded_cols = key_classes.has_value() ? p.rule->excluded_cols() : std::nullopt;
   }
   st.classes = key_classes.has_value() && excluded_cols.has_value();
   st.a_mm = (p.anchors * p.scale).to(p.mm_dtype);

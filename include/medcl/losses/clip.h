@@ -10,6 +10,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cmath>
+#include <optional>
 
 namespace medcl {
 
@@ -23,7 +24,7 @@ struct CLIPLossOptions {
   TORCH_ARG(double, eps) = 1e-12;
   /// Pairing strategy deciding positives and excluded negatives from sample keys (the keyed
   /// overload's `keys`). Default: none (the matched pair; with keys, the same study)
-  TORCH_ARG(c10::optional<PairingStrategy>, pairing) = c10::nullopt;
+  TORCH_ARG(std::optional<PairingStrategy>, pairing) = std::nullopt;
   /// Refuse NaN/Inf embeddings. Default: true
   TORCH_ARG(bool, check_finite) = true;
   /// CLIPLoss only: initial log of the logit scale. Default: ln(1/0.07)

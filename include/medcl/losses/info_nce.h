@@ -9,6 +9,8 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
 
+#include <optional>
+
 namespace medcl {
 
 /// Options of `info_nce_loss` and `InfoNCELoss`.
@@ -23,7 +25,7 @@ struct InfoNCELossOptions {
   TORCH_ARG(double, eps) = 1e-12;
   /// Pairing strategy deciding positives and excluded negatives from sample keys (the keyed
   /// overload's `keys`). Default: none (only the query's own key is positive)
-  TORCH_ARG(c10::optional<PairingStrategy>, pairing) = c10::nullopt;
+  TORCH_ARG(std::optional<PairingStrategy>, pairing) = std::nullopt;
   /// Refuse NaN/Inf embeddings. Default: true
   TORCH_ARG(bool, check_finite) = true;
 };

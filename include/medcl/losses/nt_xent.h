@@ -9,6 +9,8 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
 
+#include <optional>
+
 namespace medcl {
 
 /// Options of `nt_xent_loss` and `NTXentLoss`.
@@ -26,7 +28,7 @@ struct NTXentLossOptions {
   TORCH_ARG(double, eps) = 1e-12;
   /// Pairing strategy deciding positives and excluded negatives from sample keys (the keyed
   /// overload's `keys`). Default: none (the other view of each sample)
-  TORCH_ARG(c10::optional<PairingStrategy>, pairing) = c10::nullopt;
+  TORCH_ARG(std::optional<PairingStrategy>, pairing) = std::nullopt;
   /// Refuse NaN/Inf embeddings (one reduction and a host sync). Default: true
   TORCH_ARG(bool, check_finite) = true;
 };

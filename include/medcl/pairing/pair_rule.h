@@ -7,9 +7,9 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
-#include <c10/util/Optional.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace medcl {
@@ -57,21 +57,21 @@ class PairRule {
   virtual PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const = 0;
 
   /// The same rule as index vectors, when every row has at most one positive and one exclusion.
-  virtual c10::optional<SparsePairs> sparse() const {
-    return c10::nullopt;
+  virtual std::optional<SparsePairs> sparse() const {
+    return std::nullopt;
   }
   /// When positives are "equal keys", the keys (see KeyClasses). Requires `excluded_cols()`.
-  virtual c10::optional<KeyClasses> key_classes() const {
-    return c10::nullopt;
+  virtual std::optional<KeyClasses> key_classes() const {
+    return std::nullopt;
   }
   /// The excluded candidate of each row as an index (-1 for none), when there is at most one.
-  virtual c10::optional<at::Tensor> excluded_cols() const {
-    return c10::nullopt;
+  virtual std::optional<at::Tensor> excluded_cols() const {
+    return std::nullopt;
   }
 
   /// The transposed rule as index vectors (for the column direction of symmetric losses).
-  virtual c10::optional<SparsePairs> sparse_transposed() const {
-    return c10::nullopt;
+  virtual std::optional<SparsePairs> sparse_transposed() const {
+    return std::nullopt;
   }
 
   /// Human-readable description for reports, e.g. "same instance, other view".
@@ -147,10 +147,10 @@ class KeyMatchRule : public PairRule {
     return t;
   }
 
-  c10::optional<KeyClasses> key_classes() const override {
+  std::optional<KeyClasses> key_classes() const override {
     return KeyClasses{a_, c_};
   }
-  c10::optional<at::Tensor> excluded_cols() const override {
+  std::optional<at::Tensor> excluded_cols() const override {
     if (exclude_diagonal_) {
       return at::arange(a_.size(0), a_.options());
     }
@@ -188,10 +188,10 @@ class TwoViewRule : public PairRule {
         detail::tile_mask_from_sparse(pos_, r0, r1, c0, c1),
         detail::tile_mask_from_sparse(self_, r0, r1, c0, c1)};
   }
-  c10::optional<SparsePairs> sparse() const override {
+  std::optional<SparsePairs> sparse() const override {
     return SparsePairs{pos_, self_};
   }
-  c10::optional<SparsePairs> sparse_transposed() const override {
+  std::optional<SparsePairs> sparse_transposed() const override {
     return SparsePairs{pos_, self_};
   }
   std::string describe() const override {
@@ -220,10 +220,10 @@ class DiagonalRule : public PairRule {
   PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const override {
     return {detail::tile_mask_from_sparse(diag_, r0, r1, c0, c1), at::Tensor()};
   }
-  c10::optional<SparsePairs> sparse() const override {
+  std::optional<SparsePairs> sparse() const override {
     return SparsePairs{diag_, none_};
   }
-  c10::optional<SparsePairs> sparse_transposed() const override {
+  std::optional<SparsePairs> sparse_transposed() const override {
     return SparsePairs{diag_, none_};
   }
   std::string describe() const override {
@@ -252,7 +252,7 @@ class AllNegativeRule : public PairRule {
   PairTile tile(int64_t, int64_t, int64_t, int64_t) const override {
     return {};
   }
-  c10::optional<SparsePairs> sparse() const override {
+  std::optional<SparsePairs> sparse() const override {
     return SparsePairs{none_, none_};
   }
   std::string describe() const override {

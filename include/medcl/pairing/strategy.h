@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -276,9 +277,9 @@ class StrategyRule : public PairRule {
     return t;
   }
 
-  c10::optional<KeyClasses> key_classes() const override {
+  std::optional<KeyClasses> key_classes() const override {
     if (positive_.op() != PairExpr::Op::Same || !exclusion_.is_never() || diagonal_positive_) {
-      return c10::nullopt;
+      return std::nullopt;
     }
     const Key k = positive_.key();
     auto ka = a_.get(k);
@@ -292,9 +293,9 @@ class StrategyRule : public PairRule {
     }
     return KeyClasses{ka, kc};
   }
-  c10::optional<at::Tensor> excluded_cols() const override {
+  std::optional<at::Tensor> excluded_cols() const override {
     if (!exclusion_.is_never()) {
-      return c10::nullopt;
+      return std::nullopt;
     }
     auto opts = at::TensorOptions().dtype(at::kLong).device(device_);
     return same_set_ ? at::arange(rows_, opts) : at::full({rows_}, -1, opts);

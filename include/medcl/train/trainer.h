@@ -14,7 +14,6 @@
 #include <medcl/train/schedule.h>
 
 #include <ATen/autocast_mode.h>
-#include <c10/util/Optional.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/version.h>
 
@@ -22,7 +21,10 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace medcl {
@@ -63,14 +65,14 @@ struct TrainerOptions {
   TORCH_ARG(double, final_lr) = 0.0;
   /// Weight decay at the last step (cosine from optimizer.weight_decay; DINO: 0.04 -> 0.4).
   /// Default: none (constant)
-  TORCH_ARG(c10::optional<double>, final_weight_decay) = c10::nullopt;
+  TORCH_ARG(std::optional<double>, final_weight_decay) = std::nullopt;
   /// Clip the global gradient norm to this (0: no clipping). Default: 0
   TORCH_ARG(double, clip_grad_norm) = 0.0;
   /// Arithmetic of the forward pass. Default: Precision::Float32
   TORCH_ARG(Precision, precision) = Precision::Float32;
   /// Seed of the default generators (CPU and CUDA), set when the trainer is built; none leaves
   /// them alone (seed them before building the model: see `seed_everything`). Default: none
-  TORCH_ARG(c10::optional<uint64_t>, seed) = c10::nullopt;
+  TORCH_ARG(std::optional<uint64_t>, seed) = std::nullopt;
   /// JSON-lines log of every step ("" for none). Default: ""
   TORCH_ARG(std::string, log_path) = "";
   /// Progress on stderr (a rewritten line on a terminal, plain lines otherwise). Default: true
@@ -104,6 +106,37 @@ inline void seed_everything(uint64_t seed) {
 
 namespace detail {
 
+// LibTorch 2.4 replaced the per-device autocast functions (is_cpu_enabled, set_autocast_gpu_dtype,
+// ...) with ones that take the device type, and deprecated the old ones; these two hide that.
+
+/// Whether autocast is on for `device` (kCPU or kCUDA), and with which dtype.
+inline std::pair<bool, at::ScalarType> autocast_state(at::DeviceType device) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return {at::autocast::is_autocast_enabled(device), at::autocast::get_autocast_dtype(device)};
+#else
+  if (device == at::kCPU) {
+    return {at::autocast::is_cpu_enabled(), at::autocast::get_autocast_cpu_dtype()};
+  }
+  return {at::autocast::is_enabled(), at::autocast::get_autocast_gpu_dtype()};
+#endif
+}
+
+/// Sets autocast on or off for `device` (kCPU or kCUDA), with `dtype`.
+inline void set_autocast_state(at::DeviceType device, bool enabled, at::ScalarType dtype) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_dtype(device, dtype);
+  at::autocast::set_autocast_enabled(device, enabled);
+#else
+  if (device == at::kCPU) {
+    at::autocast::set_autocast_cpu_dtype(dtype);
+    at::autocast::set_cpu_enabled(enabled);
+  } else {
+    at::autocast::set_autocast_gpu_dtype(dtype);
+    at::autocast::set_enabled(enabled);
+  }
+#endif
+}
+
 /// Turns autocast on for one device type while alive, restoring the previous state.
 class AutocastGuard {
  public:
@@ -115,41 +148,14 @@ class AutocastGuard {
         device == at::kCPU || device == at::kCUDA,
         "Trainer: bfloat16 autocast is available on CPU and CUDA, got device type ",
         device);
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    was_enabled_ = at::autocast::is_autocast_enabled(device_);
-    old_dtype_ = at::autocast::get_autocast_dtype(device_);
-    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
-    at::autocast::set_autocast_enabled(device_, true);
-#else
-    if (device_ == at::kCPU) {
-      was_enabled_ = at::autocast::is_cpu_enabled();
-      old_dtype_ = at::autocast::get_autocast_cpu_dtype();
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-      at::autocast::set_cpu_enabled(true);
-    } else {
-      was_enabled_ = at::autocast::is_enabled();
-      old_dtype_ = at::autocast::get_autocast_gpu_dtype();
-      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-      at::autocast::set_enabled(true);
-    }
-#endif
+    std::tie(was_enabled_, old_dtype_) = autocast_state(device_);
+    set_autocast_state(device_, true, at::kBFloat16);
   }
   ~AutocastGuard() {
     if (!active_) {
       return;
     }
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(device_, was_enabled_);
-    at::autocast::set_autocast_dtype(device_, old_dtype_);
-#else
-    if (device_ == at::kCPU) {
-      at::autocast::set_cpu_enabled(was_enabled_);
-      at::autocast::set_autocast_cpu_dtype(old_dtype_);
-    } else {
-      at::autocast::set_enabled(was_enabled_);
-      at::autocast::set_autocast_gpu_dtype(old_dtype_);
-    }
-#endif
+    set_autocast_state(device_, was_enabled_, old_dtype_);
     // Casted weights are cached while autocast is on; drop them so the next step sees updates.
     at::autocast::clear_cache();
   }
