@@ -65,7 +65,8 @@ std::vector<Family> families() {
              x[0], labels, medcl::SupConLossOptions().engine(e).weighting(w).temperature(0.2));
        },
        [](at::ScalarType t) {
-         return std::vector<at::Tensor>{torch::randn({8, 3, 6}, t)};
+         const auto x = torch::randn({8, 3, 6}, t);
+         return std::vector<at::Tensor>{x};
        }});
   out.push_back(
       {"clip",

@@ -161,8 +161,11 @@ TEST_CASE("BYOL lowers its loss and beats the random encoder", "[methods]") {
 }
 
 TEST_CASE("SimSiam lowers its loss and beats the random encoder", "[methods]") {
-  torch::manual_seed(6);
-  Planted data(kN, 6);
+  // Seed 6 starts on SimSiam's early plateau, where the step at which training leaves it depends
+  // on rounding: LibTorch 1.13 had left it by step 200 (loss -0.55), 2.6 had not (-0.20). Seeds
+  // 1-5, 7 and 8 reach -0.86 to -0.91 and kNN accuracy >= 0.99 by step 200 on both.
+  torch::manual_seed(1);
+  Planted data(kN, 1);
   medcl::SimSiam<torch::nn::Sequential> m(
       medcl_test::small_encoder(),
       medcl::SimSiamOptions(16).projection_dim(32).prediction_hidden_dim(8));

@@ -37,7 +37,8 @@ struct CsvOptions {
   TORCH_ARG(bool, header) = true;
   /// Cell texts (compared after trimming spaces and tabs) that mean "no value".
   /// Default: {"", "NA", "NaN", "nan", "."}
-  TORCH_ARG(std::vector<std::string>, missing) = {"", "NA", "NaN", "nan", "."};
+  TORCH_ARG(std::vector<std::string>, missing) =
+      std::vector<std::string>({"", "NA", "NaN", "nan", "."});
 };
 
 namespace detail {

@@ -78,8 +78,8 @@ struct EvaluationOptions {
   TORCH_ARG(int64_t, calibration_bins) = 10;
   /// Label fractions of the training patients and the repeats (seeds) of each. Default: 1%, 10%,
   /// 100%; seeds 0..4
-  TORCH_ARG(std::vector<double>, fractions) = std::vector<double>{0.01, 0.1, 1.0};
-  TORCH_ARG(std::vector<uint64_t>, fraction_seeds) = std::vector<uint64_t>{0, 1, 2, 3, 4};
+  TORCH_ARG(std::vector<double>, fractions) = std::vector<double>({0.01, 0.1, 1.0});
+  TORCH_ARG(std::vector<uint64_t>, fraction_seeds) = std::vector<uint64_t>({0, 1, 2, 3, 4});
   /// The linear probe (L2 grid, selection). Default: LinearProbeOptions()
   TORCH_ARG(LinearProbeOptions, probe) = LinearProbeOptions();
   /// Leave-one-site-out validation and the site audit when the cohort has >= 2 sites.

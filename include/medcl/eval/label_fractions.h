@@ -174,9 +174,9 @@ using ProbeScorer = std::function<std::vector<
 /// Options of `label_efficiency`.
 struct LabelEfficiencyOptions {
   /// Fractions of the training patients. Default: {0.01, 0.1, 1.0}
-  TORCH_ARG(std::vector<double>, fractions) = std::vector<double>{0.01, 0.1, 1.0};
+  TORCH_ARG(std::vector<double>, fractions) = std::vector<double>({0.01, 0.1, 1.0});
   /// One subset (and one fit) per seed and fraction. Default: {0, 1, 2, 3, 4}
-  TORCH_ARG(std::vector<uint64_t>, seeds) = std::vector<uint64_t>{0, 1, 2, 3, 4};
+  TORCH_ARG(std::vector<uint64_t>, seeds) = std::vector<uint64_t>({0, 1, 2, 3, 4});
   /// Level of the DeLong intervals. Default: 0.95
   TORCH_ARG(double, level) = 0.95;
   /// Options of the default probe (the linear probe, L2 chosen on the validation rows).

@@ -33,7 +33,7 @@ struct CNNOptions {
   /// Size D of the representation. Required.
   TORCH_ARG(int64_t, output_dim);
   /// Channels of each stage; every stage starts with a stride-2 convolution. Default: {32, 64, 128}
-  TORCH_ARG(std::vector<int64_t>, widths) = std::vector<int64_t>{32, 64, 128};
+  TORCH_ARG(std::vector<int64_t>, widths) = std::vector<int64_t>({32, 64, 128});
   /// Conv-BN-ReLU layers per stage (the first with stride 2, the others with stride 1).
   /// Default: 1
   TORCH_ARG(int64_t, convs_per_stage) = 1;

@@ -40,7 +40,7 @@ struct MLPEncoderOptions {
   /// Size D of the representation. Required.
   TORCH_ARG(int64_t, output_dim);
   /// Widths of the hidden layers (empty: a single linear map). Default: {256, 256}
-  TORCH_ARG(std::vector<int64_t>, hidden_dims) = std::vector<int64_t>{256, 256};
+  TORCH_ARG(std::vector<int64_t>, hidden_dims) = std::vector<int64_t>({256, 256});
   /// Normalisation after each hidden linear layer. Default: MLPNorm::BatchNorm
   TORCH_ARG(MLPNorm, norm) = MLPNorm::BatchNorm;
   /// Activation after each hidden layer. Default: MLPActivation::ReLU

@@ -31,9 +31,9 @@ struct ResNet1dOptions {
   /// Size D of the representation. Required.
   TORCH_ARG(int64_t, output_dim);
   /// Channels of each stage; the stem has the first stage's width. Default: {32, 64, 128}
-  TORCH_ARG(std::vector<int64_t>, widths) = std::vector<int64_t>{32, 64, 128};
+  TORCH_ARG(std::vector<int64_t>, widths) = std::vector<int64_t>({32, 64, 128});
   /// Residual blocks of each stage (one entry per stage). Default: {2, 2, 2}
-  TORCH_ARG(std::vector<int64_t>, blocks) = std::vector<int64_t>{2, 2, 2};
+  TORCH_ARG(std::vector<int64_t>, blocks) = std::vector<int64_t>({2, 2, 2});
   /// Kernel size of the blocks' convolutions, odd (the stem's is 7). Default: 7
   TORCH_ARG(int64_t, kernel_size) = 7;
 };

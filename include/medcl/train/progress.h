@@ -116,8 +116,8 @@ class Progress {
   /// Records that step `step` (1-based count of finished steps) processed `samples` samples, with
   /// loss `loss` and learning rate `lr`; writes a line when one is due.
   void update(int64_t step, double loss, double lr, int64_t samples) {
-    update(
-        step, [loss] { return loss; }, lr, samples);
+    const auto value = [loss] { return loss; };
+    update(step, value, lr, samples);
   }
 
   /// Same, with the loss computed by `loss()` only when a line is written.
