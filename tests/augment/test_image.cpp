@@ -43,7 +43,7 @@ std::vector<TransformPtr> all_image_transforms() {
 } // namespace
 
 TEST_CASE(
-    "image transforms keep shape, dtype and device in 2-D and 3-D; seeded; differ across seeds",
+    "image transforms keep shape, dtype and device in 2-D and 3-D, seeded, differ across seeds",
     "[augment][image]") {
   for (const auto& b : {images2d(), images3d()}) {
     const auto m = b.values.dim() == 4 ? Modality::Image2D : Modality::Image3D;

@@ -228,7 +228,7 @@ TEST_CASE("CUDA: MemoryQueue lives on the device and keeps its pairing keys", "[
 }
 
 TEST_CASE(
-    "CUDA: pairing strategies give the CPU result; keys must be on the device",
+    "CUDA: pairing strategies give the CPU result, keys must be on the device",
     "[cuda][pairing]") {
   REQUIRE(torch::cuda::is_available());
   using medcl_test::Contains;

@@ -152,7 +152,7 @@ TEST_CASE(
   REQUIRE_THROWS_WITH(probe.predict_proba(torch::ones({2, 3})), Contains("expected [N, 10]"));
 }
 
-TEST_CASE("linear probe: noisy features choose a stronger L2; multiclass", "[eval][linear_probe]") {
+TEST_CASE("linear probe: noisy features choose a stronger L2, multiclass", "[eval][linear_probe]") {
   torch::manual_seed(5);
   // Clean: many rows, few informative features -> weak L2. Noisy: few rows, one weak signal among
   // 100 noise features -> the validation split asks for strong shrinkage.

@@ -259,7 +259,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "nt_xent with keys: instance strategy is plain NT-Xent; false negatives are removed",
+    "nt_xent with keys: instance strategy is plain NT-Xent, false negatives are removed",
     "[pairing][nt_xent]") {
   Cohort c;
   torch::manual_seed(53);

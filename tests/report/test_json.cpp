@@ -50,7 +50,7 @@ TEST_CASE("Json: wrong-type access names expected and actual type", "[report][js
   REQUIRE_THROWS_WITH(c.at("x"), Contains("at: expected object, got array"));
 }
 
-TEST_CASE("Json: objects keep insertion order; at() names the missing key", "[report][json]") {
+TEST_CASE("Json: objects keep insertion order, at() names the missing key", "[report][json]") {
   Json o;
   o["zeta"] = 1;
   o["alpha"] = 2;

@@ -262,7 +262,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "make_optimizer builds decay and no-decay groups; helpers set lr and weight decay",
+    "make_optimizer builds decay and no-decay groups, helpers set lr and weight decay",
     "[train][optim]") {
   torch::manual_seed(5);
   torch::nn::Sequential net(
