@@ -49,10 +49,12 @@ namespace detail {
 void parse_torch_config(const std::string& config, RuntimeInfo& info) {
   info.cuda_built = setting_on(build_setting(config, "USE_CUDA"));
   info.nccl_built = setting_on(build_setting(config, "USE_NCCL"));
-  info.cuda_runtime.clear();
+  // The build settings name the CUDA version whether or not a device is visible; the "CUDA
+  // Runtime" line is printed only when one is.
+  info.cuda_runtime = info.cuda_built ? build_setting(config, "CUDA_VERSION") : std::string();
   const std::string runtime = "CUDA Runtime ";
   const size_t at = config.find(runtime);
-  if (at != std::string::npos) {
+  if (info.cuda_built && info.cuda_runtime.empty() && at != std::string::npos) {
     const size_t begin = at + runtime.size();
     const size_t end = config.find_first_not_of("0123456789.", begin);
     info.cuda_runtime =

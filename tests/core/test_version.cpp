@@ -65,6 +65,17 @@ TEST_CASE("parse_torch_config reads CUDA and NCCL from LibTorch's build settings
   CHECK(info.cuda_built);
   CHECK(info.nccl_built);
   CHECK(info.cuda_runtime == "12.4");
+  // Without a visible device LibTorch prints no "CUDA Runtime" line; the build settings still
+  // name the version. Without CUDA_VERSION, the runtime line is read.
+  medcl::detail::parse_torch_config(
+      "PyTorch built with:\n  - Build settings: CUDA_VERSION=12.8, USE_CUDA=ON, USE_NCCL=ON, \n",
+      info);
+  CHECK(info.cuda_runtime == "12.8");
+  medcl::detail::parse_torch_config(
+      "PyTorch built with:\n  - CUDA Runtime 11.8\n  - Build settings: USE_CUDA=1, \n", info);
+  CHECK(info.cuda_built);
+  CHECK_FALSE(info.nccl_built);
+  CHECK(info.cuda_runtime == "11.8");
   // A key is matched whole: NO_USE_CUDA=ON is not USE_CUDA.
   medcl::detail::parse_torch_config("Build settings: NO_USE_CUDA=ON, USE_NCCL=0", info);
   CHECK_FALSE(info.cuda_built);

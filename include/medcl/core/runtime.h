@@ -16,7 +16,7 @@ struct RuntimeInfo {
   std::string torch_version;
   /// Whether this LibTorch was built with CUDA (its build settings say USE_CUDA), device or not.
   bool cuda_built = false;
-  /// The CUDA runtime LibTorch was built against, e.g. "12.4"; empty without CUDA.
+  /// The CUDA version LibTorch was built against, e.g. "12.4"; empty without CUDA.
   std::string cuda_runtime;
   /// Whether this LibTorch was built with NCCL (collectives between CUDA devices).
   bool nccl_built = false;
