@@ -6,10 +6,9 @@
 // The tests include this header instead of Catch2's and use:
 //   - Approx (v3 moved it into the Catch namespace);
 //   - Contains(text) for messages and strings (v3 renamed the string matcher ContainsSubstring);
-//   - MEDCL_SKIP(message) for a test that cannot run here (no data, no library): it shows as
-//   skipped
-//     in ctest, never as passed (v3: SKIP; v2 has no skip, so the message carries the marker that
-//     the tests' SKIP_REGULAR_EXPRESSION recognises, and the test case returns).
+//   - MEDCL_SKIP(message) when a test cannot run here (no data, no library): ctest shows it as
+//     skipped, never as passed. v3: SKIP. v2 has no skip: the message carries the marker that the
+//     tests' SKIP_REGULAR_EXPRESSION recognises, and the test case returns.
 
 #if !defined(MEDCL_CATCH2_MAJOR)
 #error "MEDCL_CATCH2_MAJOR is not defined: build medcl's tests through tests/CMakeLists.txt"
