@@ -12,6 +12,8 @@
 #include <medcl/augment/text.h>
 #include <medcl/core/json.h>
 #include <medcl/core/negative_weighting.h>
+#include <medcl/core/normalize.h>
+#include <medcl/core/pair_rule.h>
 #include <medcl/core/runtime.h>
 #include <medcl/core/similarity_engine.h>
 #include <medcl/data/csv.h>
@@ -54,7 +56,6 @@
 #include <medcl/nn/encoders.h>
 #include <medcl/nn/heads.h>
 #include <medcl/nn/momentum.h>
-#include <medcl/pairing/pair_rule.h>
 #include <medcl/pairing/sample_keys.h>
 #include <medcl/pairing/strategy.h>
 #include <medcl/train/checkpoint.h>

@@ -7,7 +7,10 @@
 
 #include "catch.h"
 
+#include <cmath>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -340,4 +343,182 @@ TEST_CASE("upstream gradients of any sign scale the engine's gradients", "[losse
       }
     }
   }
+}
+
+namespace {
+
+// A rule written outside medcl, as docs/extending.md shows: row i's positives are the columns
+// whose index has the same parity as i, except column i itself (which is excluded).
+class ParityRule : public medcl::PairRule {
+ public:
+  explicit ParityRule(int64_t n) : n_(n) {}
+  int64_t rows() const override {
+    return n_;
+  }
+  int64_t cols() const override {
+    return n_;
+  }
+  medcl::PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const override {
+    auto r = torch::arange(r0, r1).unsqueeze(1);
+    auto c = torch::arange(c0, c1).unsqueeze(0);
+    medcl::PairTile t;
+    t.excluded = r.eq(c);
+    t.positive = torch::remainder(r - c, 2).eq(0).logical_and(t.excluded.logical_not());
+    return t;
+  }
+  std::string describe() const override {
+    return "same parity";
+  }
+
+ private:
+  int64_t n_;
+};
+
+// The loss of ParityRule by its definition, in double.
+double parity_reference(const at::Tensor& z, double temperature) {
+  auto x = z / z.norm(2, 1, true);
+  auto l = x.mm(x.t()) / temperature;
+  const int64_t n = z.size(0);
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double pos_sum = 0, den = 0;
+    int64_t pos_n = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      if (j == i) {
+        continue;
+      }
+      const double v = l[i][j].item<double>();
+      den += std::exp(v);
+      if ((i - j) % 2 == 0) {
+        pos_sum += v;
+        ++pos_n;
+      }
+    }
+    total += std::log(den) - pos_sum / static_cast<double>(pos_n);
+  }
+  return total / static_cast<double>(n);
+}
+
+} // namespace
+
+TEST_CASE(
+    "a loss written on the public engine API has dense and tiled paths and gradients",
+    "[losses][engine][extending]") {
+  torch::manual_seed(3);
+  auto z = torch::randn({10, 4}, torch::kDouble).requires_grad_(true);
+  auto run = [&](EnginePath path) {
+    auto x = medcl::l2_normalize(z, 1e-12);
+    return medcl::contrast_loss(medcl::make_contrast_problem(
+        "parity_loss",
+        x,
+        x,
+        std::make_shared<ParityRule>(10),
+        0.3,
+        NegativeWeighting::uniform(),
+        SimilarityEngineOptions().path(path).tile_size(3),
+        medcl::matmul_dtype(z)));
+  };
+  auto dense = run(EnginePath::Dense);
+  REQUIRE(dense.item<double>() == Approx(parity_reference(z.detach(), 0.3)).epsilon(1e-12));
+  auto g_dense = torch::autograd::grad({dense}, {z})[0];
+  auto tiled = run(EnginePath::Tiled);
+  REQUIRE(tiled.item<double>() == Approx(dense.item<double>()).epsilon(1e-12));
+  auto g_tiled = torch::autograd::grad({tiled}, {z})[0];
+  REQUIRE(rel_err(g_tiled, g_dense) < 1e-10);
+  auto g_fd = medcl_test::finite_difference(
+      [&](const at::Tensor& v) {
+        auto x = medcl::l2_normalize(v, 1e-12);
+        return medcl::contrast_loss(medcl::make_contrast_problem(
+                                        "parity_loss", x, x, std::make_shared<ParityRule>(10), 0.3))
+            .item<double>();
+      },
+      z.detach());
+  REQUIRE(rel_err(g_dense, g_fd) < 1e-6);
+}
+
+TEST_CASE("the public engine API refuses a malformed problem by name", "[losses][engine][errors]") {
+  using medcl_test::Contains;
+  auto x = medcl::l2_normalize(torch::randn({6, 4}), 1e-12);
+  auto rule = std::make_shared<ParityRule>(6);
+  REQUIRE_THROWS_WITH(
+      medcl::make_contrast_problem("my_loss", x, x, rule, 0.0),
+      Contains("my_loss") && Contains("temperature must be finite and > 0, got 0"));
+  REQUIRE_THROWS_WITH(
+      medcl::make_contrast_problem(
+          "my_loss",
+          x,
+          x,
+          rule,
+          0.1,
+          NegativeWeighting::uniform(),
+          SimilarityEngineOptions().tile_size(-1)),
+      Contains("my_loss") && Contains("tile_size must be >= 0"));
+  auto p = medcl::make_contrast_problem("my_loss", x, x, nullptr, 0.1);
+  REQUIRE_THROWS_WITH(medcl::contrast_loss(p), Contains("my_loss: the problem has no pair rule"));
+  p = medcl::make_contrast_problem("my_loss", x, x.slice(0, 0, 5), rule, 0.1);
+  REQUIRE_THROWS_WITH(
+      medcl::contrast_loss(p),
+      Contains("built for 6 x 6 pairs") && Contains("6 anchors and 5 candidates"));
+  p = medcl::make_contrast_problem("my_loss", x, torch::randn({6, 3}), rule, 0.1);
+  REQUIRE_THROWS_WITH(medcl::contrast_loss(p), Contains("with the same D") && Contains("[6, 3]"));
+  p = medcl::make_contrast_problem("my_loss", x, x.to(torch::kDouble), rule, 0.1);
+  REQUIRE_THROWS_WITH(medcl::contrast_loss(p), Contains("Float and Double"));
+  p = medcl::make_contrast_problem("my_loss", x.to(torch::kHalf), x.to(torch::kHalf), rule, 0.1);
+  REQUIRE_THROWS_WITH(medcl::contrast_loss(p), Contains("float32 or both float64"));
+  p = medcl::make_contrast_problem("my_loss", x, x, rule, 0.1);
+  REQUIRE(p.mm_dtype == torch::kFloat);
+  p.mm_dtype = torch::kDouble;
+  REQUIRE_THROWS_WITH(
+      medcl::contrast_loss(p), Contains("mm_dtype must be the anchors' dtype Float"));
+  p.mm_dtype = torch::kFloat;
+  p.paired = torch::randn({5, 4});
+  REQUIRE_THROWS_WITH(medcl::contrast_loss(p), Contains("paired positives"));
+  p.paired = at::Tensor();
+  p.scale = std::numeric_limits<double>::infinity();
+  REQUIRE_THROWS_WITH(medcl::contrast_loss(p), Contains("scale (1 / temperature)"));
+}
+
+TEST_CASE("loss modules check their options when they are built", "[losses][errors]") {
+  using medcl_test::Contains;
+  REQUIRE_THROWS_WITH(
+      medcl::NTXentLoss(medcl::NTXentLossOptions().temperature(0.0)),
+      Contains("NTXentLoss: temperature must be finite and > 0, got 0"));
+  REQUIRE_THROWS_WITH(
+      medcl::NTXentLoss(medcl::NTXentLossOptions().eps(-1.0)),
+      Contains("NTXentLoss: eps must be finite and > 0, got -1"));
+  REQUIRE_THROWS_WITH(
+      medcl::InfoNCELoss(
+          medcl::InfoNCELossOptions().engine(SimilarityEngineOptions().dense_max_elements(-4))),
+      Contains("InfoNCELoss: engine dense_max_elements must be >= 0, got -4"));
+  REQUIRE_THROWS_WITH(
+      medcl::SupConLoss(medcl::SupConLossOptions().base_temperature(-0.5)),
+      Contains("SupConLoss: base_temperature must be finite and > 0, got -0.5"));
+  REQUIRE_THROWS_WITH(
+      medcl::SupConLoss(medcl::SupConLossOptions().temperature(std::nan(""))),
+      Contains("SupConLoss: temperature"));
+  // Valid options build, and the module still computes the functional loss.
+  medcl::NTXentLoss ok(medcl::NTXentLossOptions().temperature(0.2));
+  auto a = torch::randn({5, 3});
+  auto b = torch::randn({5, 3});
+  REQUIRE(
+      ok(a, b).item<double>() ==
+      Approx(F::nt_xent_loss(a, b, medcl::NTXentLossOptions().temperature(0.2)).item<double>()));
+}
+
+TEST_CASE("the engine's earlier detail:: names still compile and agree", "[losses][engine]") {
+  auto x = medcl::detail::l2_normalize(torch::randn({6, 4}), 1e-12);
+  auto rule = std::make_shared<ParityRule>(6);
+  medcl::detail::ContrastProblem p = medcl::detail::make_problem(
+      "old",
+      x,
+      x,
+      rule,
+      0.2,
+      NegativeWeighting::uniform(),
+      SimilarityEngineOptions(),
+      medcl::detail::matmul_dtype(x));
+  auto old_value = medcl::detail::contrast_loss(p).item<double>();
+  auto new_value =
+      medcl::contrast_loss(medcl::make_contrast_problem("new", x, x, rule, 0.2)).item<double>();
+  REQUIRE(old_value == new_value);
 }

@@ -6,7 +6,6 @@
 #include <ATen/ATen.h>
 
 namespace medcl {
-namespace detail {
 
 /// float64 for double inputs, float32 for everything else (float, bf16, fp16).
 inline at::ScalarType accumulation_dtype(at::ScalarType input) {
@@ -30,5 +29,11 @@ inline at::Tensor l2_normalize(const at::Tensor& x, double eps, int64_t dim = -1
   return xf / xf.norm(2, dim, /*keepdim=*/true).clamp_min(eps);
 }
 
+namespace detail {
+// Earlier names, kept for one release.
+using ::medcl::accumulation_dtype;
+using ::medcl::l2_normalize;
+using ::medcl::matmul_dtype;
 } // namespace detail
+
 } // namespace medcl

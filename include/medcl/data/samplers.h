@@ -127,6 +127,8 @@ class EpochPlanSampler : public torch::data::samplers::Sampler<std::vector<size_
 
 } // namespace detail
 
+namespace data {
+
 /// Batches made of k records per patient, so that every anchor has patient positives (PCLR,
 /// temporal pairing). Each epoch every record is used at least once: a patient's records are
 /// shuffled and cut into groups of k; a last group short of k, and patients with fewer than k
@@ -138,13 +140,13 @@ class EpochPlanSampler : public torch::data::samplers::Sampler<std::vector<size_
 ///   medcl::PatientGroupedSampler sampler(patient_ids, /*records_per_patient=*/2, /*seed=*/7);
 ///   auto loader = torch::data::make_data_loader(dataset, sampler,
 ///   torch::data::DataLoaderOptions(64));
-class PatientGroupedSampler : public detail::EpochPlanSampler {
+class PatientGroupedSampler : public medcl::detail::EpochPlanSampler {
  public:
   PatientGroupedSampler(std::vector<int64_t> patients, int64_t records_per_patient, uint64_t seed)
       : EpochPlanSampler(seed), patients_(std::move(patients)), k_(records_per_patient) {
     TORCH_CHECK(!patients_.empty(), "PatientGroupedSampler: no records");
     TORCH_CHECK(k_ >= 1, "PatientGroupedSampler: records_per_patient must be >= 1, got ", k_);
-    groups_ = detail::group_by(patients_);
+    groups_ = medcl::detail::group_by(patients_);
     size_t most = 0;
     for (const auto& g : groups_) {
       most = std::max(most, g.size());
@@ -163,7 +165,7 @@ class PatientGroupedSampler : public detail::EpochPlanSampler {
 
  protected:
   std::vector<size_t> make_plan(uint64_t epoch) const override {
-    auto rng = detail::epoch_rng(seed_, epoch);
+    auto rng = medcl::detail::epoch_rng(seed_, epoch);
     const auto k = static_cast<size_t>(k_);
     std::vector<std::vector<size_t>> chunks;
     for (const auto& g : groups_) {
@@ -227,7 +229,7 @@ class PatientGroupedSampler : public detail::EpochPlanSampler {
 /// class j mod C (class order reshuffled per batch), each class cycling through its shuffled
 /// records. An epoch has as many samples as the data set (`epoch_size` overrides); minority
 /// classes are therefore oversampled and majority classes subsampled.
-class ClassBalancedSampler : public detail::EpochPlanSampler {
+class ClassBalancedSampler : public medcl::detail::EpochPlanSampler {
  public:
   ClassBalancedSampler(
       std::vector<int64_t> labels,
@@ -244,12 +246,12 @@ class ClassBalancedSampler : public detail::EpochPlanSampler {
         epoch_size_ == -1 || epoch_size_ >= 1,
         "ClassBalancedSampler: epoch_size must be >= 1 or -1, got ",
         epoch_size_);
-    classes_ = detail::group_by(labels_);
+    classes_ = medcl::detail::group_by(labels_);
   }
 
  protected:
   std::vector<size_t> make_plan(uint64_t epoch) const override {
-    auto rng = detail::epoch_rng(seed_, epoch);
+    auto rng = medcl::detail::epoch_rng(seed_, epoch);
     const size_t total = epoch_size_ > 0 ? static_cast<size_t>(epoch_size_) : labels_.size();
     std::vector<std::vector<size_t>> pools(classes_.size());
     std::vector<size_t> cursor(classes_.size(), 0);
@@ -301,17 +303,17 @@ class ClassBalancedSampler : public detail::EpochPlanSampler {
 /// each site in proportion to its size (within one sample): each site's records are shuffled and
 /// spread evenly over the epoch. Batches that mix sites keep a model from telling negatives apart
 /// by their hospital.
-class SiteStratifiedSampler : public detail::EpochPlanSampler {
+class SiteStratifiedSampler : public medcl::detail::EpochPlanSampler {
  public:
   SiteStratifiedSampler(std::vector<int64_t> sites, uint64_t seed)
       : EpochPlanSampler(seed), sites_(std::move(sites)) {
     TORCH_CHECK(!sites_.empty(), "SiteStratifiedSampler: no sites");
-    groups_ = detail::group_by(sites_);
+    groups_ = medcl::detail::group_by(sites_);
   }
 
  protected:
   std::vector<size_t> make_plan(uint64_t epoch) const override {
-    auto rng = detail::epoch_rng(seed_, epoch);
+    auto rng = medcl::detail::epoch_rng(seed_, epoch);
     std::uniform_real_distribution<double> offset(0.0, 1.0);
     std::vector<std::pair<double, size_t>> keyed;
     keyed.reserve(sites_.size());
@@ -343,5 +345,12 @@ class SiteStratifiedSampler : public detail::EpochPlanSampler {
   std::vector<int64_t> sites_;
   std::vector<std::vector<size_t>> groups_;
 };
+
+} // namespace data
+
+// Earlier names in medcl::, kept for one release.
+using data::ClassBalancedSampler;
+using data::PatientGroupedSampler;
+using data::SiteStratifiedSampler;
 
 } // namespace medcl

@@ -23,6 +23,7 @@
 #include <vector>
 
 namespace medcl {
+namespace data {
 
 /// Record indices of each split, with the patients they hold.
 struct PatientSplits {
@@ -91,7 +92,7 @@ inline PatientSplits patient_split(
   TORCH_CHECK(std::abs(total - 1.0) < 1e-9, fn, ": fractions must sum to 1, got ", total);
 
   // Patients and their stratum.
-  auto groups = detail::group_by(patients);
+  auto groups = medcl::detail::group_by(patients);
   std::map<int64_t, std::vector<size_t>> strata; // label -> patient groups
   for (size_t g = 0; g < groups.size(); ++g) {
     int64_t label = 0;
@@ -119,7 +120,7 @@ inline PatientSplits patient_split(
   }
   uint64_t stream = 0;
   for (auto& st : strata) {
-    auto rng = detail::epoch_rng(seed, 0, stream++);
+    auto rng = medcl::detail::epoch_rng(seed, 0, stream++);
     auto& members = st.second;
     std::shuffle(members.begin(), members.end(), rng);
     // Largest remainder: floor of each share, then the leftovers to the largest remainders.
@@ -340,5 +341,15 @@ inline LeakageReport check_leakage(
 inline void require_no_leakage(const LeakageReport& report) {
   TORCH_CHECK(report.clean(), "leakage between splits:\n", report.describe());
 }
+
+} // namespace data
+
+// Earlier names in medcl::, kept for one release.
+using data::check_leakage;
+using data::LeakageFinding;
+using data::LeakageReport;
+using data::patient_split;
+using data::PatientSplits;
+using data::require_no_leakage;
 
 } // namespace medcl

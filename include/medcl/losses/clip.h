@@ -73,7 +73,7 @@ inline at::Tensor clip_with_rule(
   }
   auto x = detail::l2_normalize(image, options.eps());
   auto t = detail::l2_normalize(text, options.eps());
-  auto p = detail::make_problem(
+  auto p = make_contrast_problem(
       fn,
       x,
       t,

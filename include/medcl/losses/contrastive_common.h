@@ -11,13 +11,35 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <memory>
 #include <utility>
 
 namespace medcl {
 namespace detail {
 
-/// Builds the engine problem for anchors/candidates that are already normalised.
+/// The option checks of the InfoNCE-family loss modules, run at construction (`reset()`), so that
+/// a bad option fails where it is set, not at the first forward.
+inline void check_contrastive_options(
+    const char* who,
+    double temperature,
+    double eps,
+    const SimilarityEngineOptions& engine) {
+  check_temperature(who, "temperature", temperature);
+  TORCH_CHECK(std::isfinite(eps) && eps > 0.0, who, ": eps must be finite and > 0, got ", eps);
+  TORCH_CHECK(
+      engine.tile_size() >= 0,
+      who,
+      ": engine tile_size must be >= 0 (0 picks a default), got ",
+      engine.tile_size());
+  TORCH_CHECK(
+      engine.dense_max_elements() >= 0,
+      who,
+      ": engine dense_max_elements must be >= 0, got ",
+      engine.dense_max_elements());
+}
+
+/// Earlier name of `make_contrast_problem`, kept for one release.
 inline ContrastProblem make_problem(
     const char* fn,
     at::Tensor anchors,
@@ -27,21 +49,15 @@ inline ContrastProblem make_problem(
     const NegativeWeighting& weighting,
     const SimilarityEngineOptions& engine,
     at::ScalarType mm_dtype) {
-  TORCH_CHECK(
-      engine.tile_size() >= 0,
+  return make_contrast_problem(
       fn,
-      ": engine tile_size must be >= 0 (0 picks a default), got ",
-      engine.tile_size());
-  ContrastProblem p;
-  p.anchors = std::move(anchors);
-  p.candidates = std::move(candidates);
-  p.rule = std::move(rule);
-  p.scale = 1.0 / temperature;
-  p.weighting = weighting;
-  p.options = engine;
-  p.mm_dtype = mm_dtype;
-  p.caller = fn;
-  return p;
+      std::move(anchors),
+      std::move(candidates),
+      std::move(rule),
+      temperature,
+      weighting,
+      engine,
+      mm_dtype);
 }
 
 /// Keys of `views` stacked copies of `b` samples (view-major), with `instance` defaulting to the

@@ -17,13 +17,34 @@
 
 namespace medcl {
 
-/// Options of `dino_loss`.
+/// Options of `dino_loss` and `DINOLoss`. The functional form uses the two temperatures; the
+/// module (which owns the centre and the teacher-temperature warm-up) needs `output_dim` too.
+///
+/// Example:
+///   medcl::DINOLoss criterion(medcl::DINOLossOptions(65536).warmup_teacher_temperature(0.04));
+///   auto loss = medcl::functional::dino_loss(s, t, center, medcl::DINOLossOptions());
 struct DINOLossOptions {
-  /// Temperature of the teacher's softmax. Default: 0.04
+  DINOLossOptions() = default;
+  /// Options for a module whose head has `output_dim` outputs.
+  explicit DINOLossOptions(int64_t output_dim) : output_dim_(output_dim) {}
+  /// Temperature of the teacher's softmax (the module: after the warm-up). Default: 0.04
   TORCH_ARG(double, teacher_temperature) = 0.04;
   /// Temperature of the student's softmax. Default: 0.1
   TORCH_ARG(double, student_temperature) = 0.1;
+  /// Size K of the head's output; the module needs it (> 0), the functional form ignores it.
+  /// Default: 0 (unset)
+  TORCH_ARG(int64_t, output_dim) = 0;
+  /// Module: teacher temperature at epoch 0 of the warm-up. Default: 0.04
+  TORCH_ARG(double, warmup_teacher_temperature) = 0.04;
+  /// Module: epochs of the linear warm-up. Default: 30
+  TORCH_ARG(int64_t, warmup_teacher_temperature_epochs) = 30;
+  /// Module: momentum of the centre's moving average. Default: 0.9
+  TORCH_ARG(double, center_momentum) = 0.9;
 };
+
+/// Earlier name of the module's options (now one DINOLossOptions for both forms), kept for one
+/// release.
+using DINOLossModuleOptions [[deprecated("use DINOLossOptions(output_dim)")]] = DINOLossOptions;
 
 namespace detail {
 
@@ -135,38 +156,27 @@ inline at::Tensor dino_loss(
 
 } // namespace functional
 
-/// Options of `DINOLoss` (the module owns the centre and the teacher-temperature schedule).
-struct DINOLossModuleOptions {
-  explicit DINOLossModuleOptions(int64_t output_dim) : output_dim_(output_dim) {}
-  /// Size K of the head's output. Required.
-  TORCH_ARG(int64_t, output_dim);
-  /// Teacher temperature at epoch 0 of the warm-up. Default: 0.04
-  TORCH_ARG(double, warmup_teacher_temperature) = 0.04;
-  /// Teacher temperature after the warm-up. Default: 0.04
-  TORCH_ARG(double, teacher_temperature) = 0.04;
-  /// Epochs of the linear warm-up. Default: 30
-  TORCH_ARG(int64_t, warmup_teacher_temperature_epochs) = 30;
-  /// Student temperature. Default: 0.1
-  TORCH_ARG(double, student_temperature) = 0.1;
-  /// Momentum of the centre's moving average. Default: 0.9
-  TORCH_ARG(double, center_momentum) = 0.9;
-};
-
 /// DINO loss module: owns the centre buffer [1, K] (zeros at start, updated after every forward
 /// as `c = m c + (1 - m) mean(teacher outputs)`) and the teacher-temperature warm-up (linear from
 /// `warmup_teacher_temperature` to `teacher_temperature` over the warm-up epochs).
 ///
 /// Example:
-///   medcl::DINOLoss criterion(medcl::DINOLossModuleOptions(65536));
+///   medcl::DINOLoss criterion(medcl::DINOLossOptions(65536));
 ///   auto loss = criterion(student_views, teacher_views, epoch);
 class DINOLossImpl : public torch::nn::Cloneable<DINOLossImpl> {
  public:
-  explicit DINOLossImpl(DINOLossModuleOptions opts) : options(std::move(opts)) {
+  explicit DINOLossImpl(DINOLossOptions opts) : options(std::move(opts)) {
     reset();
   }
   void reset() override {
     TORCH_CHECK(
-        options.output_dim() > 0, "DINOLoss: output_dim must be > 0, got ", options.output_dim());
+        options.output_dim() > 0,
+        "DINOLoss: output_dim must be > 0 (DINOLossOptions(output_dim)), got ",
+        options.output_dim());
+    detail::check_temperature("DINOLoss", "teacher_temperature", options.teacher_temperature());
+    detail::check_temperature(
+        "DINOLoss", "warmup_teacher_temperature", options.warmup_teacher_temperature());
+    detail::check_temperature("DINOLoss", "student_temperature", options.student_temperature());
     TORCH_CHECK(
         options.center_momentum() >= 0 && options.center_momentum() <= 1,
         "DINOLoss: center_momentum must be in [0, 1], got ",
@@ -198,9 +208,7 @@ class DINOLossImpl : public torch::nn::Cloneable<DINOLossImpl> {
         student_outputs,
         teacher_outputs,
         center.to(student_outputs.empty() ? center.device() : student_outputs.front().device()),
-        DINOLossOptions()
-            .teacher_temperature(teacher_temperature(epoch))
-            .student_temperature(options.student_temperature()));
+        DINOLossOptions(options).teacher_temperature(teacher_temperature(epoch)));
     update_center(teacher_outputs);
     return loss;
   }
@@ -212,7 +220,7 @@ class DINOLossImpl : public torch::nn::Cloneable<DINOLossImpl> {
         .add_(batch_center.to(center.device()), 1.0 - options.center_momentum());
   }
 
-  DINOLossModuleOptions options;
+  DINOLossOptions options;
   at::Tensor center;
 };
 TORCH_MODULE(DINOLoss);

@@ -87,7 +87,7 @@ inline at::Tensor info_nce_engine(
   auto q = l2_normalize(query, options.eps());
   auto k = l2_normalize(positive_key, options.eps());
   auto candidates = negative_keys.defined() ? l2_normalize(negative_keys, options.eps()) : k;
-  auto p = make_problem(
+  auto p = make_contrast_problem(
       fn,
       q,
       candidates,
@@ -208,8 +208,14 @@ inline at::Tensor info_nce_loss(
 /// Module form of `functional::info_nce_loss`.
 class InfoNCELossImpl : public torch::nn::Cloneable<InfoNCELossImpl> {
  public:
-  explicit InfoNCELossImpl(InfoNCELossOptions opts = {}) : options(std::move(opts)) {}
-  void reset() override {}
+  explicit InfoNCELossImpl(InfoNCELossOptions opts = {}) : options(std::move(opts)) {
+    reset();
+  }
+  /// Checks the options (nothing to allocate).
+  void reset() override {
+    detail::check_contrastive_options(
+        "InfoNCELoss", options.temperature(), options.eps(), options.engine());
+  }
   at::Tensor forward(
       const at::Tensor& query,
       const at::Tensor& positive_key,

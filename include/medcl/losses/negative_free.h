@@ -86,6 +86,7 @@ inline at::Tensor simsiam_loss(
 /// Module form of `functional::byol_loss`.
 class BYOLLossImpl : public torch::nn::Cloneable<BYOLLossImpl> {
  public:
+  /// The loss has no options and no state: nothing to check or allocate.
   void reset() override {}
   at::Tensor forward(const at::Tensor& online_prediction, const at::Tensor& target_projection) {
     return functional::byol_loss(online_prediction, target_projection);
@@ -96,6 +97,7 @@ TORCH_MODULE(BYOLLoss);
 /// Module form of `functional::simsiam_loss`.
 class SimSiamLossImpl : public torch::nn::Cloneable<SimSiamLossImpl> {
  public:
+  /// The loss has no options and no state: nothing to check or allocate.
   void reset() override {}
   at::Tensor
   forward(const at::Tensor& p0, const at::Tensor& p1, const at::Tensor& z0, const at::Tensor& z1) {

@@ -66,7 +66,7 @@ inline at::Tensor nt_xent_engine(
     std::shared_ptr<const PairRule> rule,
     const NTXentLossOptions& options) {
   auto z = l2_normalize(at::cat({z0, z1}, 0), options.eps());
-  return contrast_loss(make_problem(
+  return contrast_loss(make_contrast_problem(
       fn,
       z,
       z,
@@ -152,8 +152,14 @@ inline at::Tensor nt_xent_loss(
 ///   auto loss = criterion(z0, z1);
 class NTXentLossImpl : public torch::nn::Cloneable<NTXentLossImpl> {
  public:
-  explicit NTXentLossImpl(NTXentLossOptions opts = {}) : options(std::move(opts)) {}
-  void reset() override {}
+  explicit NTXentLossImpl(NTXentLossOptions opts = {}) : options(std::move(opts)) {
+    reset();
+  }
+  /// Checks the options (nothing to allocate).
+  void reset() override {
+    detail::check_contrastive_options(
+        "NTXentLoss", options.temperature(), options.eps(), options.engine());
+  }
   at::Tensor forward(const at::Tensor& z0, const at::Tensor& z1) {
     return functional::nt_xent_loss(z0, z1, options);
   }

@@ -56,7 +56,7 @@ inline at::Tensor supcon_engine(
   const int64_t v = features.size(1);
   auto flat =
       l2_normalize(features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
-  auto p = make_problem(
+  auto p = make_contrast_problem(
       fn,
       flat,
       flat,
@@ -165,8 +165,15 @@ supcon_loss(const at::Tensor& features, const SampleKeys& keys, const SupConLoss
 /// Module form of `functional::supcon_loss`.
 class SupConLossImpl : public torch::nn::Cloneable<SupConLossImpl> {
  public:
-  explicit SupConLossImpl(SupConLossOptions opts = {}) : options(std::move(opts)) {}
-  void reset() override {}
+  explicit SupConLossImpl(SupConLossOptions opts = {}) : options(std::move(opts)) {
+    reset();
+  }
+  /// Checks the options (nothing to allocate).
+  void reset() override {
+    detail::check_contrastive_options(
+        "SupConLoss", options.temperature(), options.eps(), options.engine());
+    detail::check_temperature("SupConLoss", "base_temperature", options.base_temperature());
+  }
   at::Tensor forward(const at::Tensor& features, const at::Tensor& labels = {}) {
     return functional::supcon_loss(features, labels, options);
   }

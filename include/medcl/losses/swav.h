@@ -64,14 +64,54 @@ inline at::Tensor sinkhorn_knopp(const at::Tensor& scores, const SinkhornOptions
 } // namespace functional
 
 /// Options of `swav_loss` and `SwAVLoss`.
+///
+/// Example:
+///   auto opts = medcl::SwAVLossOptions().temperature(0.1).sinkhorn(
+///       medcl::SinkhornOptions().iterations(3).epsilon(0.05));
 struct SwAVLossOptions {
   /// Temperature of the prototype softmax. Default: 0.1
   TORCH_ARG(double, temperature) = 0.1;
-  /// Sinkhorn iterations. Default: 3
-  TORCH_ARG(int64_t, sinkhorn_iterations) = 3;
-  /// Sinkhorn epsilon. Default: 0.05
-  TORCH_ARG(double, sinkhorn_epsilon) = 0.05;
+  /// The Sinkhorn-Knopp that computes the codes. Default: SinkhornOptions() (3 iterations,
+  /// epsilon 0.05)
+  TORCH_ARG(SinkhornOptions, sinkhorn) = {};
+
+ public:
+  /// Deprecated: use `sinkhorn(SinkhornOptions().iterations(n))`. Kept for one release.
+  [[deprecated("use SwAVLossOptions::sinkhorn(SinkhornOptions().iterations(n))")]] SwAVLossOptions&
+  sinkhorn_iterations(int64_t n) {
+    sinkhorn_.iterations(n);
+    return *this;
+  }
+  [[deprecated("use SwAVLossOptions::sinkhorn().iterations()")]] int64_t sinkhorn_iterations()
+      const noexcept {
+    return sinkhorn_.iterations();
+  }
+  /// Deprecated: use `sinkhorn(SinkhornOptions().epsilon(e))`. Kept for one release.
+  [[deprecated("use SwAVLossOptions::sinkhorn(SinkhornOptions().epsilon(e))")]] SwAVLossOptions&
+  sinkhorn_epsilon(double e) {
+    sinkhorn_.epsilon(e);
+    return *this;
+  }
+  [[deprecated("use SwAVLossOptions::sinkhorn().epsilon()")]] double sinkhorn_epsilon()
+      const noexcept {
+    return sinkhorn_.epsilon();
+  }
 };
+
+namespace detail {
+
+/// The option checks of `swav_loss` and `SwAVLoss`.
+inline void check_swav_options(const char* who, const SwAVLossOptions& options) {
+  check_temperature(who, "temperature", options.temperature());
+  TORCH_CHECK(
+      options.sinkhorn().iterations() >= 1,
+      who,
+      ": sinkhorn iterations must be >= 1, got ",
+      options.sinkhorn().iterations());
+  check_temperature(who, "sinkhorn epsilon", options.sinkhorn().epsilon());
+}
+
+} // namespace detail
 
 namespace functional {
 
@@ -82,12 +122,13 @@ namespace functional {
 ///     -\frac1B\sum_b \sum_k q_{i,bk}\log\mathrm{softmax}(z_{v,b}/\tau)_k \f]
 ///
 /// Shape: high_resolution_outputs H × [B, K], low_resolution_outputs L × [B', K] (L may be 0),
-/// queue_outputs H × [Q, K] or empty -> 0-dim tensor.
+/// queue_outputs H × [Q, K] or empty -> 0-dim tensor. The data come first and the options last,
+/// as in every other loss.
 inline at::Tensor swav_loss(
     const std::vector<at::Tensor>& high_resolution_outputs,
-    const std::vector<at::Tensor>& low_resolution_outputs = {},
-    const SwAVLossOptions& options = {},
-    const std::vector<at::Tensor>& queue_outputs = {}) {
+    const std::vector<at::Tensor>& low_resolution_outputs,
+    const std::vector<at::Tensor>& queue_outputs,
+    const SwAVLossOptions& options = {}) {
   constexpr const char* fn = "swav_loss";
   TORCH_CHECK(
       !high_resolution_outputs.empty(), fn, ": high_resolution_outputs is an empty list of views");
@@ -122,11 +163,9 @@ inline at::Tensor swav_loss(
       high_resolution_outputs.size(),
       "), got ",
       queue_outputs.size());
-  detail::check_temperature(fn, "temperature", options.temperature());
+  detail::check_swav_options(fn, options);
   const auto acc = detail::accumulation_dtype(first.scalar_type());
-  auto sinkhorn = SinkhornOptions()
-                      .iterations(options.sinkhorn_iterations())
-                      .epsilon(options.sinkhorn_epsilon());
+  const auto& sinkhorn = options.sinkhorn();
   auto subloss = [&](const at::Tensor& z, const at::Tensor& q) {
     TORCH_CHECK(
         z.size(0) == q.size(0),
@@ -176,19 +215,43 @@ inline at::Tensor swav_loss(
   return loss / static_cast<double>(high_resolution_outputs.size());
 }
 
+/// `swav_loss` with the views only (no queue).
+inline at::Tensor swav_loss(
+    const std::vector<at::Tensor>& high_resolution_outputs,
+    const std::vector<at::Tensor>& low_resolution_outputs = {},
+    const SwAVLossOptions& options = {}) {
+  return swav_loss(high_resolution_outputs, low_resolution_outputs, {}, options);
+}
+
+/// Deprecated argument order (options before the queue), kept for one release.
+[[deprecated(
+    "pass the queue before the options: swav_loss(high, low, queue, options)")]] inline at::Tensor
+swav_loss(
+    const std::vector<at::Tensor>& high_resolution_outputs,
+    const std::vector<at::Tensor>& low_resolution_outputs,
+    const SwAVLossOptions& options,
+    const std::vector<at::Tensor>& queue_outputs) {
+  return swav_loss(high_resolution_outputs, low_resolution_outputs, queue_outputs, options);
+}
+
 } // namespace functional
 
 /// Module form of `functional::swav_loss`.
 class SwAVLossImpl : public torch::nn::Cloneable<SwAVLossImpl> {
  public:
-  explicit SwAVLossImpl(SwAVLossOptions opts = {}) : options(std::move(opts)) {}
-  void reset() override {}
+  explicit SwAVLossImpl(SwAVLossOptions opts = {}) : options(std::move(opts)) {
+    reset();
+  }
+  /// Checks the options (nothing to allocate).
+  void reset() override {
+    detail::check_swav_options("SwAVLoss", options);
+  }
   at::Tensor forward(
       const std::vector<at::Tensor>& high_resolution_outputs,
       const std::vector<at::Tensor>& low_resolution_outputs = {},
       const std::vector<at::Tensor>& queue_outputs = {}) {
     return functional::swav_loss(
-        high_resolution_outputs, low_resolution_outputs, options, queue_outputs);
+        high_resolution_outputs, low_resolution_outputs, queue_outputs, options);
   }
   SwAVLossOptions options;
 };

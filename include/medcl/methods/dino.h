@@ -73,7 +73,7 @@ class DINO : public MethodBase {
     detail::freeze(*teacher_head_);
     loss_ = register_module(
         "loss",
-        DINOLoss(DINOLossModuleOptions(o.output_dim())
+        DINOLoss(DINOLossOptions(o.output_dim())
                      .warmup_teacher_temperature(o.warmup_teacher_temperature())
                      .teacher_temperature(o.teacher_temperature())
                      .warmup_teacher_temperature_epochs(o.warmup_teacher_temperature_epochs())

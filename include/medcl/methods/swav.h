@@ -94,7 +94,7 @@ class SwAV : public MethodBase {
       }
     }
     pending_ = z.detach().split(b, 0);
-    return functional::swav_loss(high, low, options_.loss(), queue_scores);
+    return functional::swav_loss(high, low, queue_scores, options_.loss());
   }
 
   void before_optimizer_step(const StepContext& ctx) override {
@@ -171,8 +171,10 @@ class SwAV : public MethodBase {
     auto l = Json::object();
     l["loss"] = "SwAV swapped prediction of Sinkhorn-Knopp codes";
     l["temperature"] = o.loss().temperature();
-    l["sinkhorn_iterations"] = o.loss().sinkhorn_iterations();
-    l["sinkhorn_epsilon"] = o.loss().sinkhorn_epsilon();
+    auto sinkhorn = Json::object();
+    sinkhorn["iterations"] = o.loss().sinkhorn().iterations();
+    sinkhorn["epsilon"] = o.loss().sinkhorn().epsilon();
+    l["sinkhorn"] = sinkhorn;
     j["loss"] = l;
     return j;
   }

@@ -5,7 +5,7 @@
 /// decided from sample keys alone and evaluated tile by tile inside the similarity engine (no N×N
 /// mask is ever built for them).
 
-#include <medcl/pairing/pair_rule.h>
+#include <medcl/core/pair_rule.h>
 #include <medcl/pairing/sample_keys.h>
 
 #include <ATen/ATen.h>

@@ -1,0 +1,3 @@
+#pragma once
+// An upward include that the layer check must refuse.
+#include <medcl/eval/metrics.h>

@@ -1,0 +1,2 @@
+#pragma once
+#include <medcl/core/upward.h>
