@@ -75,6 +75,48 @@ std::vector<double> midranks(const std::vector<double>& v) {
   return r;
 }
 
+/// Regularised incomplete beta I_x(a, b): its continued fraction evaluated by the modified Lentz
+/// method, on the side of the symmetry I_x(a, b) = 1 - I_{1-x}(b, a) where it converges fast.
+double incomplete_beta(double a, double b, double x) {
+  if (x <= 0) {
+    return 0.0;
+  }
+  if (x >= 1) {
+    return 1.0;
+  }
+  if (x > (a + 1) / (a + b + 2)) {
+    return 1.0 - incomplete_beta(b, a, 1.0 - x);
+  }
+  const double log_front =
+      std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log1p(-x);
+  const double tiny = 1e-300;
+  double f = 1.0, c = 1.0, d = 0.0;
+  for (int i = 0; i <= 1000; ++i) {
+    const double m = static_cast<double>(i / 2);
+    double num = 1.0;
+    if (i > 0 && i % 2 == 0) {
+      num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
+    } else if (i > 0) {
+      num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1));
+    }
+    d = 1.0 + num * d;
+    d = 1.0 / (std::abs(d) < tiny ? tiny : d);
+    c = 1.0 + num / c;
+    c = std::abs(c) < tiny ? tiny : c;
+    f *= c * d;
+    if (std::abs(1.0 - c * d) < 1e-16) {
+      break;
+    }
+  }
+  return std::exp(log_front) * (f - 1.0) / a;
+}
+
+/// P(T <= t) for Student's t with `df` degrees of freedom.
+double student_t_cdf(double t, double df) {
+  const double tail = 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t));
+  return t > 0 ? 1.0 - tail : tail;
+}
+
 /// Standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9 after one
 /// Newton step).
 double normal_quantile(double p) {
@@ -392,6 +434,60 @@ double macro_f1(const std::vector<int64_t>& predictions, const std::vector<int64
     total += tp == 0 ? 0.0 : 2 * tp / (2 * tp + fp + fn);
   }
   return total / static_cast<double>(classes.size());
+}
+
+double student_t_quantile(double p, double df) {
+  TORCH_CHECK(
+      std::isfinite(p) && p > 0 && p < 1, "student_t_quantile: p must be in (0, 1), got ", p);
+  TORCH_CHECK(
+      std::isfinite(df) && df > 0, "student_t_quantile: df must be finite and > 0, got ", df);
+  if (p < 0.5) {
+    return -student_t_quantile(1.0 - p, df);
+  }
+  if (p == 0.5) {
+    return 0.0;
+  }
+  // Bisection on the CDF: 200 halvings reach the resolution of a double.
+  double lo = 0.0, hi = 1.0;
+  while (student_t_cdf(hi, df) < p && hi < 1e300) {
+    hi *= 2;
+  }
+  for (int i = 0; i < 200 && lo < hi; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    if (mid == lo || mid == hi) {
+      break;
+    }
+    (student_t_cdf(mid, df) < p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+Interval mean_interval(const std::vector<double>& values, double level) {
+  const char* fn = "mean_interval";
+  TORCH_CHECK(
+      values.size() >= 2, fn, ": needs at least two values for an interval, got ", values.size());
+  TORCH_CHECK(
+      std::isfinite(level) && level > 0 && level < 1, fn, ": level must be in (0, 1), got ", level);
+  double mean = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    TORCH_CHECK(std::isfinite(values[i]), fn, ": value ", i, " is not finite (", values[i], ")");
+    mean += values[i];
+  }
+  const auto n = static_cast<double>(values.size());
+  mean /= n;
+  double ss = 0;
+  for (double v : values) {
+    ss += (v - mean) * (v - mean);
+  }
+  const double sd = std::sqrt(ss / (n - 1));
+  const double half = student_t_quantile(0.5 + level / 2, n - 1) * sd / std::sqrt(n);
+  Interval out;
+  out.estimate = mean;
+  out.lower = mean - half;
+  out.upper = mean + half;
+  out.level = level;
+  out.method = "t interval of the mean over " + std::to_string(values.size()) + " values";
+  return out;
 }
 
 } // namespace eval

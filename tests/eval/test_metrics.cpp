@@ -168,3 +168,34 @@ TEST_CASE("metrics refuse undefined or malformed input clearly", "[eval][metrics
   REQUIRE_THROWS_WITH(E::macro_f1({1}, {}), Contains("no labels"));
   REQUIRE_THROWS_WITH(E::auprc({}, {}), Contains("no scores"));
 }
+
+TEST_CASE("student_t_quantile agrees with R's qt and mean_interval uses it", "[eval][metrics]") {
+  // R 4: options(digits = 17); qt(p, df).
+  struct Case {
+    double p, df, r;
+  };
+  const Case cases[] = {
+      {0.975, 1, 1.2706204736174694e+01},
+      {0.975, 2, 4.3026527297494619e+00},
+      {0.975, 30, 2.0422724563012378e+00},
+      {0.975, 100, 1.9839715185235516e+00},
+      {0.95, 5, 2.0150483733330224e+00},
+      {0.995, 3.5, 5.0857022230912561e+00},
+      {0.025, 7, -2.3646242515927844e+00},
+      {0.9999999, 1, 3.1830988635132448e+06},
+  };
+  for (const auto& c : cases) {
+    INFO("p = " << c.p << ", df = " << c.df);
+    CHECK(medcl::eval::student_t_quantile(c.p, c.df) == Approx(c.r).epsilon(1e-12));
+  }
+  CHECK(medcl::eval::student_t_quantile(0.5, 4) == 0.0);
+  const auto iv = medcl::eval::mean_interval({0.70, 0.74, 0.72});
+  const double half = 4.3026527297494619 * 0.02 / std::sqrt(3.0);
+  CHECK(iv.estimate == Approx(0.72).epsilon(1e-14));
+  CHECK(iv.lower == Approx(0.72 - half).epsilon(1e-12));
+  CHECK(iv.upper == Approx(0.72 + half).epsilon(1e-12));
+  CHECK(iv.method == "t interval of the mean over 3 values");
+  REQUIRE_THROWS_WITH(medcl::eval::mean_interval({0.5}), Contains("at least two values, got 1"));
+  REQUIRE_THROWS_WITH(medcl::eval::student_t_quantile(1.0, 3), Contains("p must be in (0, 1)"));
+  REQUIRE_THROWS_WITH(medcl::eval::student_t_quantile(0.9, 0), Contains("df must be finite"));
+}

@@ -11,12 +11,14 @@
 
 #include <torch/torch.h>
 #include "catch.h"
+#include "support.h"
 
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 using medcl_test::Planted;
+using medcl_test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
@@ -49,18 +51,6 @@ struct Cohort {
       c.times.push_back(-std::log(u[i].item<double>()) / rate);
       c.events.push_back(u[i].item<double>() > 0.2 ? 1 : 0);
     }
-  }
-};
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("medcl-pipeline-" + std::to_string(::getpid()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
   }
 };
 
@@ -183,26 +173,36 @@ TEST_CASE(
   CHECK(j.at("pretraining").at("steps").as_int64() == 150);
   CHECK(j.at("pretraining").at("hyperparameters").contains("optimizer"));
   CHECK(j.at("pretraining").at("hyperparameters").contains("lr_schedule"));
+  CHECK(medcl::eval::validate_report(j).empty());
   const auto& e = j.at("evaluation");
   for (const char* k :
-       {"metrics",
-        "calibration",
-        "label_efficiency",
-        "subgroups",
-        "external_validation",
-        "audits",
-        "retrieval_examples"}) {
+       {"results", "calibration", "label_efficiency", "audits", "retrieval_examples"}) {
     INFO(k);
     CHECK(e.contains(k));
   }
-  const auto& metrics = e.at("metrics").at("outcome");
-  CHECK(metrics.contains("SimCLR: AUROC"));
-  CHECK(metrics.contains("raw features: AUROC"));
-  CHECK(metrics.contains("SimCLR: C-index (risk = probe probability)"));
-  CHECK(metrics.contains("AUROC difference SimCLR - raw features"));
-  CHECK(metrics.contains("SimCLR fine-tuned: AUROC"));
-  CHECK(e.at("metrics").at("representation").contains("SimCLR: Recall@1"));
-  CHECK(e.at("metrics").at("representation").contains("SimCLR: uniformity (lower: more uniform)"));
+  // Results are records selected by field, not by parsing names.
+  auto find = [&](const std::string& task,
+                  const std::string& model,
+                  const std::string& metric,
+                  const char* qualifier = nullptr) {
+    for (const auto& r : e.at("results").elements()) {
+      if (r.at("task").as_string() == task && !r.at("model").is_null() &&
+          r.at("model").as_string() == model && r.at("metric").as_string() == metric &&
+          (qualifier == nullptr || !r.at(qualifier).is_null())) {
+        return true;
+      }
+    }
+    return false;
+  };
+  CHECK(find("outcome", "SimCLR", "AUROC"));
+  CHECK(find("outcome", "raw features", "AUROC"));
+  CHECK(find("outcome", "SimCLR", "C-index", "detail"));
+  CHECK(find("outcome", "SimCLR", "AUROC difference", "reference_model"));
+  CHECK(find("outcome", "SimCLR fine-tuned", "AUROC"));
+  CHECK(find("outcome", "SimCLR", "AUROC", "subgroup"));
+  CHECK(find("outcome", "SimCLR", "AUROC", "cohort"));
+  CHECK(find("representation", "SimCLR", "Recall@1"));
+  CHECK(find("representation", "SimCLR", "uniformity"));
   CHECK(e.at("audits").contains("invariance audit: SimCLR"));
   CHECK(e.at("audits").contains("site audit: SimCLR"));
   for (const auto& item : j.at("checklist").elements()) {

@@ -5,6 +5,7 @@
 
 #include <c10/util/Exception.h>
 #include "catch.h"
+#include "support.h"
 
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,26 +24,10 @@ using medcl::Json;
 using medcl::Report;
 using medcl::ReportOptions;
 using medcl_test::Contains;
+using medcl_test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-/// A fresh directory under the system temporary directory, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
-    path = fs::temp_directory_path() /
-        ("medcl-report-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-         std::to_string(ticks));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -100,6 +86,15 @@ Report full_report(ReportOptions options = ReportOptions()) {
   iv.upper = 0.85;
   iv.method = "bootstrap";
   r.add_metric("mi", "auprc", iv);
+  r.add_result(
+      medcl::eval::Result(
+          "af", "SimCLR (PCLR)", "AUROC difference", medcl::Estimate(0.04, 0.01, 0.07, "DeLong"))
+          .reference_model("SimCLR instance")
+          .n(1200)
+          .patients(310)
+          .fraction(0.1)
+          .seed(3)
+          .detail("paired DeLong"));
   r.add_roc_curve("af", "SimCLR", {0, 0.1, 0.3, 1}, {0, 0.6, 0.9, 1});
   r.add_roc_curve("af", "supervised", {0, 0.2, 1}, {0, 0.5, 1});
   medcl::eval::Calibration cal;
@@ -138,12 +133,16 @@ TEST_CASE("Report: report.json holds every section and field, in order", "[repor
   // The written document has drawn statuses; json() (before any write) has none.
   CHECK(doc.at("evaluation").at("figures")[0].contains("drawn"));
   CHECK_FALSE(r.json().at("evaluation").at("figures")[0].contains("drawn"));
-  REQUIRE(doc.items().size() == 5);
-  CHECK(doc.items()[0].first == "medcl");
-  CHECK(doc.items()[1].first == "data");
-  CHECK(doc.items()[2].first == "pretraining");
-  CHECK(doc.items()[3].first == "evaluation");
-  CHECK(doc.items()[4].first == "checklist");
+  REQUIRE(doc.items().size() == 6);
+  CHECK(doc.items()[0].first == "schema");
+  CHECK(doc.items()[1].first == "medcl");
+  CHECK(doc.items()[2].first == "data");
+  CHECK(doc.items()[3].first == "pretraining");
+  CHECK(doc.items()[4].first == "evaluation");
+  CHECK(doc.items()[5].first == "checklist");
+  CHECK(doc.at("schema").at("name").as_string() == "medcl-report");
+  CHECK(doc.at("schema").at("version").as_int64() == medcl::eval::kReportSchemaVersion);
+  CHECK(medcl::eval::validate_report(doc).empty());
 
   const Json& m = doc.at("medcl");
   CHECK(m.at("version").as_string() == medcl::version());
@@ -184,27 +183,49 @@ TEST_CASE("Report: report.json holds every section and field, in order", "[repor
   CHECK(p.at("figures")[0].at("series")[0].at("y")[3].as_double() == 3.25);
 
   const Json& e = doc.at("evaluation");
-  const Json& auroc = e.at("metrics").at("af").at("auroc");
+  // Results are records with typed fields, in the order they were added; evaluation starts
+  // with them.
+  CHECK(e.items()[0].first == "results");
+  const auto& results = e.at("results").elements();
+  REQUIRE(results.size() == 6);
+  const Json& auroc = results[0];
+  CHECK(auroc.at("task").as_string() == "af");
+  CHECK(auroc.at("model").is_null());
+  CHECK(auroc.at("metric").as_string() == "auroc");
   CHECK(auroc.at("value").as_double() == 0.912);
   CHECK(auroc.at("interval").at("lower").as_double() == 0.887);
   CHECK(auroc.at("interval").at("upper").as_double() == 0.937);
   CHECK(auroc.at("interval").at("method").as_string() == "DeLong");
-  CHECK(e.at("metrics").at("af").at("brier").at("interval").is_null());
-  CHECK(
-      e.at("metrics").at("mi").at("auprc").at("interval").at("method").as_string() == "bootstrap");
+  CHECK(auroc.at("subgroup").is_null());
+  CHECK(auroc.at("cohort").is_null());
+  CHECK(results[1].at("metric").as_string() == "brier");
+  CHECK(results[1].at("interval").is_null());
+  CHECK(results[2].at("interval").at("method").as_string() == "bootstrap");
+  const Json& typed = results[3];
+  CHECK(typed.at("model").as_string() == "SimCLR (PCLR)");
+  CHECK(typed.at("metric").as_string() == "AUROC difference");
+  CHECK(typed.at("reference_model").as_string() == "SimCLR instance");
+  CHECK(typed.at("n").as_int64() == 1200);
+  CHECK(typed.at("patients").as_int64() == 310);
+  CHECK(typed.at("fraction").as_double() == 0.1);
+  CHECK(typed.at("seed").as_int64() == 3);
+  CHECK(typed.at("detail").as_string() == "paired DeLong");
   CHECK(e.at("calibration").at("af").at("SimCLR").at("ece").as_double() == 0.07);
   CHECK(e.at("calibration").at("af").at("SimCLR").at("bins")[1].at("count").as_int64() == 40);
   const Json& le = e.at("label_efficiency").at("af");
   REQUIRE(le.size() == 3);
   CHECK(le[0].at("mean").as_double() == Approx(0.72));
   CHECK(le[0].at("sd").as_double() == Approx(0.02));
-  // t(0.975, 2) = 4.303: half-width 4.303 * 0.02 / sqrt(3).
+  // R: qt(0.975, 2) = 4.302652729749464; half-width t * 0.02 / sqrt(3).
   CHECK(
-      le[0].at("interval").at("upper").as_double() == Approx(0.72 + 4.303 * 0.02 / std::sqrt(3.0)));
+      le[0].at("interval").at("upper").as_double() ==
+      Approx(0.72 + 4.302652729749464 * 0.02 / std::sqrt(3.0)).epsilon(1e-12));
   CHECK(le[1].at("interval").is_null()); // a single repeat has no interval
-  CHECK(e.at("subgroups")[0].at("group").as_string() == "female");
-  CHECK(e.at("subgroups")[0].at("n").as_int64() == 480);
-  CHECK(e.at("external_validation")[0].at("cohort").as_string() == "Chapman");
+  CHECK(results[4].at("subgroup").at("attribute").as_string() == "sex");
+  CHECK(results[4].at("subgroup").at("group").as_string() == "female");
+  CHECK(results[4].at("n").as_int64() == 480);
+  CHECK(results[5].at("cohort").as_string() == "Chapman");
+  CHECK(results[5].at("subgroup").is_null());
   CHECK(e.at("audits").at("site_audit").at("chance").as_double() == 0.25);
   CHECK(e.at("retrieval_examples")[0].at("query").as_string() == "record 17");
   // Figures: ROC, two maps, reliability and label efficiency; none drawn (drawing disabled).
@@ -252,7 +273,9 @@ TEST_CASE("Report: the checklist marks what is missing and never invents it", "[
   CHECK_THAT(md, Contains("| Patient-level split rule | present | `data.split_rule` |"));
   CHECK_THAT(md, Contains("| Augmentation policy | **missing** | `pretraining.augmentation` |"));
   CHECK_THAT(
-      md, Contains("| External validation | **missing** | `evaluation.external_validation` |"));
+      md,
+      Contains(
+          "| External validation | **missing** | `evaluation.results (records with a cohort)` |"));
 
   const auto full = full_report().checklist();
   for (const auto& item : full) {
@@ -266,15 +289,22 @@ TEST_CASE("Report: report.md lists metrics with intervals, tables and the checkl
   const auto files = full_report(ReportOptions().draw_figures(false)).write(tmp.path.string());
   const std::string md = read_text(files.markdown_path);
   CHECK_THAT(md, Contains("# medcl evaluation report"));
-  CHECK_THAT(md, Contains("| af | auroc | 0.912 | 0.887 – 0.937 (95%, DeLong) |"));
-  CHECK_THAT(md, Contains("| af | brier | 0.071 | — |"));
-  CHECK_THAT(md, Contains("| mi | auprc | 0.8 | 0.7 – 0.85 (95%, bootstrap) |"));
+  CHECK_THAT(md, Contains("| af |  | auroc | 0.912 | 0.887 – 0.937 (95%, DeLong) | — |  |"));
+  CHECK_THAT(md, Contains("| af |  | brier | 0.071 | — | — |  |"));
+  CHECK_THAT(md, Contains("| mi |  | auprc | 0.8 | 0.7 – 0.85 (95%, bootstrap) | — |  |"));
+  CHECK_THAT(
+      md,
+      Contains(
+          "| af | SimCLR (PCLR) | AUROC difference | 0.04 | 0.01 – 0.07 (95%, DeLong) | 1200 | "
+          "difference to SimCLR instance; label fraction 0.1; 310 patients; seed 3; paired "
+          "DeLong |"));
   CHECK_THAT(md, Contains("| train | 1000 | 15000 |"));
   CHECK_THAT(md, Contains("Patient leakage check: **passed**"));
   CHECK_THAT(md, Contains("| af | SimCLR | 0.07 | 2 |"));
   CHECK_THAT(md, Contains("| af | SimCLR | auroc | 0.01 | 3 | 0.72 |"));
-  CHECK_THAT(md, Contains("| af | sex | female | auroc | 480 | 0.9 | 0.86 – 0.94 (95%, DeLong) |"));
-  CHECK_THAT(md, Contains("| af | Chapman | auroc | 10000 | 0.88 | 0.87 – 0.89 (95%) |"));
+  CHECK_THAT(
+      md, Contains("| af |  | sex | female | auroc | 0.9 | 0.86 – 0.94 (95%, DeLong) | 480 |  |"));
+  CHECK_THAT(md, Contains("| af |  | Chapman | auroc | 0.88 | 0.87 – 0.89 (95%) | 10000 |  |"));
   CHECK_THAT(md, Contains("#### site_audit"));
   CHECK_THAT(md, Contains("| site_probe_accuracy | 0.41 |"));
   CHECK_THAT(md, Contains("'--name=it'\\''s'"));
@@ -457,6 +487,87 @@ TEST_CASE("Report: bad inputs are errors naming the metric or figure", "[report]
   c.mean_probability = {0.5};
   REQUIRE_THROWS_WITH(r.add_calibration("af", "m", c), Contains("of one length"));
   // Nothing invalid was stored.
-  CHECK_FALSE(r.json().at("evaluation").contains("metrics"));
+  CHECK(r.json().at("evaluation").at("results").size() == 0);
+  CHECK(r.results().empty());
   CHECK(r.figures().empty());
+}
+
+TEST_CASE("Report: add_result refuses malformed records by name", "[report]") {
+  using medcl::eval::Result;
+  Report r;
+  REQUIRE_THROWS_WITH(
+      r.add_result(Result("", "m", "AUROC", 0.8)), Contains("expected a task and a metric name"));
+  REQUIRE_THROWS_WITH(
+      r.add_result(Result("af", "m", "AUROC", 0.8).subgroup_attribute("sex")),
+      Contains("metric af/m/AUROC (sex=): expected both a subgroup attribute and a group"));
+  REQUIRE_THROWS_WITH(
+      r.add_result(Result("af", "m", "AUROC", 0.8).n(0)), Contains("expected n > 0, got 0"));
+  REQUIRE_THROWS_WITH(
+      r.add_result(Result("af", "m", "AUROC", 0.8).patients(-2)),
+      Contains("expected patients > 0, got -2"));
+  REQUIRE_THROWS_WITH(
+      r.add_result(Result("af", "m", "AUROC", 0.8).fraction(1.5)),
+      Contains("expected a label fraction in (0, 1], got 1.5"));
+  REQUIRE_THROWS_WITH(
+      r.add_result(Result("af", "m", "AUROC", std::nan("")).cohort("B")),
+      Contains("metric af/m/AUROC (cohort B) value must be finite"));
+  REQUIRE_THROWS_WITH(
+      r.add_external_validation("af", "", "AUROC", 10, 0.8),
+      Contains("expected the name of the external cohort"));
+  REQUIRE_THROWS_WITH(
+      r.set("evaluation", "results", Json::array()), Contains("kept by add_result"));
+  CHECK(r.results().empty());
+}
+
+TEST_CASE("Report: validate_report finds every planted schema violation", "[report]") {
+  using medcl::eval::validate_report;
+  const Json good = full_report(ReportOptions().draw_figures(false)).json();
+  REQUIRE(validate_report(good).empty());
+  auto one = [&](const std::function<void(Json&)>& plant, const std::string& expected) {
+    Json doc = good;
+    plant(doc);
+    const auto problems = validate_report(doc);
+    INFO(expected);
+    REQUIRE(problems.size() >= 1);
+    bool found = false;
+    for (const auto& p : problems) {
+      found = found || p.find(expected) != std::string::npos;
+    }
+    if (!found) {
+      for (const auto& p : problems) {
+        UNSCOPED_INFO(p);
+      }
+    }
+    CHECK(found);
+  };
+  one([](Json& d) { d["schema"]["version"] = 1; }, "schema.version: expected 2, got 1");
+  one([](Json& d) { d["schema"]["name"] = "other"; }, "schema.name: expected \"medcl-report\"");
+  one(
+      [](Json& d) {
+        Json copy = Json::object();
+        for (const auto& kv : d.items()) {
+          if (kv.first != "data") {
+            copy[kv.first] = kv.second;
+          }
+        }
+        d = copy;
+      },
+      "expected the sections schema, medcl, data, pretraining, evaluation, checklist");
+  auto result = [](Json& d) -> Json& { return d["evaluation"]["results"][0]; };
+  one([&](Json& d) { result(d)["value"] = "0.9"; }, "results[0].value: expected a finite number");
+  one([&](Json& d) { result(d)["task"] = ""; }, "results[0].task: expected a non-empty string");
+  one([&](Json& d) { result(d)["interval"]["lower"] = 0.95; },
+      "results[0].interval: expected lower <= value <= upper");
+  one([&](Json& d) { result(d)["interval"]["level"] = 95; },
+      "results[0].interval.level: expected a level in (0, 1)");
+  one([&](Json& d) { result(d)["n"] = 0; }, "results[0].n: expected a positive integer or null");
+  one([&](Json& d) { result(d)["fraction"] = 2.0; },
+      "results[0].fraction: expected a number in (0, 1] or null");
+  one([&](Json& d) { result(d)["subgroup"] = "sex=female"; },
+      "results[0].subgroup: expected null or {\"attribute\"");
+  one([](Json& d) { d["evaluation"]["results"][3]["extra"] = 1; },
+      "results[3]: expected the fields task, model, metric");
+  one([](Json& d) { d["checklist"][0]["status"] = "maybe"; },
+      "checklist[0].status: expected \"present\" or \"missing\", got \"maybe\"");
+  CHECK_FALSE(validate_report(Json(3)).empty());
 }

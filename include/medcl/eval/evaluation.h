@@ -375,8 +375,8 @@ class ClinicalEvaluation {
     r.test_scores = probe.scores(xte);
     const auto& p = r.test_scores;
     score_test(r, report);
-    const std::string m = model + ": ";
-    report.add_metric(task, m + "probe L2 (chosen on validation)", Estimate(r.l2));
+    report.add_result(
+        Result(task, model, "probe L2", Estimate(r.l2)).detail("chosen on validation"));
 
     r.label_efficiency = label_efficiency(
         xtr,
@@ -424,9 +424,15 @@ class ClinicalEvaluation {
       auto sg = subgroup_metrics(p, yte, local, names, o.level());
       for (const auto& g : sg.groups) {
         if (g.auroc_defined) {
-          report.add_subgroup(task, a.name, g.name, m + "AUROC", g.n, Estimate(g.auroc));
+          report.add_result(Result(task, model, "AUROC", Estimate(g.auroc))
+                                .n(g.n)
+                                .subgroup_attribute(a.name)
+                                .subgroup(g.name));
         }
-        report.add_subgroup(task, a.name, g.name, m + "Brier score", g.n, Estimate(g.brier));
+        report.add_result(Result(task, model, "Brier score", Estimate(g.brier))
+                              .n(g.n)
+                              .subgroup_attribute(a.name)
+                              .subgroup(g.name));
       }
     }
     std::set<int64_t> site_set(cohort_.sites.begin(), cohort_.sites.end());
@@ -439,23 +445,18 @@ class ClinicalEvaluation {
           cohort_.patients,
           ExternalValidationOptions().probe(o.probe()).seed(o.seed()).level(o.level()).bins(
               o.calibration_bins()));
-      report.add_external_validation(
-          task,
-          "internal (random patient split)",
-          m + "AUROC",
-          r.external.internal.test_records,
-          Estimate(r.external.internal.auroc));
+      report.add_result(Result(task, model, "AUROC", Estimate(r.external.internal.auroc))
+                            .n(r.external.internal.test_records)
+                            .cohort("internal (random patient split)"));
       for (const auto& s : r.external.sites) {
         if (s.auroc_defined) {
-          report.add_external_validation(
-              task,
-              site_name(s.site) + " held out",
-              m + "AUROC",
-              s.test_records,
-              Estimate(s.auroc));
+          report.add_result(Result(task, model, "AUROC", Estimate(s.auroc))
+                                .n(s.test_records)
+                                .cohort(site_name(s.site) + " held out"));
         }
-        report.add_external_validation(
-            task, site_name(s.site) + " held out", m + "ECE", s.test_records, Estimate(s.ece));
+        report.add_result(Result(task, model, "ECE", Estimate(s.ece))
+                              .n(s.test_records)
+                              .cohort(site_name(s.site) + " held out"));
       }
       r.site_audit =
           eval::site_audit(x, cohort_.sites, cohort_.patients, SiteAuditOptions().seed(o.seed()));
@@ -571,19 +572,23 @@ class ClinicalEvaluation {
         o.seed() + 2,
         o.level());
     r.calibration = calibration(p, yte, o.calibration_bins());
-    const std::string m = model + ": ";
-    report.add_metric(task, m + "AUROC", Estimate(r.auroc));
-    report.add_metric(task, m + "AUPRC", Estimate(r.auprc));
-    report.add_metric(task, m + "Brier score", Estimate(r.brier));
-    report.add_metric(
-        task, m + "sensitivity at specificity " + fixed(spec, 2), Estimate(r.sensitivity));
-    report.add_metric(task, m + "ECE", Estimate(r.calibration.ece));
+    const auto n_test = static_cast<int64_t>(yte.size());
+    const auto n_patients = static_cast<int64_t>(std::set<int64_t>(pte.begin(), pte.end()).size());
+    auto result = [&](const std::string& metric, const Estimate& value) {
+      return Result(task, model, metric, value).n(n_test).patients(n_patients);
+    };
+    report.add_result(result("AUROC", Estimate(r.auroc)));
+    report.add_result(result("AUPRC", Estimate(r.auprc)));
+    report.add_result(result("Brier score", Estimate(r.brier)));
+    report.add_result(
+        result("sensitivity at specificity " + fixed(spec, 2), Estimate(r.sensitivity)));
+    report.add_result(result("ECE", Estimate(r.calibration.ece)));
     report.add_calibration(task, model, r.calibration);
     auto roc = roc_curve(p, yte);
     report.add_roc_curve(task, model, roc.first, roc.second);
     if (!cohort_.times.empty()) {
       r.c_index = eval::c_index(pick(cohort_.times, "test"), pick(cohort_.events, "test"), p);
-      report.add_metric(task, m + "C-index (risk = probe probability)", Estimate(r.c_index));
+      report.add_result(result("C-index", Estimate(r.c_index)).detail("risk = probe probability"));
     }
   }
 
@@ -619,10 +624,11 @@ class ClinicalEvaluation {
     r.model = model;
     r.test_scores = positive_class(ft);
     score_test(r, report);
-    report.add_metric(
+    report.add_result(Result(
         options_.task(),
-        model + ": fine-tuning best epoch",
-        Estimate(static_cast<double>(ft.best_epoch)));
+        model,
+        "fine-tuning best epoch",
+        Estimate(static_cast<double>(ft.best_epoch))));
     return r;
   }
 
@@ -677,10 +683,12 @@ class ClinicalEvaluation {
         a.test_scores.size() == yte.size() && b.test_scores.size() == yte.size(),
         "ClinicalEvaluation::compare: both models must come from this evaluation's evaluate()");
     auto c = compare_auroc_delong(a.test_scores, b.test_scores, yte, options_.level());
-    report.add_metric(
-        options_.task(), "AUROC difference " + a.model + " - " + b.model, Estimate(c.difference));
-    report.add_metric(
-        options_.task(), "p-value (DeLong) " + a.model + " vs " + b.model, Estimate(c.p_value));
+    report.add_result(Result(options_.task(), a.model, "AUROC difference", Estimate(c.difference))
+                          .reference_model(b.model)
+                          .detail("paired DeLong test"));
+    report.add_result(Result(options_.task(), a.model, "p-value", Estimate(c.p_value))
+                          .reference_model(b.model)
+                          .detail("paired DeLong test of the AUROC difference"));
     return c;
   }
 
@@ -749,16 +757,21 @@ inline void record_representation(
     const at::Tensor& view0,
     const at::Tensor& view1,
     const std::vector<int64_t>& ks = {1, 5, 10}) {
-  const std::string m = model + ": ";
-  report.add_metric(
-      task, m + "alignment (lower: positives closer)", Estimate(alignment(view0, view1)));
-  report.add_metric(task, m + "uniformity (lower: more uniform)", Estimate(uniformity(view0)));
+  const auto n = view0.size(0);
+  report.add_result(Result(task, model, "alignment", Estimate(alignment(view0, view1)))
+                        .n(n)
+                        .detail("lower: positives closer"));
+  report.add_result(Result(task, model, "uniformity", Estimate(uniformity(view0)))
+                        .n(n)
+                        .detail("lower: more uniform"));
   auto ids = at::arange(view0.size(0), at::kLong);
   auto recall = recall_at_k(view0, view1, ids, ids, ks);
   for (size_t i = 0; i < ks.size(); ++i) {
-    report.add_metric(task, m + "Recall@" + std::to_string(ks[i]), Estimate(recall[i]));
+    report.add_result(
+        Result(task, model, "Recall@" + std::to_string(ks[i]), Estimate(recall[i])).n(n));
   }
-  report.add_metric(task, m + "median rank", Estimate(median_rank(view0, view1, ids, ids)));
+  report.add_result(
+      Result(task, model, "median rank", Estimate(median_rank(view0, view1, ids, ids))).n(n));
 }
 
 /// Records an invariance audit: per augmentation the embedding's stability (mean cosine) against

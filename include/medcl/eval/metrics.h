@@ -84,6 +84,14 @@ double c_index(
     const std::vector<int64_t>& events,
     const std::vector<double>& risk);
 
+/// Quantile of Student's t distribution with `df` (> 0, not necessarily integer) degrees of
+/// freedom at probability `p` in (0, 1), as R's `qt(p, df)` (exact to about 1e-13 relative).
+double student_t_quantile(double p, double df);
+
+/// The mean of `values` (at least two, finite) with its Student t interval at `level`:
+/// mean ± t(0.5 + level/2, n - 1) · sd / √n.
+Interval mean_interval(const std::vector<double>& values, double level = 0.95);
+
 /// Macro-averaged F1 over the classes present in `labels` or `predictions` (a class never
 /// predicted and never present is ignored).
 double macro_f1(const std::vector<int64_t>& predictions, const std::vector<int64_t>& labels);

@@ -11,11 +11,18 @@
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace medcl {
+namespace eval {
+
+/// The name and version of report.json's schema (docs/reporting.md). The version grows when a
+/// field changes meaning or disappears; adding an optional field keeps it.
+constexpr const char* kReportSchemaName = "medcl-report";
+constexpr int64_t kReportSchemaVersion = 2;
 
 /// How a Report draws its figures.
 struct ReportOptions {
@@ -58,6 +65,55 @@ struct Estimate {
   std::string method;
 };
 
+/// One result of an evaluation: one metric of one model on one task, with what it was computed
+/// on. report.json keeps every result as one record of `evaluation.results` with these fields
+/// (absent qualifiers as null), so that a reader selects by field instead of parsing names.
+///
+/// Example:
+///   report.add_result(medcl::eval::Result("af_detection", "SimCLR (PCLR)", "AUROC", auroc)
+///                         .n(1200).patients(310));
+///   report.add_result(medcl::eval::Result("af_detection", "SimCLR (PCLR)", "AUROC", diff)
+///                         .reference_model("SimCLR instance"));  // a paired difference
+struct Result {
+  Result(std::string task, std::string model, std::string metric, Estimate value)
+      : task_(std::move(task)),
+        model_(std::move(model)),
+        metric_(std::move(metric)),
+        value_(std::move(value)) {}
+  /// The prediction task or outcome, e.g. "af_detection". Required.
+  TORCH_ARG(std::string, task);
+  /// The evaluated model, e.g. "SimCLR patient (PCLR)"; empty when the metric is not about one
+  /// model (stored as null).
+  TORCH_ARG(std::string, model);
+  /// The metric, e.g. "AUROC", "Recall@5". Required.
+  TORCH_ARG(std::string, metric);
+  /// The value, with its interval when it has one.
+  TORCH_ARG(Estimate, value);
+  /// Samples the metric was computed on. Default: unknown
+  TORCH_ARG(std::optional<int64_t>, n) = std::nullopt;
+  /// Patients the metric was computed on. Default: unknown
+  TORCH_ARG(std::optional<int64_t>, patients) = std::nullopt;
+  /// Fraction of the training labels used (label-efficiency studies). Default: none (all)
+  TORCH_ARG(std::optional<double>, fraction) = std::nullopt;
+  /// Seed of the run that produced the value. Default: none
+  TORCH_ARG(std::optional<int64_t>, seed) = std::nullopt;
+  /// Subgroup attribute and group (e.g. "sex", "female"); both or neither. Default: whole cohort
+  TORCH_ARG(std::string, subgroup_attribute) = "";
+  TORCH_ARG(std::string, subgroup) = "";
+  /// External cohort (another site, device or data set); empty for the internal test split.
+  TORCH_ARG(std::string, cohort) = "";
+  /// For a paired difference: the model subtracted (value = model - reference_model).
+  TORCH_ARG(std::string, reference_model) = "";
+  /// What else qualifies the metric, in words (e.g. "k = 10", "risk = probe probability").
+  TORCH_ARG(std::string, detail) = "";
+};
+
+/// Checks a report.json document against the schema of docs/reporting.md: the schema name and
+/// version, the five sections in order, and every result record (fields, types, finite values,
+/// intervals that contain their value, qualifiers both-or-neither). Returns one line per problem
+/// ("evaluation.results[3].interval.lower: expected a number, got string"); empty when valid.
+std::vector<std::string> validate_report(const Json& doc);
+
 /// One item of the reporting checklist and whether the report holds it.
 struct ChecklistItem {
   /// Stable identifier, e.g. "patient_level_split".
@@ -90,16 +146,19 @@ struct ReportFiles {
 /// The reproducibility and evaluation report of a run. Code that pretrains and evaluates fills
 /// it in; `write(directory)` produces report.json, report.md and the figures.
 ///
-/// report.json has these top-level sections, always in this order:
+/// report.json (schema `medcl-report` version 2, docs/reporting.md) has these top-level sections,
+/// always in this order:
+///  - `schema`: `name` and `version`;
 ///  - `medcl`: library version, LibTorch version, device, compiler, date (UTC), command line;
 ///  - `data`: `corpus` (description), `split_rule`, `splits` (per split: patients, samples),
 ///    `leakage_check` (passed, detail);
 ///  - `pretraining`: `method`, `loss` (name, options), `pairing`, `augmentation` (policy
 ///    description), `encoder`, `optimizer`, `schedules`, `seeds`, `hyperparameters`, `steps`,
 ///    `final_loss`, `figures` (loss curve) — any other key through `set`;
-///  - `evaluation`: `metrics` (task -> metric -> value and interval), `calibration` (task -> model
-///    -> ECE and reliability bins), `label_efficiency` (task -> rows per model and fraction with
-///    the repeats), `subgroups`, `external_validation`, `audits`, `retrieval_examples`, `figures`;
+///  - `evaluation`: `results` (one record per metric value: task, model, metric, value, interval,
+///    n, patients, fraction, seed, subgroup, cohort, reference model, detail), `calibration` (task
+///    -> model -> ECE and reliability bins), `label_efficiency` (task -> rows per model and
+///    fraction with the repeats), `audits`, `retrieval_examples`, `figures`;
 ///  - `checklist`: the reporting checklist, item by item, present or missing, and where.
 ///
 /// Nothing is invented: a checklist item whose value was never given is reported as missing.
@@ -116,7 +175,8 @@ struct ReportFiles {
 ///   report.set_augmentation(policy_description_json);
 ///   report.set_hyperparameter("temperature", 0.1);
 ///   report.add_loss_curve(steps, losses);
-///   report.add_metric("af_detection", "auroc", medcl::eval::auroc_delong(scores, labels));
+///   report.add_result(medcl::eval::Result(
+///       "af_detection", "SimCLR", "AUROC", medcl::eval::auroc_delong(scores, labels)));
 ///   report.add_roc_curve("af_detection", "SimCLR", fpr, tpr);
 ///   report.write("runs/exp1");  // runs/exp1/report.json, report.md, *.png
 class Report {
@@ -172,8 +232,14 @@ class Report {
 
   // ---- evaluation ----
 
-  /// A metric of a task, with its interval when it has one. Errors: non-finite value or bounds,
-  /// lower > value or value > upper, level outside (0, 1).
+  /// One result (see Result). Errors, naming the result: an empty task or metric, a non-finite
+  /// value or bound, lower > value or value > upper, a level outside (0, 1), n or patients < 1,
+  /// a fraction outside (0, 1], a subgroup attribute without a group or the reverse.
+  void add_result(const Result& result);
+  /// Every result added, in order.
+  std::vector<Result> results() const;
+
+  /// A metric of a task that is not about one model (`add_result` with an empty model).
   void add_metric(const std::string& task, const std::string& name, const Estimate& value);
   void add_metric(
       const std::string& task,
@@ -199,7 +265,8 @@ class Report {
       const std::string& metric,
       double fraction,
       const std::vector<double>& repeats);
-  /// The metric on a subgroup (e.g. attribute "sex", group "female") with its size.
+  /// The metric on a subgroup (e.g. attribute "sex", group "female") with its size: a result
+  /// with `subgroup_attribute` and `subgroup` set (no model; use `add_result` to name one).
   void add_subgroup(
       const std::string& task,
       const std::string& attribute,
@@ -207,7 +274,8 @@ class Report {
       const std::string& metric,
       int64_t n,
       const Estimate& value);
-  /// The metric on an external cohort (another hospital, device or data set) with its size.
+  /// The metric on an external cohort (another hospital, device or data set) with its size: a
+  /// result with `cohort` set (no model; use `add_result` to name one).
   void add_external_validation(
       const std::string& task,
       const std::string& cohort,
@@ -299,7 +367,18 @@ class Report {
 
   ReportOptions options_;
   Json doc_;
+  std::vector<Result> results_;
   std::vector<Figure> figures_;
 };
+
+} // namespace eval
+
+// Earlier names in medcl::, kept for one release.
+using eval::ChecklistItem;
+using eval::Estimate;
+using eval::Report;
+using eval::ReportFigureStatus;
+using eval::ReportFiles;
+using eval::ReportOptions;
 
 } // namespace medcl

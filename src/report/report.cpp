@@ -1,5 +1,8 @@
+// The report model: sections, adders, figures' data, the checklist and the atomic write.
 #include <medcl/core/runtime.h>
 #include <medcl/eval/report.h>
+
+#include "internal.h"
 
 #include <c10/util/Exception.h>
 
@@ -17,20 +20,16 @@
 #include <utility>
 
 #if defined(_WIN32)
-#include <io.h>
 #include <process.h>
-#define MEDCL_POPEN _popen
-#define MEDCL_PCLOSE _pclose
 #else
-#include <sys/wait.h>
 #include <unistd.h>
-#define MEDCL_POPEN popen
-#define MEDCL_PCLOSE pclose
 #endif
 
 namespace medcl {
+namespace eval {
 
 namespace fs = std::filesystem;
+using namespace report_detail;
 
 namespace {
 
@@ -47,10 +46,6 @@ std::string utc_now() {
   char buf[32];
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
-}
-
-void check_finite(const char* fn, const std::string& what, double v) {
-  TORCH_CHECK(std::isfinite(v), fn, ": ", what, " must be finite, got ", v);
 }
 
 void check_xy(
@@ -82,52 +77,6 @@ void check_xy(
         y[i],
         ")");
   }
-}
-
-Json estimate_json(const char* fn, const std::string& what, const Estimate& e) {
-  check_finite(fn, what + " value", e.value);
-  Json j = Json::object();
-  j["value"] = e.value;
-  if (!e.has_interval) {
-    j["interval"] = Json();
-    return j;
-  }
-  check_finite(fn, what + " lower bound", e.lower);
-  check_finite(fn, what + " upper bound", e.upper);
-  TORCH_CHECK(
-      e.lower <= e.value && e.value <= e.upper,
-      fn,
-      ": ",
-      what,
-      ": expected lower <= value <= upper, got ",
-      e.lower,
-      " <= ",
-      e.value,
-      " <= ",
-      e.upper);
-  TORCH_CHECK(
-      e.level > 0 && e.level < 1,
-      fn,
-      ": ",
-      what,
-      ": expected a confidence level in (0, 1), got ",
-      e.level);
-  Json i = Json::object();
-  i["lower"] = e.lower;
-  i["upper"] = e.upper;
-  i["level"] = e.level;
-  i["method"] = e.method;
-  j["interval"] = std::move(i);
-  return j;
-}
-
-/// 97.5% quantiles of Student's t for 1..30 degrees of freedom; the normal 1.96 beyond.
-double t_quantile_975(int64_t df) {
-  static const double kT[] = {12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306,
-                              2.262,  2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120,
-                              2.110,  2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-                              2.060,  2.056, 2.052, 2.048, 2.045, 2.042};
-  return df <= 30 ? kT[df - 1] : 1.96;
 }
 
 /// A file name made of [A-Za-z0-9_-] (other characters become '_').
@@ -163,246 +112,12 @@ const Json* lookup(const Json& doc, const std::string& section, const std::strin
   return &doc.at(section).at(key);
 }
 
-std::string number_text(double v) {
-  if (std::floor(v) == v && std::fabs(v) < 1e15) {
-    std::ostringstream os;
-    os.imbue(std::locale::classic());
-    os << static_cast<int64_t>(v);
-    return os.str();
-  }
-  std::ostringstream os;
-  os.imbue(std::locale::classic());
-  os.precision(4);
-  os << v;
-  return os.str();
-}
-
-std::string data_number(double v) {
-  std::ostringstream os;
-  os.imbue(std::locale::classic());
-  os.precision(17);
-  os << v;
-  return os.str();
-}
-
-/// A Markdown table cell: no line breaks, '|' escaped.
-std::string cell(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '|') {
-      out += "\\|";
-    } else if (c == '\n' || c == '\r') {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-std::string value_text(const Json& j) {
-  switch (j.type()) {
-    case Json::Type::Null:
-      return "—";
-    case Json::Type::Bool:
-      return j.as_bool() ? "yes" : "no";
-    case Json::Type::Number:
-      return j.is_integer() ? std::to_string(j.as_int64()) : number_text(j.as_double());
-    case Json::Type::String:
-      return j.as_string();
-    default: {
-      const std::string text = j.dump();
-      return text.find('`') == std::string::npos ? "`" + text + "`" : "``" + text + "``";
-    }
-  }
-}
-
-std::string interval_text(const Json& entry) {
-  const Json& i = entry.at("interval");
-  if (i.is_null()) {
-    return "—";
-  }
-  return number_text(i.at("lower").as_double()) + " – " + number_text(i.at("upper").as_double()) +
-      " (" + number_text(100 * i.at("level").as_double()) + "%" +
-      (i.at("method").as_string().empty() ? std::string() : ", " + i.at("method").as_string()) +
-      ")";
-}
-
-/// Single-quoted gnuplot string ('' stands for one quote).
-std::string gp_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "''";
-    } else if (c == '\n' || c == '\r') {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
-/// Single-quoted POSIX shell word.
-std::string sh_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
-/// The gnuplot program as a path, or "" when it cannot be found or run.
-std::string find_program(const std::string& name) {
-#if defined(_WIN32)
-  return name;
-#else
-  if (name.empty()) {
-    return "";
-  }
-  if (name.find('/') != std::string::npos) {
-    return ::access(name.c_str(), X_OK) == 0 ? name : "";
-  }
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path != nullptr ? path : "/usr/bin:/bin");
-  std::string d;
-  while (std::getline(dirs, d, ':')) {
-    const std::string candidate = (d.empty() ? std::string(".") : d) + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) {
-      return candidate;
-    }
-  }
-  return "";
-#endif
-}
-
 void write_file(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   TORCH_CHECK(out.is_open(), "Report::write: cannot open ", path.string(), " for writing");
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
   out.close();
   TORCH_CHECK(!out.fail(), "Report::write: writing ", path.string(), " failed");
-}
-
-std::string image_extension(const std::string& terminal) {
-  return terminal == "svg" ? ".svg" : ".png";
-}
-
-std::string data_file(const Report::Figure& f) {
-  std::string out = "# " + f.title + " (medcl report figure '" + f.name + "')\n";
-  for (size_t s = 0; s < f.series.size(); ++s) {
-    const auto& series = f.series[s];
-    if (s > 0) {
-      out += "\n\n"; // gnuplot's index separator
-    }
-    out += "# series " + std::to_string(s) + ": " + series.name + "\n";
-    const bool bars = !series.lower.empty();
-    out += bars ? "# x y lower upper\n" : "# x y\n";
-    for (size_t i = 0; i < series.x.size(); ++i) {
-      out += data_number(series.x[i]) + " " + data_number(series.y[i]);
-      if (bars) {
-        out += " " + data_number(series.lower[i]) + " " + data_number(series.upper[i]);
-      }
-      out += "\n";
-    }
-  }
-  return out;
-}
-
-std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
-  const std::string image = f.name + image_extension(o.terminal());
-  std::ostringstream gp;
-  gp.imbue(std::locale::classic());
-  gp << "# " << f.title << ": drawn by medcl's report with gnuplot; data in " << f.name << ".dat\n";
-  gp << "set terminal " << o.terminal() << " size " << o.width() << "," << o.height()
-     << " noenhanced\n";
-  gp << "set output " << gp_quote(image) << "\n";
-  gp << "set title " << gp_quote(f.title) << "\n";
-  gp << "set xlabel " << gp_quote(f.xlabel) << "\n";
-  gp << "set ylabel " << gp_quote(f.ylabel) << "\n";
-  gp << "set grid\n";
-  std::string lead;
-  std::string style = "with lines lw 2";
-  if (f.kind == "roc" || f.kind == "reliability") {
-    gp << "set xrange [0:1]\nset yrange [0:1]\nset size ratio -1\nset key bottom right\n";
-    lead = std::string("x with lines dt 2 lc rgb 'gray' title ") +
-        (f.kind == "roc" ? "'chance'" : "'perfect calibration'") + ", ";
-    style = f.kind == "roc" ? "with lines lw 2" : "with linespoints lw 2 pt 7";
-  } else if (f.kind == "label_efficiency") {
-    bool positive = true;
-    for (const auto& s : f.series) {
-      for (double x : s.x) {
-        positive = positive && x > 0;
-      }
-    }
-    if (positive) {
-      gp << "set logscale x 10\n";
-    }
-    // Room on both sides: fractions 0.01 and 1 would otherwise sit on the frame.
-    gp << "set offsets graph 0.05, graph 0.05, 0, 0\nset key bottom right\n";
-    style = "using 1:2:3:4 with yerrorlines lw 2 pt 7";
-  } else if (f.kind == "scatter") {
-    gp << "set key outside right\n";
-    style = "with points pt 7 ps 0.6";
-  } else {
-    gp << "set key top right\n";
-  }
-  gp << "plot " << lead;
-  for (size_t s = 0; s < f.series.size(); ++s) {
-    if (s > 0) {
-      gp << ", \\\n     ";
-    }
-    gp << gp_quote(f.name + ".dat") << " index " << s << " " << style << " title "
-       << gp_quote(f.series[s].name);
-  }
-  gp << "\n";
-  return gp.str();
-}
-
-/// Runs gnuplot on `script` inside `dir`; returns "" when the picture was drawn, else why not.
-std::string run_gnuplot(
-    const std::string& program,
-    const fs::path& dir,
-    const std::string& script,
-    const std::string& image) {
-  const std::string command = "cd " + sh_quote(dir.string()) + " && " + sh_quote(program) + " " +
-      sh_quote(script) + " </dev/null 2>&1";
-  FILE* pipe = MEDCL_POPEN(command.c_str(), "r");
-  if (pipe == nullptr) {
-    return "could not start gnuplot (popen failed)";
-  }
-  std::string output;
-  char buf[512];
-  size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) {
-    output.append(buf, n);
-  }
-  const int status = MEDCL_PCLOSE(pipe);
-#if defined(_WIN32)
-  const int code = status;
-#else
-  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-#endif
-  if (output.size() > 2000) {
-    output = output.substr(0, 2000) + "...";
-  }
-  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) {
-    output.pop_back();
-  }
-  if (code != 0) {
-    return "gnuplot exited with status " + std::to_string(code) +
-        (output.empty() ? std::string() : ": " + output);
-  }
-  std::error_code ec;
-  const auto size = fs::file_size(dir / image, ec);
-  if (ec || size == 0) {
-    return "gnuplot produced no picture" + (output.empty() ? std::string() : ": " + output);
-  }
-  return "";
 }
 
 } // namespace
@@ -461,6 +176,10 @@ void Report::set(const std::string& section_name, const std::string& key, Json v
       "Report::set: \"",
       section_name,
       ".figures\" is kept by the figure adders (add_roc_curve, add_loss_curve...)");
+  TORCH_CHECK(
+      !(section_name == "evaluation" && key == "results"),
+      "Report::set: \"evaluation.results\" is kept by add_result (and add_metric, add_subgroup, "
+      "add_external_validation)");
   s[key] = std::move(value);
 }
 
@@ -556,16 +275,17 @@ void Report::set_training_result(int64_t steps, double final_loss) {
   doc_["pretraining"]["final_loss"] = final_loss;
 }
 
+void Report::add_result(const Result& result) {
+  result_json(result); // checks; the record is built again when the report is
+  results_.push_back(result);
+}
+
+std::vector<Result> Report::results() const {
+  return results_;
+}
+
 void Report::add_metric(const std::string& task, const std::string& name, const Estimate& value) {
-  TORCH_CHECK(
-      !task.empty() && !name.empty(),
-      "Report::add_metric: expected a task and a metric name, got \"",
-      task,
-      "\" and \"",
-      name,
-      "\"");
-  Json entry = estimate_json("Report::add_metric", "metric " + task + "/" + name, value);
-  doc_["evaluation"]["metrics"][task][name] = std::move(entry);
+  add_result(Result(task, "", name, value));
 }
 
 void Report::add_metric(
@@ -659,12 +379,12 @@ void Report::add_label_fraction(
       ss += (r - mean) * (r - mean);
     }
     const double sd = std::sqrt(ss / static_cast<double>(n - 1));
-    const double half = t_quantile_975(n - 1) * sd / std::sqrt(static_cast<double>(n));
+    const Interval iv = mean_interval(repeats, 0.95);
     row["sd"] = sd;
     Json i = Json::object();
-    i["lower"] = mean - half;
-    i["upper"] = mean + half;
-    i["level"] = 0.95;
+    i["lower"] = iv.lower;
+    i["upper"] = iv.upper;
+    i["level"] = iv.level;
     i["method"] = "t interval of the mean over " + std::to_string(n) + " repeats";
     row["interval"] = std::move(i);
   } else {
@@ -694,16 +414,16 @@ void Report::add_subgroup(
     const Estimate& value) {
   const std::string what = "subgroup " + task + "/" + attribute + "=" + group + "/" + metric;
   TORCH_CHECK(n > 0, "Report::add_subgroup: ", what, ": expected n > 0, got ", n);
-  Json e = estimate_json("Report::add_subgroup", what, value);
-  Json row = Json::object();
-  row["task"] = task;
-  row["attribute"] = attribute;
-  row["group"] = group;
-  row["metric"] = metric;
-  row["n"] = n;
-  row["value"] = e.at("value");
-  row["interval"] = e.at("interval");
-  doc_["evaluation"]["subgroups"].push_back(std::move(row));
+  TORCH_CHECK(
+      !attribute.empty() && !group.empty(),
+      "Report::add_subgroup: ",
+      what,
+      ": expected a subgroup attribute and a group, got \"",
+      attribute,
+      "\" and \"",
+      group,
+      "\"");
+  add_result(Result(task, "", metric, value).n(n).subgroup_attribute(attribute).subgroup(group));
 }
 
 void Report::add_external_validation(
@@ -714,15 +434,12 @@ void Report::add_external_validation(
     const Estimate& value) {
   const std::string what = "external validation " + task + "/" + cohort + "/" + metric;
   TORCH_CHECK(n > 0, "Report::add_external_validation: ", what, ": expected n > 0, got ", n);
-  Json e = estimate_json("Report::add_external_validation", what, value);
-  Json row = Json::object();
-  row["task"] = task;
-  row["cohort"] = cohort;
-  row["metric"] = metric;
-  row["n"] = n;
-  row["value"] = e.at("value");
-  row["interval"] = e.at("interval");
-  doc_["evaluation"]["external_validation"].push_back(std::move(row));
+  TORCH_CHECK(
+      !cohort.empty(),
+      "Report::add_external_validation: ",
+      what,
+      ": expected the name of the external cohort, got an empty one");
+  add_result(Result(task, "", metric, value).n(n).cohort(cohort));
 }
 
 void Report::add_audit(const std::string& name, Json result) {
@@ -937,9 +654,9 @@ std::vector<ChecklistItem> Report::checklist() const {
       {"pairing_heuristic", "Pairing heuristic", "pretraining", "pairing"},
       {"augmentation_policy", "Augmentation policy", "pretraining", "augmentation"},
       {"hyperparameters", "Key hyper-parameters", "pretraining", "hyperparameters"},
-      {"external_validation", "External validation", "evaluation", "external_validation"},
+      {"external_validation", "External validation", "evaluation", "results"},
       {"calibration", "Calibration", "evaluation", "calibration"},
-      {"subgroups", "Subgroup analyses", "evaluation", "subgroups"},
+      {"subgroups", "Subgroup analyses", "evaluation", "results"},
   };
   std::vector<ChecklistItem> items;
   for (const auto& spec : kItems) {
@@ -947,15 +664,44 @@ std::vector<ChecklistItem> Report::checklist() const {
     item.id = spec.id;
     item.label = spec.label;
     item.location = std::string(spec.section) + "." + spec.key;
-    const Json* v = lookup(doc_, spec.section, spec.key);
-    item.present = v != nullptr && has_content(*v);
+    if (item.id == "external_validation" || item.id == "subgroups") {
+      // Results with a cohort, or with a subgroup.
+      const bool cohort = item.id == "external_validation";
+      item.location += cohort ? " (records with a cohort)" : " (records with a subgroup)";
+      item.present = std::any_of(results_.begin(), results_.end(), [&](const Result& r) {
+        return cohort ? !r.cohort().empty() : !r.subgroup().empty();
+      });
+    } else {
+      const Json* v = lookup(doc_, spec.section, spec.key);
+      item.present = v != nullptr && has_content(*v);
+    }
     items.push_back(std::move(item));
   }
   return items;
 }
 
 Json Report::build(const std::vector<ReportFigureStatus>* status) const {
-  Json doc = doc_;
+  Json doc = Json::object();
+  Json& schema = doc["schema"];
+  schema["name"] = kReportSchemaName;
+  schema["version"] = kReportSchemaVersion;
+  for (const auto& kv : doc_.items()) {
+    if (kv.first != "evaluation") {
+      doc[kv.first] = kv.second;
+      continue;
+    }
+    // The results first, then what was set.
+    Json& e = doc["evaluation"];
+    e = Json::object();
+    Json records = Json::array();
+    for (const auto& r : results_) {
+      records.push_back(result_json(r));
+    }
+    e["results"] = std::move(records);
+    for (const auto& m : kv.second.items()) {
+      e[m.first] = m.second;
+    }
+  }
   const auto figs = figures();
   for (size_t k = 0; k < figs.size(); ++k) {
     const Figure& f = figs[k];
@@ -1002,241 +748,6 @@ Json Report::build(const std::vector<ReportFigureStatus>* status) const {
 
 Json Report::json() const {
   return build(nullptr);
-}
-
-namespace {
-
-void md_figures(std::string& md, const Json& section, const std::string& kind) {
-  if (!section.contains("figures")) {
-    return;
-  }
-  for (const auto& f : section.at("figures").elements()) {
-    if (f.at("kind").as_string() != kind) {
-      continue;
-    }
-    const std::string& name = f.at("name").as_string();
-    const bool drawn = !f.contains("drawn") || f.at("drawn").as_bool();
-    if (drawn) {
-      md += "![" + f.at("title").as_string() + "](" + f.at("image").as_string() + ")\n\n";
-    } else {
-      md += "*Figure \"" + f.at("title").as_string() +
-          "\" not drawn: " + f.at("reason").as_string() + "*\n\n";
-    }
-    md += "Data: [" + name + ".dat](" + name + ".dat), gnuplot script: [" + name + ".gp](" + name +
-        ".gp)\n\n";
-  }
-}
-
-/// A two-column table of the members of `section` not in `skip`.
-void md_members(std::string& md, const Json& section, const std::vector<std::string>& skip) {
-  std::string rows;
-  for (const auto& kv : section.items()) {
-    if (std::find(skip.begin(), skip.end(), kv.first) != skip.end()) {
-      continue;
-    }
-    rows += "| " + cell(kv.first) + " | " + cell(value_text(kv.second)) + " |\n";
-  }
-  if (!rows.empty()) {
-    md += "| field | value |\n| --- | --- |\n" + rows + "\n";
-  }
-}
-
-void md_none(std::string& md) {
-  md += "_None recorded._\n\n";
-}
-
-} // namespace
-
-std::string Report::render_markdown(const Json& doc) const {
-  std::string md = "# " + options_.title() + "\n\n";
-
-  const Json& m = doc.at("medcl");
-  md += "## Run\n\n";
-  md_members(md, m, {"command_line"});
-  if (m.contains("command_line")) {
-    std::string line;
-    for (const auto& a : m.at("command_line").elements()) {
-      line += (line.empty() ? "" : " ") + sh_quote(a.as_string());
-    }
-    md += "Command line:\n\n```\n" + line + "\n```\n\n";
-  }
-
-  const Json& d = doc.at("data");
-  md += "## Data\n\n";
-  md_members(md, d, {"splits", "leakage_check"});
-  if (d.contains("splits")) {
-    md += "| split | patients | samples |\n| --- | --- | --- |\n";
-    for (const auto& s : d.at("splits").items()) {
-      md += "| " + cell(s.first) + " | " + value_text(s.second.at("patients")) + " | " +
-          value_text(s.second.at("samples")) + " |\n";
-    }
-    md += "\n";
-  }
-  if (d.contains("leakage_check")) {
-    const Json& l = d.at("leakage_check");
-    md += std::string("Patient leakage check: **") +
-        (l.at("passed").as_bool() ? "passed" : "FAILED") + "**" +
-        (l.at("detail").as_string().empty() ? "" : " — " + l.at("detail").as_string()) + "\n\n";
-  } else {
-    md += "Patient leakage check: not recorded.\n\n";
-  }
-
-  const Json& p = doc.at("pretraining");
-  md += "## Pretraining\n\n";
-  if (p.size() == 0) {
-    md_none(md);
-  }
-  md_members(md, p, {"hyperparameters", "seeds", "figures"});
-  for (const char* group : {"hyperparameters", "seeds"}) {
-    if (p.contains(group)) {
-      md += std::string("### ") + (group[0] == 'h' ? "Hyper-parameters" : "Seeds") + "\n\n";
-      md_members(md, p.at(group), {});
-    }
-  }
-  md_figures(md, p, "loss");
-
-  const Json& e = doc.at("evaluation");
-  md += "## Evaluation\n\n### Metrics\n\n";
-  if (e.contains("metrics")) {
-    md += "| task | metric | value | interval |\n| --- | --- | --- | --- |\n";
-    for (const auto& task : e.at("metrics").items()) {
-      for (const auto& metric : task.second.items()) {
-        md += "| " + cell(task.first) + " | " + cell(metric.first) + " | " +
-            number_text(metric.second.at("value").as_double()) + " | " +
-            cell(interval_text(metric.second)) + " |\n";
-      }
-    }
-    md += "\n";
-  } else {
-    md_none(md);
-  }
-  md_figures(md, e, "roc");
-
-  md += "### Calibration\n\n";
-  if (e.contains("calibration")) {
-    md += "| task | model | ECE | bins |\n| --- | --- | --- | --- |\n";
-    for (const auto& task : e.at("calibration").items()) {
-      for (const auto& model : task.second.items()) {
-        md += "| " + cell(task.first) + " | " + cell(model.first) + " | " +
-            number_text(model.second.at("ece").as_double()) + " | " +
-            std::to_string(model.second.at("bins").size()) + " |\n";
-      }
-    }
-    md += "\n";
-  } else {
-    md_none(md);
-  }
-  md_figures(md, e, "reliability");
-
-  md += "### Label efficiency\n\n";
-  if (e.contains("label_efficiency")) {
-    md +=
-        "| task | model | metric | fraction | repeats | mean | sd | interval |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
-    for (const auto& task : e.at("label_efficiency").items()) {
-      for (const auto& row : task.second.elements()) {
-        md += "| " + cell(task.first) + " | " + cell(row.at("model").as_string()) + " | " +
-            cell(row.at("metric").as_string()) + " | " + value_text(row.at("fraction")) + " | " +
-            std::to_string(row.at("repeats").size()) + " | " + value_text(row.at("mean")) + " | " +
-            value_text(row.at("sd")) + " | " + cell(interval_text(row)) + " |\n";
-      }
-    }
-    md += "\n";
-  } else {
-    md_none(md);
-  }
-  md_figures(md, e, "label_efficiency");
-
-  md += "### Subgroups\n\n";
-  if (e.contains("subgroups")) {
-    md +=
-        "| task | attribute | group | metric | n | value | interval |\n"
-        "| --- | --- | --- | --- | --- | --- | --- |\n";
-    for (const auto& r : e.at("subgroups").elements()) {
-      md += "| " + cell(r.at("task").as_string()) + " | " + cell(r.at("attribute").as_string()) +
-          " | " + cell(r.at("group").as_string()) + " | " + cell(r.at("metric").as_string()) +
-          " | " + value_text(r.at("n")) + " | " + value_text(r.at("value")) + " | " +
-          cell(interval_text(r)) + " |\n";
-    }
-    md += "\n";
-  } else {
-    md_none(md);
-  }
-
-  md += "### External validation\n\n";
-  if (e.contains("external_validation")) {
-    md +=
-        "| task | cohort | metric | n | value | interval |\n"
-        "| --- | --- | --- | --- | --- | --- |\n";
-    for (const auto& r : e.at("external_validation").elements()) {
-      md += "| " + cell(r.at("task").as_string()) + " | " + cell(r.at("cohort").as_string()) +
-          " | " + cell(r.at("metric").as_string()) + " | " + value_text(r.at("n")) + " | " +
-          value_text(r.at("value")) + " | " + cell(interval_text(r)) + " |\n";
-    }
-    md += "\n";
-  } else {
-    md_none(md);
-  }
-
-  md += "### Audits\n\n";
-  if (e.contains("audits")) {
-    for (const auto& a : e.at("audits").items()) {
-      md += "#### " + a.first + "\n\n";
-      if (a.second.is_object()) {
-        md_members(md, a.second, {});
-      } else {
-        md += value_text(a.second) + "\n\n";
-      }
-    }
-  } else {
-    md_none(md);
-  }
-
-  if (e.contains("retrieval_examples")) {
-    md += "### Retrieval examples\n\n```json\n" + e.at("retrieval_examples").dump(2) + "\n```\n\n";
-  }
-
-  bool maps = false;
-  if (e.contains("figures")) {
-    for (const auto& f : e.at("figures").elements()) {
-      maps = maps || f.at("kind").as_string() == "scatter";
-    }
-  }
-  if (maps) {
-    md += "### Embedding maps\n\n";
-    md_figures(md, e, "scatter");
-  }
-
-  const std::vector<std::string> known = {
-      "metrics",
-      "calibration",
-      "label_efficiency",
-      "subgroups",
-      "external_validation",
-      "audits",
-      "retrieval_examples",
-      "figures"};
-  bool other = false;
-  for (const auto& kv : e.items()) {
-    other = other || std::find(known.begin(), known.end(), kv.first) == known.end();
-  }
-  if (other) {
-    md += "### Other results\n\n";
-    md_members(md, e, known);
-  }
-
-  md += "## Reporting checklist\n\n| item | status | where in report.json |\n| --- | --- | --- |\n";
-  for (const auto& item : doc.at("checklist").elements()) {
-    const bool present = item.at("status").as_string() == "present";
-    md += "| " + item.at("item").as_string() + " | " + (present ? "present" : "**missing**") +
-        " | `" + item.at("location").as_string() + "` |\n";
-  }
-  md += "\n";
-  return md;
-}
-
-std::string Report::markdown() const {
-  return render_markdown(build(nullptr));
 }
 
 ReportFiles Report::write(const std::string& directory) const {
@@ -1358,4 +869,5 @@ ReportFiles Report::write(const std::string& directory) const {
   return result;
 }
 
+} // namespace eval
 } // namespace medcl

@@ -1,0 +1,207 @@
+// Figure data files, gnuplot scripts and running gnuplot.
+#include <medcl/eval/report.h>
+
+#include "internal.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <locale>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if defined(_WIN32)
+#include <io.h>
+#define MEDCL_POPEN _popen
+#define MEDCL_PCLOSE _pclose
+#else
+#include <sys/wait.h>
+#define MEDCL_POPEN popen
+#define MEDCL_PCLOSE pclose
+#endif
+
+namespace medcl {
+namespace eval {
+
+namespace fs = std::filesystem;
+
+namespace report_detail {
+
+std::string data_number(double v) {
+  std::ostringstream os;
+  os.imbue(std::locale::classic());
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+/// Single-quoted gnuplot string ('' stands for one quote).
+std::string gp_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "''";
+    } else if (c == '\n' || c == '\r') {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+/// The gnuplot program as a path, or "" when it cannot be found or run.
+std::string find_program(const std::string& name) {
+#if defined(_WIN32)
+  return name;
+#else
+  if (name.empty()) {
+    return "";
+  }
+  if (name.find('/') != std::string::npos) {
+    return ::access(name.c_str(), X_OK) == 0 ? name : "";
+  }
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path != nullptr ? path : "/usr/bin:/bin");
+  std::string d;
+  while (std::getline(dirs, d, ':')) {
+    const std::string candidate = (d.empty() ? std::string(".") : d) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+  }
+  return "";
+#endif
+}
+
+std::string image_extension(const std::string& terminal) {
+  return terminal == "svg" ? ".svg" : ".png";
+}
+
+std::string data_file(const Report::Figure& f) {
+  std::string out = "# " + f.title + " (medcl report figure '" + f.name + "')\n";
+  for (size_t s = 0; s < f.series.size(); ++s) {
+    const auto& series = f.series[s];
+    if (s > 0) {
+      out += "\n\n"; // gnuplot's index separator
+    }
+    out += "# series " + std::to_string(s) + ": " + series.name + "\n";
+    const bool bars = !series.lower.empty();
+    out += bars ? "# x y lower upper\n" : "# x y\n";
+    for (size_t i = 0; i < series.x.size(); ++i) {
+      out += data_number(series.x[i]) + " " + data_number(series.y[i]);
+      if (bars) {
+        out += " " + data_number(series.lower[i]) + " " + data_number(series.upper[i]);
+      }
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
+  const std::string image = f.name + image_extension(o.terminal());
+  std::ostringstream gp;
+  gp.imbue(std::locale::classic());
+  gp << "# " << f.title << ": drawn by medcl's report with gnuplot; data in " << f.name << ".dat\n";
+  gp << "set terminal " << o.terminal() << " size " << o.width() << "," << o.height()
+     << " noenhanced\n";
+  gp << "set output " << gp_quote(image) << "\n";
+  gp << "set title " << gp_quote(f.title) << "\n";
+  gp << "set xlabel " << gp_quote(f.xlabel) << "\n";
+  gp << "set ylabel " << gp_quote(f.ylabel) << "\n";
+  gp << "set grid\n";
+  std::string lead;
+  std::string style = "with lines lw 2";
+  if (f.kind == "roc" || f.kind == "reliability") {
+    gp << "set xrange [0:1]\nset yrange [0:1]\nset size ratio -1\nset key bottom right\n";
+    lead = std::string("x with lines dt 2 lc rgb 'gray' title ") +
+        (f.kind == "roc" ? "'chance'" : "'perfect calibration'") + ", ";
+    style = f.kind == "roc" ? "with lines lw 2" : "with linespoints lw 2 pt 7";
+  } else if (f.kind == "label_efficiency") {
+    bool positive = true;
+    for (const auto& s : f.series) {
+      for (double x : s.x) {
+        positive = positive && x > 0;
+      }
+    }
+    if (positive) {
+      gp << "set logscale x 10\n";
+    }
+    // Room on both sides: fractions 0.01 and 1 would otherwise sit on the frame.
+    gp << "set offsets graph 0.05, graph 0.05, 0, 0\nset key bottom right\n";
+    style = "using 1:2:3:4 with yerrorlines lw 2 pt 7";
+  } else if (f.kind == "scatter") {
+    gp << "set key outside right\n";
+    style = "with points pt 7 ps 0.6";
+  } else {
+    gp << "set key top right\n";
+  }
+  gp << "plot " << lead;
+  for (size_t s = 0; s < f.series.size(); ++s) {
+    if (s > 0) {
+      gp << ", \\\n     ";
+    }
+    gp << gp_quote(f.name + ".dat") << " index " << s << " " << style << " title "
+       << gp_quote(f.series[s].name);
+  }
+  gp << "\n";
+  return gp.str();
+}
+
+/// Runs gnuplot on `script` inside `dir`; returns "" when the picture was drawn, else why not.
+std::string run_gnuplot(
+    const std::string& program,
+    const fs::path& dir,
+    const std::string& script,
+    const std::string& image) {
+  const std::string command = "cd " + sh_quote(dir.string()) + " && " + sh_quote(program) + " " +
+      sh_quote(script) + " </dev/null 2>&1";
+  FILE* pipe = MEDCL_POPEN(command.c_str(), "r");
+  if (pipe == nullptr) {
+    return "could not start gnuplot (popen failed)";
+  }
+  std::string output;
+  char buf[512];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) {
+    output.append(buf, n);
+  }
+  const int status = MEDCL_PCLOSE(pipe);
+#if defined(_WIN32)
+  const int code = status;
+#else
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+#endif
+  if (output.size() > 2000) {
+    output = output.substr(0, 2000) + "...";
+  }
+  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) {
+    output.pop_back();
+  }
+  if (code != 0) {
+    return "gnuplot exited with status " + std::to_string(code) +
+        (output.empty() ? std::string() : ": " + output);
+  }
+  std::error_code ec;
+  const auto size = fs::file_size(dir / image, ec);
+  if (ec || size == 0) {
+    return "gnuplot produced no picture" + (output.empty() ? std::string() : ": " + output);
+  }
+  return "";
+}
+
+} // namespace report_detail
+
+using namespace report_detail;
+
+} // namespace eval
+} // namespace medcl

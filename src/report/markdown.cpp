@@ -1,0 +1,353 @@
+// report.md, rendered from the report.json document.
+#include <medcl/eval/report.h>
+
+#include "internal.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <locale>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace medcl {
+namespace eval {
+
+namespace fs = std::filesystem;
+
+namespace report_detail {
+
+std::string number_text(double v) {
+  if (std::floor(v) == v && std::fabs(v) < 1e15) {
+    std::ostringstream os;
+    os.imbue(std::locale::classic());
+    os << static_cast<int64_t>(v);
+    return os.str();
+  }
+  std::ostringstream os;
+  os.imbue(std::locale::classic());
+  os.precision(4);
+  os << v;
+  return os.str();
+}
+
+/// A Markdown table cell: no line breaks, '|' escaped.
+std::string cell(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '|') {
+      out += "\\|";
+    } else if (c == '\n' || c == '\r') {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string value_text(const Json& j) {
+  switch (j.type()) {
+    case Json::Type::Null:
+      return "—";
+    case Json::Type::Bool:
+      return j.as_bool() ? "yes" : "no";
+    case Json::Type::Number:
+      return j.is_integer() ? std::to_string(j.as_int64()) : number_text(j.as_double());
+    case Json::Type::String:
+      return j.as_string();
+    default: {
+      const std::string text = j.dump();
+      return text.find('`') == std::string::npos ? "`" + text + "`" : "``" + text + "``";
+    }
+  }
+}
+
+std::string interval_text(const Json& entry) {
+  const Json& i = entry.at("interval");
+  if (i.is_null()) {
+    return "—";
+  }
+  return number_text(i.at("lower").as_double()) + " – " + number_text(i.at("upper").as_double()) +
+      " (" + number_text(100 * i.at("level").as_double()) + "%" +
+      (i.at("method").as_string().empty() ? std::string() : ", " + i.at("method").as_string()) +
+      ")";
+}
+
+/// Single-quoted POSIX shell word.
+std::string sh_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+void md_figures(std::string& md, const Json& section, const std::string& kind) {
+  if (!section.contains("figures")) {
+    return;
+  }
+  for (const auto& f : section.at("figures").elements()) {
+    if (f.at("kind").as_string() != kind) {
+      continue;
+    }
+    const std::string& name = f.at("name").as_string();
+    const bool drawn = !f.contains("drawn") || f.at("drawn").as_bool();
+    if (drawn) {
+      md += "![" + f.at("title").as_string() + "](" + f.at("image").as_string() + ")\n\n";
+    } else {
+      md += "*Figure \"" + f.at("title").as_string() +
+          "\" not drawn: " + f.at("reason").as_string() + "*\n\n";
+    }
+    md += "Data: [" + name + ".dat](" + name + ".dat), gnuplot script: [" + name + ".gp](" + name +
+        ".gp)\n\n";
+  }
+}
+
+/// A two-column table of the members of `section` not in `skip`.
+void md_members(std::string& md, const Json& section, const std::vector<std::string>& skip) {
+  std::string rows;
+  for (const auto& kv : section.items()) {
+    if (std::find(skip.begin(), skip.end(), kv.first) != skip.end()) {
+      continue;
+    }
+    rows += "| " + cell(kv.first) + " | " + cell(value_text(kv.second)) + " |\n";
+  }
+  if (!rows.empty()) {
+    md += "| field | value |\n| --- | --- |\n" + rows + "\n";
+  }
+}
+
+void md_none(std::string& md) {
+  md += "_None recorded._\n\n";
+}
+
+} // namespace report_detail
+
+using namespace report_detail;
+
+std::string Report::render_markdown(const Json& doc) const {
+  std::string md = "# " + options_.title() + "\n\n";
+
+  const Json& m = doc.at("medcl");
+  md += "## Run\n\n";
+  md_members(md, m, {"command_line"});
+  if (m.contains("command_line")) {
+    std::string line;
+    for (const auto& a : m.at("command_line").elements()) {
+      line += (line.empty() ? "" : " ") + sh_quote(a.as_string());
+    }
+    md += "Command line:\n\n```\n" + line + "\n```\n\n";
+  }
+
+  const Json& d = doc.at("data");
+  md += "## Data\n\n";
+  md_members(md, d, {"splits", "leakage_check"});
+  if (d.contains("splits")) {
+    md += "| split | patients | samples |\n| --- | --- | --- |\n";
+    for (const auto& s : d.at("splits").items()) {
+      md += "| " + cell(s.first) + " | " + value_text(s.second.at("patients")) + " | " +
+          value_text(s.second.at("samples")) + " |\n";
+    }
+    md += "\n";
+  }
+  if (d.contains("leakage_check")) {
+    const Json& l = d.at("leakage_check");
+    md += std::string("Patient leakage check: **") +
+        (l.at("passed").as_bool() ? "passed" : "FAILED") + "**" +
+        (l.at("detail").as_string().empty() ? "" : " — " + l.at("detail").as_string()) + "\n\n";
+  } else {
+    md += "Patient leakage check: not recorded.\n\n";
+  }
+
+  const Json& p = doc.at("pretraining");
+  md += "## Pretraining\n\n";
+  if (p.size() == 0) {
+    md_none(md);
+  }
+  md_members(md, p, {"hyperparameters", "seeds", "figures"});
+  for (const char* group : {"hyperparameters", "seeds"}) {
+    if (p.contains(group)) {
+      md += std::string("### ") + (group[0] == 'h' ? "Hyper-parameters" : "Seeds") + "\n\n";
+      md_members(md, p.at(group), {});
+    }
+  }
+  md_figures(md, p, "loss");
+
+  const Json& e = doc.at("evaluation");
+  md += "## Evaluation\n\n### Results\n\n";
+  const auto& records = e.at("results").elements();
+  auto text = [](const Json& j) { return j.is_null() ? std::string() : j.as_string(); };
+  // Qualifiers of a record that have no column of their own, in words.
+  auto qualifiers = [&](const Json& r) {
+    std::string q;
+    auto add = [&](const std::string& t) { q += (q.empty() ? "" : "; ") + t; };
+    if (!r.at("reference_model").is_null()) {
+      add("difference to " + r.at("reference_model").as_string());
+    }
+    if (!r.at("fraction").is_null()) {
+      add("label fraction " + value_text(r.at("fraction")));
+    }
+    if (!r.at("patients").is_null()) {
+      add(value_text(r.at("patients")) + " patients");
+    }
+    if (!r.at("seed").is_null()) {
+      add("seed " + value_text(r.at("seed")));
+    }
+    if (!r.at("detail").is_null()) {
+      add(r.at("detail").as_string());
+    }
+    return q;
+  };
+  auto table = [&](const char* kind) {
+    // kind: "" (internal, whole cohort), "subgroup" or "cohort".
+    const std::string k = kind;
+    std::string rows;
+    for (const auto& r : records) {
+      const bool sub = !r.at("subgroup").is_null();
+      const bool ext = !r.at("cohort").is_null();
+      if ((k == "subgroup") != sub || (k == "cohort") != (ext && !sub)) {
+        continue;
+      }
+      rows += "| " + cell(r.at("task").as_string()) + " | " + cell(text(r.at("model"))) + " | ";
+      if (k == "subgroup") {
+        rows += cell(r.at("subgroup").at("attribute").as_string()) + " | " +
+            cell(r.at("subgroup").at("group").as_string()) + " | ";
+      } else if (k == "cohort") {
+        rows += cell(r.at("cohort").as_string()) + " | ";
+      }
+      rows += cell(r.at("metric").as_string()) + " | " + value_text(r.at("value")) + " | " +
+          cell(interval_text(r)) + " | " + value_text(r.at("n")) + " | " + cell(qualifiers(r)) +
+          " |\n";
+    }
+    if (rows.empty()) {
+      md_none(md);
+      return;
+    }
+    if (k == "subgroup") {
+      md +=
+          "| task | model | attribute | group | metric | value | interval | n | notes |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    } else if (k == "cohort") {
+      md +=
+          "| task | model | cohort | metric | value | interval | n | notes |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    } else {
+      md +=
+          "| task | model | metric | value | interval | n | notes |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |\n";
+    }
+    md += rows + "\n";
+  };
+  table("");
+  md_figures(md, e, "roc");
+
+  md += "### Calibration\n\n";
+  if (e.contains("calibration")) {
+    md += "| task | model | ECE | bins |\n| --- | --- | --- | --- |\n";
+    for (const auto& task : e.at("calibration").items()) {
+      for (const auto& model : task.second.items()) {
+        md += "| " + cell(task.first) + " | " + cell(model.first) + " | " +
+            number_text(model.second.at("ece").as_double()) + " | " +
+            std::to_string(model.second.at("bins").size()) + " |\n";
+      }
+    }
+    md += "\n";
+  } else {
+    md_none(md);
+  }
+  md_figures(md, e, "reliability");
+
+  md += "### Label efficiency\n\n";
+  if (e.contains("label_efficiency")) {
+    md +=
+        "| task | model | metric | fraction | repeats | mean | sd | interval |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    for (const auto& task : e.at("label_efficiency").items()) {
+      for (const auto& row : task.second.elements()) {
+        md += "| " + cell(task.first) + " | " + cell(row.at("model").as_string()) + " | " +
+            cell(row.at("metric").as_string()) + " | " + value_text(row.at("fraction")) + " | " +
+            std::to_string(row.at("repeats").size()) + " | " + value_text(row.at("mean")) + " | " +
+            value_text(row.at("sd")) + " | " + cell(interval_text(row)) + " |\n";
+      }
+    }
+    md += "\n";
+  } else {
+    md_none(md);
+  }
+  md_figures(md, e, "label_efficiency");
+
+  md += "### Subgroups\n\n";
+  table("subgroup");
+
+  md += "### External validation\n\n";
+  table("cohort");
+
+  md += "### Audits\n\n";
+  if (e.contains("audits")) {
+    for (const auto& a : e.at("audits").items()) {
+      md += "#### " + a.first + "\n\n";
+      if (a.second.is_object()) {
+        md_members(md, a.second, {});
+      } else {
+        md += value_text(a.second) + "\n\n";
+      }
+    }
+  } else {
+    md_none(md);
+  }
+
+  if (e.contains("retrieval_examples")) {
+    md += "### Retrieval examples\n\n```json\n" + e.at("retrieval_examples").dump(2) + "\n```\n\n";
+  }
+
+  bool maps = false;
+  if (e.contains("figures")) {
+    for (const auto& f : e.at("figures").elements()) {
+      maps = maps || f.at("kind").as_string() == "scatter";
+    }
+  }
+  if (maps) {
+    md += "### Embedding maps\n\n";
+    md_figures(md, e, "scatter");
+  }
+
+  const std::vector<std::string> known = {
+      "results", "calibration", "label_efficiency", "audits", "retrieval_examples", "figures"};
+  bool other = false;
+  for (const auto& kv : e.items()) {
+    other = other || std::find(known.begin(), known.end(), kv.first) == known.end();
+  }
+  if (other) {
+    md += "### Other results\n\n";
+    md_members(md, e, known);
+  }
+
+  md += "## Reporting checklist\n\n| item | status | where in report.json |\n| --- | --- | --- |\n";
+  for (const auto& item : doc.at("checklist").elements()) {
+    const bool present = item.at("status").as_string() == "present";
+    md += "| " + item.at("item").as_string() + " | " + (present ? "present" : "**missing**") +
+        " | `" + item.at("location").as_string() + "` |\n";
+  }
+  md += "\n";
+  return md;
+}
+
+std::string Report::markdown() const {
+  return render_markdown(build(nullptr));
+}
+
+} // namespace eval
+} // namespace medcl

@@ -1,0 +1,341 @@
+// Result records and report.json values, checked; the schema validator.
+#include <medcl/eval/report.h>
+
+#include "internal.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <locale>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace medcl {
+namespace eval {
+
+namespace fs = std::filesystem;
+
+namespace report_detail {
+
+void check_finite(const char* fn, const std::string& what, double v) {
+  TORCH_CHECK(std::isfinite(v), fn, ": ", what, " must be finite, got ", v);
+}
+
+Json estimate_json(const char* fn, const std::string& what, const Estimate& e) {
+  check_finite(fn, what + " value", e.value);
+  Json j = Json::object();
+  j["value"] = e.value;
+  if (!e.has_interval) {
+    j["interval"] = Json();
+    return j;
+  }
+  check_finite(fn, what + " lower bound", e.lower);
+  check_finite(fn, what + " upper bound", e.upper);
+  TORCH_CHECK(
+      e.lower <= e.value && e.value <= e.upper,
+      fn,
+      ": ",
+      what,
+      ": expected lower <= value <= upper, got ",
+      e.lower,
+      " <= ",
+      e.value,
+      " <= ",
+      e.upper);
+  TORCH_CHECK(
+      e.level > 0 && e.level < 1,
+      fn,
+      ": ",
+      what,
+      ": expected a confidence level in (0, 1), got ",
+      e.level);
+  Json i = Json::object();
+  i["lower"] = e.lower;
+  i["upper"] = e.upper;
+  i["level"] = e.level;
+  i["method"] = e.method;
+  j["interval"] = std::move(i);
+  return j;
+}
+
+const char* const kResultFields[] = {
+    "task",
+    "model",
+    "metric",
+    "value",
+    "interval",
+    "n",
+    "patients",
+    "fraction",
+    "seed",
+    "subgroup",
+    "cohort",
+    "reference_model",
+    "detail"};
+
+Json text_or_null(const std::string& s) {
+  return s.empty() ? Json() : Json(s);
+}
+
+// The record of one result, checked (see Report::add_result).
+Json result_json(const Result& r) {
+  const char* fn = "Report::add_result";
+  std::string what =
+      "metric " + r.task() + "/" + (r.model().empty() ? "" : r.model() + "/") + r.metric();
+  if (!r.subgroup_attribute().empty() || !r.subgroup().empty()) {
+    what += " (" + r.subgroup_attribute() + "=" + r.subgroup() + ")";
+  }
+  if (!r.cohort().empty()) {
+    what += " (cohort " + r.cohort() + ")";
+  }
+  TORCH_CHECK(
+      !r.task().empty() && !r.metric().empty(),
+      fn,
+      ": expected a task and a metric name, got \"",
+      r.task(),
+      "\" and \"",
+      r.metric(),
+      "\"");
+  TORCH_CHECK(
+      r.subgroup_attribute().empty() == r.subgroup().empty(),
+      fn,
+      ": ",
+      what,
+      ": expected both a subgroup attribute and a group, or neither, got \"",
+      r.subgroup_attribute(),
+      "\" and \"",
+      r.subgroup(),
+      "\"");
+  TORCH_CHECK(
+      !r.n().has_value() || *r.n() > 0,
+      fn,
+      ": ",
+      what,
+      ": expected n > 0, got ",
+      r.n().value_or(0));
+  TORCH_CHECK(
+      !r.patients().has_value() || *r.patients() > 0,
+      fn,
+      ": ",
+      what,
+      ": expected patients > 0, got ",
+      r.patients().value_or(0));
+  TORCH_CHECK(
+      !r.fraction().has_value() ||
+          (std::isfinite(*r.fraction()) && *r.fraction() > 0 && *r.fraction() <= 1),
+      fn,
+      ": ",
+      what,
+      ": expected a label fraction in (0, 1], got ",
+      r.fraction().value_or(0));
+  Json e = estimate_json(fn, what, r.value());
+  Json j = Json::object();
+  j["task"] = r.task();
+  j["model"] = text_or_null(r.model());
+  j["metric"] = r.metric();
+  j["value"] = e.at("value");
+  j["interval"] = e.at("interval");
+  j["n"] = r.n().has_value() ? Json(*r.n()) : Json();
+  j["patients"] = r.patients().has_value() ? Json(*r.patients()) : Json();
+  j["fraction"] = r.fraction().has_value() ? Json(*r.fraction()) : Json();
+  j["seed"] = r.seed().has_value() ? Json(*r.seed()) : Json();
+  if (r.subgroup().empty()) {
+    j["subgroup"] = Json();
+  } else {
+    Json g = Json::object();
+    g["attribute"] = r.subgroup_attribute();
+    g["group"] = r.subgroup();
+    j["subgroup"] = std::move(g);
+  }
+  j["cohort"] = text_or_null(r.cohort());
+  j["reference_model"] = text_or_null(r.reference_model());
+  j["detail"] = text_or_null(r.detail());
+  return j;
+}
+
+} // namespace report_detail
+
+using namespace report_detail;
+
+std::vector<std::string> validate_report(const Json& doc) {
+  std::vector<std::string> problems;
+  auto bad = [&](const std::string& where, const std::string& what) {
+    problems.push_back(where + ": " + what);
+  };
+  auto got = [](const Json& j) { return std::string(", got ") + Json::type_name(j.type()); };
+  if (!doc.is_object()) {
+    bad("report", "expected an object" + got(doc));
+    return problems;
+  }
+  const std::vector<std::string> sections = {
+      "schema", "medcl", "data", "pretraining", "evaluation", "checklist"};
+  std::vector<std::string> keys;
+  for (const auto& kv : doc.items()) {
+    keys.push_back(kv.first);
+  }
+  if (keys != sections) {
+    std::string text;
+    for (const auto& k : keys) {
+      text += (text.empty() ? "" : ", ") + k;
+    }
+    bad("report",
+        "expected the sections schema, medcl, data, pretraining, evaluation, checklist in this "
+        "order, got " +
+            (text.empty() ? std::string("none") : text));
+  }
+  if (doc.contains("schema")) {
+    const Json& s = doc.at("schema");
+    if (!s.is_object() || !s.contains("name") || !s.at("name").is_string() ||
+        s.at("name").as_string() != kReportSchemaName) {
+      bad("schema.name", std::string("expected \"") + kReportSchemaName + "\"");
+    }
+    if (!s.is_object() || !s.contains("version") || !s.at("version").is_integer() ||
+        s.at("version").as_int64() != kReportSchemaVersion) {
+      bad("schema.version",
+          "expected " + std::to_string(kReportSchemaVersion) +
+              (s.is_object() && s.contains("version") ? ", got " + s.at("version").dump()
+                                                      : std::string(", got none")));
+    }
+  }
+  for (const char* name : {"medcl", "data", "pretraining"}) {
+    if (doc.contains(name) && !doc.at(name).is_object()) {
+      bad(name, "expected an object" + got(doc.at(name)));
+    }
+  }
+  if (doc.contains("evaluation")) {
+    const Json& e = doc.at("evaluation");
+    if (!e.is_object() || !e.contains("results") || !e.at("results").is_array()) {
+      bad("evaluation.results", "expected an array of result records");
+    } else {
+      const auto& records = e.at("results").elements();
+      for (size_t i = 0; i < records.size(); ++i) {
+        const Json& r = records[i];
+        const std::string at = "evaluation.results[" + std::to_string(i) + "]";
+        if (!r.is_object()) {
+          bad(at, "expected an object" + got(r));
+          continue;
+        }
+        std::vector<std::string> fields;
+        for (const auto& kv : r.items()) {
+          fields.push_back(kv.first);
+        }
+        if (fields !=
+            std::vector<std::string>(std::begin(kResultFields), std::end(kResultFields))) {
+          std::string text;
+          for (const auto& f : fields) {
+            text += (text.empty() ? "" : ", ") + f;
+          }
+          bad(at,
+              "expected the fields task, model, metric, value, interval, n, patients, "
+              "fraction, seed, subgroup, cohort, reference_model, detail, got " +
+                  text);
+          continue;
+        }
+        auto text_field = [&](const char* f, bool nullable) {
+          const Json& v = r.at(f);
+          if (nullable && v.is_null()) {
+            return;
+          }
+          if (!v.is_string() || v.as_string().empty()) {
+            bad(at + "." + f,
+                std::string("expected a non-empty string") + (nullable ? " or null" : "") +
+                    (v.is_string() ? ", got an empty one" : got(v)));
+          }
+        };
+        text_field("task", false);
+        text_field("metric", false);
+        text_field("model", true);
+        text_field("cohort", true);
+        text_field("reference_model", true);
+        text_field("detail", true);
+        const Json& value = r.at("value");
+        const bool value_ok = value.is_number() && std::isfinite(value.as_double());
+        if (!value_ok) {
+          bad(at + ".value", "expected a finite number" + got(value));
+        }
+        const Json& iv = r.at("interval");
+        if (!iv.is_null()) {
+          bool ok = iv.is_object();
+          for (const char* f : {"lower", "upper", "level"}) {
+            if (ok &&
+                !(iv.contains(f) && iv.at(f).is_number() && std::isfinite(iv.at(f).as_double()))) {
+              bad(at + ".interval." + f, "expected a finite number");
+              ok = false;
+            }
+          }
+          if (ok && !(iv.contains("method") && iv.at("method").is_string())) {
+            bad(at + ".interval.method", "expected a string");
+            ok = false;
+          }
+          if (ok && value_ok &&
+              !(iv.at("lower").as_double() <= value.as_double() &&
+                value.as_double() <= iv.at("upper").as_double())) {
+            bad(at + ".interval", "expected lower <= value <= upper");
+          }
+          if (ok && !(iv.at("level").as_double() > 0 && iv.at("level").as_double() < 1)) {
+            bad(at + ".interval.level", "expected a level in (0, 1)");
+          }
+          if (!iv.is_object()) {
+            bad(at + ".interval", "expected an object or null" + got(iv));
+          }
+        }
+        for (const char* f : {"n", "patients"}) {
+          const Json& v = r.at(f);
+          if (!v.is_null() && !(v.is_integer() && v.as_int64() > 0)) {
+            bad(at + "." + f, "expected a positive integer or null, got " + v.dump());
+          }
+        }
+        const Json& fr = r.at("fraction");
+        if (!fr.is_null() && !(fr.is_number() && fr.as_double() > 0 && fr.as_double() <= 1)) {
+          bad(at + ".fraction", "expected a number in (0, 1] or null, got " + fr.dump());
+        }
+        if (!r.at("seed").is_null() && !r.at("seed").is_integer()) {
+          bad(at + ".seed", "expected an integer or null, got " + r.at("seed").dump());
+        }
+        const Json& g = r.at("subgroup");
+        if (!g.is_null() &&
+            !(g.is_object() && g.size() == 2 && g.contains("attribute") && g.contains("group") &&
+              g.at("attribute").is_string() && g.at("group").is_string() &&
+              !g.at("attribute").as_string().empty() && !g.at("group").as_string().empty())) {
+          bad(at + ".subgroup",
+              "expected null or {\"attribute\": non-empty string, \"group\": non-empty string}");
+        }
+      }
+    }
+  }
+  if (doc.contains("checklist")) {
+    const Json& c = doc.at("checklist");
+    if (!c.is_array()) {
+      bad("checklist", "expected an array" + got(c));
+    } else {
+      for (size_t i = 0; i < c.size(); ++i) {
+        const Json& item = c[i];
+        const std::string at = "checklist[" + std::to_string(i) + "]";
+        bool ok = item.is_object();
+        for (const char* f : {"id", "item", "status", "location"}) {
+          ok = ok && item.contains(f) && item.at(f).is_string();
+        }
+        if (!ok) {
+          bad(at, "expected {id, item, status, location} strings");
+        } else if (
+            item.at("status").as_string() != "present" &&
+            item.at("status").as_string() != "missing") {
+          bad(at + ".status",
+              "expected \"present\" or \"missing\", got \"" + item.at("status").as_string() + "\"");
+        }
+      }
+    }
+  }
+  return problems;
+}
+
+} // namespace eval
+} // namespace medcl
