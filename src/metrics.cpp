@@ -490,5 +490,33 @@ Interval mean_interval(const std::vector<double>& values, double level) {
   return out;
 }
 
+std::pair<std::vector<double>, std::vector<double>> roc_curve(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels) {
+  TORCH_CHECK(
+      scores.size() == labels.size(),
+      "roc_curve: ",
+      scores.size(),
+      " scores but ",
+      labels.size(),
+      " labels");
+  std::vector<size_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  const auto pos = static_cast<double>(std::count(labels.begin(), labels.end(), 1));
+  const auto neg = static_cast<double>(labels.size()) - pos;
+  TORCH_CHECK(pos > 0 && neg > 0, "roc_curve: needs both classes, got ", pos, " positive(s)");
+  std::vector<double> fpr{0.0}, tpr{0.0};
+  double tp = 0, fp = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    (labels[order[i]] == 1 ? tp : fp) += 1;
+    if (i + 1 == order.size() || scores[order[i + 1]] != scores[order[i]]) {
+      fpr.push_back(fp / neg);
+      tpr.push_back(tp / pos);
+    }
+  }
+  return {fpr, tpr};
+}
+
 } // namespace eval
 } // namespace medcl

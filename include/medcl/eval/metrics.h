@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace medcl {
@@ -83,6 +84,11 @@ double c_index(
     const std::vector<double>& times,
     const std::vector<int64_t>& events,
     const std::vector<double>& risk);
+
+/// Points (FPR, TPR) of the ROC curve over distinct thresholds, from (0, 0) to (1, 1).
+std::pair<std::vector<double>, std::vector<double>> roc_curve(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels);
 
 /// Quantile of Student's t distribution with `df` (> 0, not necessarily integer) degrees of
 /// freedom at probability `p` in (0, 1), as R's `qt(p, df)` (exact to about 1e-13 relative).
