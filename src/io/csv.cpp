@@ -3,6 +3,7 @@
 #define MEDCL_DATA_NO_ATEN
 #include <medcl/data/csv.h>
 
+#include "bytes.h"
 #include "io_error.h"
 
 #include <cctype>
@@ -39,24 +40,6 @@ std::string join(const std::vector<std::string>& names) {
     out += (i ? ", " : "") + ("'" + names[i] + "'");
   }
   return out;
-}
-
-// A printable excerpt of a cell for error messages.
-std::string excerpt(const std::string& s) {
-  constexpr size_t kMax = 40;
-  std::string out;
-  for (char ch : s.substr(0, kMax)) {
-    const auto u = static_cast<unsigned char>(ch);
-    if (u < 0x20 || u == 0x7f) {
-      static const char* kHex = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 15];
-    } else {
-      out += ch;
-    }
-  }
-  return s.size() > kMax ? out + "..." : out;
 }
 
 // Parses a number the way strtod does in the "C" locale, whatever the process locale is.
@@ -192,7 +175,7 @@ struct CsvBuilder {
                 ":",
                 line,
                 ": unexpected character '",
-                excerpt(std::string(1, text[pos])),
+                printable(std::string(1, text[pos]), HighBytes::Keep),
                 "' after the closing quote of field ",
                 fields.size() + 1,
                 " (a quote inside a quoted field must be doubled)");
@@ -241,7 +224,7 @@ struct CsvBuilder {
                 ":",
                 record_line,
                 ": duplicate header name '",
-                excerpt(fields[i]),
+                printable(fields[i], HighBytes::Keep),
                 "' (columns ",
                 inserted.first->second + 1,
                 " and ",
@@ -375,7 +358,7 @@ std::vector<double> Table::numeric(const std::string& column) const {
           ": column '",
           column,
           "': '",
-          detail::excerpt(text),
+          detail::printable(text, detail::HighBytes::Keep),
           "' is not a number (nor a missing value)");
     }
     out[static_cast<size_t>(r)] = v;

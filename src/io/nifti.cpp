@@ -6,6 +6,7 @@
 #define MEDCL_DATA_NO_ATEN
 #include <medcl/data/nifti.h>
 
+#include "bytes.h"
 #include "io_error.h"
 
 #ifdef MEDCL_HAVE_NIFTI
@@ -47,6 +48,7 @@ namespace {
 
 using detail::io_check;
 using detail::io_error;
+using detail::printable;
 
 bool is_gzip(const std::string& b) {
   return b.size() >= 2 && static_cast<unsigned char>(b[0]) == 0x1f &&
@@ -164,22 +166,6 @@ bool supported_type(int64_t code, TypeInfo& info) {
     }
   }
   return false;
-}
-
-std::string printable(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    const auto u = static_cast<unsigned char>(ch);
-    if (u < 0x20 || u >= 0x7f) {
-      static const char* kHex = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 15];
-    } else {
-      out += ch;
-    }
-  }
-  return out;
 }
 
 template <class T>
