@@ -73,6 +73,13 @@ TEST_CASE("PBC adapter: visits, outcome within the horizon, missingness, keys", 
 
   // Standardisation fitted on some rows, missing values to 0, mask appended.
   auto s = medcl::data::TabularStandardizer::fit(v.values, v.mask, {0, 1, 2, 3, 4});
+  // A feature observed fewer than twice among the fitting rows is named with its count.
+  CHECK_THROWS_WITH(
+      medcl::data::TabularStandardizer::fit(
+          at::zeros({3, 2}),
+          at::tensor({1, 1, 1, 0, 1, 0}).reshape({3, 2}).to(at::kBool),
+          {0, 1, 2}),
+      medcl_test::Contains("fewer than two observed values among the 3 rows, got 1 for feature 1"));
   auto z = s.with_mask(v.values, v.mask);
   CHECK(z.sizes() == at::IntArrayRef({5, 28}));
   CHECK(z[1][chol].item<float>() == 0.0f);
@@ -193,6 +200,8 @@ TEST_CASE("Omics adapter: expression matrix and sample table", "[io][adapters]")
       medcl::data::load_expression_set(d.write("f.tsv", "probe\ts1\ng1\tNA\n"), p),
       medcl_test::Contains("has no value for probe 'g1'"));
   CHECK_THROWS_WITH(e.most_variable(0), medcl_test::Contains("n must be in [1, 3]"));
+  CHECK_THROWS_WITH(
+      e.most_variable(1, {0}), medcl_test::Contains("needs at least two samples, got 1"));
 }
 
 TEST_CASE("Omics adapter on the real ALL and bladderbatch exports", "[io][adapters]") {
@@ -235,6 +244,9 @@ TEST_CASE(
       medcl::data::resample_signal(at::zeros({5}), 100, 50), medcl_test::Contains("[channels, T]"));
   CHECK_THROWS_WITH(
       medcl::data::resample_signal(sig, 0, 50), medcl_test::Contains("rates must be > 0"));
+  CHECK_THROWS_WITH(
+      medcl::data::resample_signal(at::zeros({1, 3}), 1000, 250),
+      medcl_test::Contains("too short for 250 Hz, got 3 sample(s) at 1000 Hz"));
 
   medcl::data::EcgWindows w;
   w.add_record(r, 250, 0, {"I", "II"}, 100, 50, 0.7);
@@ -267,6 +279,12 @@ TEST_CASE(
   CHECK_THROWS_WITH(
       w.add_record(r, 250, 1, {"I", "II"}, 1000, 50),
       medcl_test::Contains("longer than the record"));
+  CHECK_THROWS_WITH(
+      w.add_record(r, 250, 1, {"I", "II"}, 1, 50),
+      medcl_test::Contains("window must be >= 2 and stride >= 1, got window 1 and stride 50"));
+  CHECK_THROWS_WITH(
+      w.add_record(r, 250, 1, {"I", "II"}, 100, 0),
+      medcl_test::Contains("got window 100 and stride 0"));
   auto nan = r.clone();
   nan[0][3] = std::nan("");
   CHECK_THROWS_WITH(w.add_record(nan, 250, 1, {"I", "II"}, 100, 50), medcl_test::Contains("NaN"));
@@ -311,6 +329,17 @@ TEST_CASE(
   auto on_grid = medcl::data::resample_to_grid(src, grid);
   REQUIRE(on_grid.sizes() == at::IntArrayRef({20, 20, 20}));
   CHECK(on_grid[3][4][7].item<float>() == Approx(14.0f));
+  auto flat = grid;
+  flat.dims = {20, 20};
+  CHECK_THROWS_WITH(
+      medcl::data::resample_to_grid(src, flat),
+      medcl_test::Contains("both images must be 3-D, got a volume of dims [40, 20, 20] and a grid "
+                           "of dims [20, 20]"));
+  auto singular = src;
+  singular.sform = {0.5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+  CHECK_THROWS_WITH(
+      medcl::data::resample_to_grid(singular, grid),
+      medcl_test::Contains("affine is singular, got a 3x3 part of determinant 0"));
 
   // Patches: two regions (left and right halves); checkerboard blocks of 8, patches of 4.
   auto atlas = at::zeros({16, 16, 16});
@@ -341,10 +370,18 @@ TEST_CASE(
   CHECK(p.label[0] == (c0[0] + 2 < 8 ? 0 : 1));
   CHECK_THROWS_WITH(
       medcl::data::atlas_patches(image, atlas, names, 4, 2, 2),
-      medcl_test::Contains("block >= patch"));
+      medcl_test::Contains("block >= patch, got patch 4, stride 2 and block 2"));
+  CHECK_THROWS_WITH(
+      medcl::data::atlas_patches(image, atlas, names, 0, 2, 8),
+      medcl_test::Contains("got patch 0, stride 2 and block 8"));
+  CHECK_THROWS_WITH(
+      medcl::data::atlas_patches(image, atlas, names, 4, 0, 8),
+      medcl_test::Contains("got patch 4, stride 0 and block 8"));
   CHECK_THROWS_WITH(
       medcl::data::atlas_patches(image, at::zeros({16, 16, 16}), names, 4, 2, 8),
-      medcl_test::Contains("no patch"));
+      medcl_test::Contains(
+          "no patch has a labelled centre, got 2 region name(s), an atlas of shape [16, 16, 16], "
+          "patch 4, stride 2 and block 8"));
 }
 
 TEST_CASE("ECG and MRI adapters on the real recordings and atlas", "[io][adapters]") {

@@ -41,7 +41,15 @@ inline at::Tensor resample_signal(const at::Tensor& signal, double rate, double 
   }
   const auto t_out =
       static_cast<int64_t>(std::floor(static_cast<double>(signal.size(1)) * target_rate / rate));
-  TORCH_CHECK(t_out >= 1, "resample_signal: the signal is too short for ", target_rate, " Hz");
+  TORCH_CHECK(
+      t_out >= 1,
+      "resample_signal: the signal is too short for ",
+      target_rate,
+      " Hz, got ",
+      signal.size(1),
+      " sample(s) at ",
+      rate,
+      " Hz");
   return at::upsample_linear1d(y, {t_out}, /*align_corners=*/false).squeeze(0);
 }
 
@@ -116,7 +124,13 @@ struct EcgWindows {
         " leads but ",
         names.size(),
         " names");
-    TORCH_CHECK(window >= 2 && stride >= 1, fn, ": window must be >= 2 and stride >= 1");
+    TORCH_CHECK(
+        window >= 2 && stride >= 1,
+        fn,
+        ": window must be >= 2 and stride >= 1, got window ",
+        window,
+        " and stride ",
+        stride);
     TORCH_CHECK(
         window <= signal.size(1),
         fn,

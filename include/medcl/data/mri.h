@@ -30,7 +30,13 @@ namespace data {
 /// Shape: -> [nz, ny, nx] of `grid` (float32).
 inline at::Tensor resample_to_grid(const NiftiVolume& volume, const NiftiVolume& grid) {
   constexpr const char* fn = "resample_to_grid";
-  TORCH_CHECK(volume.dims.size() >= 3 && grid.dims.size() >= 3, fn, ": both images must be 3-D");
+  TORCH_CHECK(
+      volume.dims.size() >= 3 && grid.dims.size() >= 3,
+      fn,
+      ": both images must be 3-D, got a volume of dims ",
+      at::IntArrayRef(volume.dims),
+      " and a grid of dims ",
+      at::IntArrayRef(grid.dims));
   auto affine = [](const NiftiVolume& v) {
     return at::tensor(std::vector<double>(v.affine().begin(), v.affine().end()), at::kDouble)
         .reshape({4, 4});
@@ -43,10 +49,12 @@ inline at::Tensor resample_to_grid(const NiftiVolume& volume, const NiftiVolume&
   auto g = at::meshgrid({kk, jj, ii}, "ij");
   auto vox = at::stack({g[2], g[1], g[0], at::ones_like(g[0])}, -1).reshape({-1, 4});
   const auto a_src = affine(volume);
+  const double det = at::linalg_det(a_src.slice(0, 0, 3).slice(1, 0, 3)).item<double>();
   TORCH_CHECK(
-      std::abs(at::linalg_det(a_src.slice(0, 0, 3).slice(1, 0, 3)).item<double>()) > 1e-12,
+      std::abs(det) > 1e-12,
       fn,
-      ": the volume's affine is singular");
+      ": the volume's affine is singular, got a 3x3 part of determinant ",
+      det);
   auto p = vox.mm(at::linalg_inv(a_src).mm(affine(grid)).t());
   auto norm = [](const at::Tensor& c, int64_t size) {
     return c / static_cast<double>(std::max<int64_t>(size - 1, 1)) * 2.0 - 1.0;
@@ -191,7 +199,12 @@ inline AtlasPatches atlas_patches(
   TORCH_CHECK(
       patch >= 1 && stride >= 1 && block >= patch,
       fn,
-      ": need patch >= 1, stride >= 1 and block >= patch");
+      ": need patch >= 1, stride >= 1 and block >= patch, got patch ",
+      patch,
+      ", stride ",
+      stride,
+      " and block ",
+      block);
   AtlasPatches out;
   std::map<int64_t, int64_t> class_of;
   for (const auto& kv : names) {
@@ -236,7 +249,19 @@ inline AtlasPatches atlas_patches(
       }
     }
   }
-  TORCH_CHECK(!patches.empty(), fn, ": no patch has a labelled centre");
+  TORCH_CHECK(
+      !patches.empty(),
+      fn,
+      ": no patch has a labelled centre, got ",
+      names.size(),
+      " region name(s), an atlas of shape ",
+      atlas.sizes(),
+      ", patch ",
+      patch,
+      ", stride ",
+      stride,
+      " and block ",
+      block);
   out.values = at::stack(patches, 0);
   return out;
 }

@@ -45,7 +45,10 @@ struct ExpressionSet {
         "], got ",
         n);
     auto x = rows.empty() ? values : values.index_select(0, at::tensor(rows, at::kLong));
-    TORCH_CHECK(x.size(0) >= 2, "ExpressionSet::most_variable: needs at least two samples");
+    TORCH_CHECK(
+        x.size(0) >= 2,
+        "ExpressionSet::most_variable: needs at least two samples, got ",
+        x.size(0));
     auto var = x.to(at::kDouble).var(0);
     auto order = std::get<1>(var.sort(0, /*descending=*/true)).slice(0, 0, n).contiguous();
     return std::vector<int64_t>(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + n);

@@ -286,7 +286,10 @@ struct TabularStandardizer {
         count.gt(1).all().item<bool>(),
         "TabularStandardizer::fit: a feature has fewer than two observed values among the ",
         rows.size(),
-        " rows");
+        " rows, got ",
+        static_cast<int64_t>(count.min().item<double>()),
+        " for feature ",
+        count.argmin().item<int64_t>());
     auto xz = at::where(m.to(at::kBool), x, at::zeros_like(x));
     auto mean = xz.sum(0) / count;
     auto var = ((xz - mean) * m).pow(2).sum(0) / (count - 1);
