@@ -2,6 +2,8 @@
 #include <medcl/core/runtime.h>
 #include <medcl/version.h>
 
+#include <torch/cuda.h>
+
 #include "catch.h"
 
 #include <limits>
@@ -19,11 +21,20 @@ TEST_CASE("runtime_info() names versions and threads", "[core]") {
   REQUIRE(info.medcl_version == medcl::version());
   REQUIRE(info.torch_version.find('.') != std::string::npos);
   REQUIRE(info.cpu_threads >= 1);
-  REQUIRE(info.cuda_device_count >= 0);
+  // Devices are counted when CUDA is available, as LibTorch counts them, and only then.
+  REQUIRE(info.cuda_available == torch::cuda::is_available());
+  REQUIRE(
+      info.cuda_device_count ==
+      (info.cuda_available ? static_cast<int>(torch::cuda::device_count()) : 0));
+  REQUIRE((info.cuda_device_count > 0) == info.cuda_available);
   const auto line = info.summary();
   REQUIRE(line.find("medcl " + info.medcl_version) != std::string::npos);
   REQUIRE(line.find("LibTorch " + info.torch_version) != std::string::npos);
   REQUIRE(line.find(info.compiler) != std::string::npos);
+  const std::string devices = info.cuda_available
+      ? "CUDA: " + std::to_string(info.cuda_device_count) + " device(s)"
+      : std::string("CUDA: none");
+  REQUIRE(line.find(devices) != std::string::npos);
 }
 
 TEST_CASE("runtime_info() says what LibTorch was built with, as its CMake package does", "[core]") {

@@ -1,6 +1,8 @@
 // Built only against a LibTorch with CUDA; the tests need a visible device.
 #include "support.h"
 
+#include "losses/families.h"
+
 #include <medcl/medcl.h>
 
 #include "catch.h"
@@ -12,81 +14,21 @@
 using medcl::EnginePath;
 using medcl::NegativeWeighting;
 using medcl::SimilarityEngineOptions;
+using medcl_test::Family;
 using medcl_test::rel_err;
 namespace F = medcl::functional;
 
 namespace {
 
-struct Case {
-  std::string name;
-  std::function<at::Tensor(
-      const std::vector<at::Tensor>&,
-      const SimilarityEngineOptions&,
-      const NegativeWeighting&)>
-      loss;
-  std::vector<int64_t> shape0, shape1, shape2;
-};
-
-std::vector<Case> cases() {
-  return {
-      {"nt_xent",
-       [](const std::vector<at::Tensor>& x,
-          const SimilarityEngineOptions& e,
-          const NegativeWeighting& w) {
-         return F::nt_xent_loss(
-             x[0], x[1], medcl::NTXentLossOptions().engine(e).weighting(w).temperature(0.2));
-       },
-       {300, 64},
-       {300, 64},
-       {}},
-      {"info_nce",
-       [](const std::vector<at::Tensor>& x,
-          const SimilarityEngineOptions& e,
-          const NegativeWeighting& w) {
-         return F::info_nce_loss(
-             x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).weighting(w).temperature(0.2));
-       },
-       {200, 64},
-       {200, 64},
-       {700, 64}},
-      {"supcon",
-       [](const std::vector<at::Tensor>& x,
-          const SimilarityEngineOptions& e,
-          const NegativeWeighting& w) {
-         auto labels =
-             torch::arange(
-                 x[0].size(0), torch::TensorOptions().dtype(torch::kLong).device(x[0].device())) %
-             7;
-         return F::supcon_loss(
-             x[0], labels, medcl::SupConLossOptions().engine(e).weighting(w).temperature(0.2));
-       },
-       {150, 2, 64},
-       {},
-       {}},
-      {"clip",
-       [](const std::vector<at::Tensor>& x,
-          const SimilarityEngineOptions& e,
-          const NegativeWeighting& w) {
-         return F::clip_loss(x[0], x[1], 5.0, medcl::CLIPLossOptions().engine(e).weighting(w));
-       },
-       {250, 64},
-       {250, 64},
-       {}},
-  };
+// The families with inputs large enough to span several tiles.
+std::vector<Family> cases() {
+  return medcl_test::families(medcl_test::FamilySizes::large());
 }
 
-std::vector<at::Tensor> inputs(const Case& c) {
-  std::vector<at::Tensor> x;
-  for (const auto& s : {c.shape0, c.shape1, c.shape2}) {
-    if (!s.empty()) {
-      x.push_back(torch::randn(s, torch::kDouble));
-    }
-  }
-  return x;
-}
-
+// The loss and the gradients of every input at `dtype` on `dev`; CLIP's 0-dim scale moves to `dev`
+// but keeps float64, as in the CPU tests.
 std::pair<at::Tensor, std::vector<at::Tensor>> run(
-    const Case& c,
+    const Family& c,
     const std::vector<at::Tensor>& x,
     torch::Device dev,
     torch::Dtype dtype,
@@ -94,7 +36,8 @@ std::pair<at::Tensor, std::vector<at::Tensor>> run(
     const NegativeWeighting& w) {
   std::vector<at::Tensor> leaves;
   for (const auto& t : x) {
-    leaves.push_back(t.to(dev, dtype).detach().requires_grad_(true));
+    leaves.push_back(
+        t.to(dev, t.dim() == 0 ? t.scalar_type() : dtype).detach().requires_grad_(true));
   }
   auto loss = c.loss(leaves, e, w);
   loss.backward();
@@ -116,7 +59,7 @@ TEST_CASE("CUDA: every family matches the CPU double result on both paths", "[cu
          {NegativeWeighting::uniform(),
           NegativeWeighting::debiased(0.1),
           NegativeWeighting::hard(1.0)}) {
-      auto x = inputs(c);
+      auto x = c.inputs(torch::kDouble);
       auto ref = run(
           c, x, torch::kCPU, torch::kDouble, SimilarityEngineOptions().path(EnginePath::Dense), w);
       for (auto path : {EnginePath::Dense, EnginePath::Tiled}) {
@@ -137,12 +80,12 @@ TEST_CASE("CUDA: bf16 and fp16 inputs stay close to float32", "[cuda][losses][dt
   torch::manual_seed(42);
   const torch::Device cuda(torch::kCUDA, 0);
   for (const auto& c : cases()) {
-    auto x = inputs(c);
+    auto x = c.inputs(torch::kDouble);
     for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
       // The reference sees the same rounded inputs in float32.
       std::vector<at::Tensor> rounded;
       for (const auto& t : x) {
-        rounded.push_back(t.to(dtype).to(torch::kDouble));
+        rounded.push_back(t.dim() == 0 ? t : t.to(dtype).to(torch::kDouble));
       }
       auto ref =
           run(c,

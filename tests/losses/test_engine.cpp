@@ -1,5 +1,7 @@
 #include "support.h"
 
+#include "losses/families.h"
+
 #include <medcl/losses/clip.h>
 #include <medcl/losses/info_nce.h>
 #include <medcl/losses/nt_xent.h>
@@ -17,75 +19,12 @@
 using medcl::EnginePath;
 using medcl::NegativeWeighting;
 using medcl::SimilarityEngineOptions;
+using medcl_test::families;
+using medcl_test::Family;
 using medcl_test::rel_err;
 namespace F = medcl::functional;
 
 namespace {
-
-// One family behind a common signature: loss of a list of inputs under engine options.
-struct Family {
-  std::string name;
-  std::function<at::Tensor(
-      const std::vector<at::Tensor>&,
-      const SimilarityEngineOptions&,
-      const NegativeWeighting&)>
-      loss;
-  std::function<std::vector<at::Tensor>(at::ScalarType)> inputs;
-};
-
-std::vector<Family> families() {
-  std::vector<Family> out;
-  out.push_back(
-      {"nt_xent",
-       [](const std::vector<at::Tensor>& x,
-          const SimilarityEngineOptions& e,
-          const NegativeWeighting& w) {
-         return F::nt_xent_loss(
-             x[0], x[1], medcl::NTXentLossOptions().engine(e).weighting(w).temperature(0.2));
-       },
-       [](at::ScalarType t) {
-         return std::vector<at::Tensor>{torch::randn({11, 6}, t), torch::randn({11, 6}, t)};
-       }});
-  out.push_back(
-      {"info_nce",
-       [](const std::vector<at::Tensor>& x,
-          const SimilarityEngineOptions& e,
-          const NegativeWeighting& w) {
-         return F::info_nce_loss(
-             x[0], x[1], x[2], medcl::InfoNCELossOptions().engine(e).weighting(w).temperature(0.2));
-       },
-       [](at::ScalarType t) {
-         return std::vector<at::Tensor>{
-             torch::randn({9, 6}, t), torch::randn({9, 6}, t), torch::randn({13, 6}, t)};
-       }});
-  out.push_back(
-      {"supcon",
-       [](const std::vector<at::Tensor>& x,
-          const SimilarityEngineOptions& e,
-          const NegativeWeighting& w) {
-         auto labels = torch::tensor({0, 1, 2, 0, 1, 2, 0, 3}, torch::kLong);
-         return F::supcon_loss(
-             x[0], labels, medcl::SupConLossOptions().engine(e).weighting(w).temperature(0.2));
-       },
-       [](at::ScalarType t) {
-         const auto x = torch::randn({8, 3, 6}, t);
-         return std::vector<at::Tensor>{x};
-       }});
-  out.push_back(
-      {"clip",
-       [](const std::vector<at::Tensor>& x,
-          const SimilarityEngineOptions& e,
-          const NegativeWeighting& w) {
-         return F::clip_loss(x[0], x[1], x[2], medcl::CLIPLossOptions().engine(e).weighting(w));
-       },
-       [](at::ScalarType t) {
-         return std::vector<at::Tensor>{
-             torch::randn({10, 6}, t),
-             torch::randn({10, 6}, t),
-             torch::full({}, 4.0, torch::kDouble)};
-       }});
-  return out;
-}
 
 std::vector<NegativeWeighting> weightings() {
   return {
@@ -521,4 +460,47 @@ TEST_CASE("the engine's earlier detail:: names still compile and agree", "[losse
   auto new_value =
       medcl::contrast_loss(medcl::make_contrast_problem("new", x, x, rule, 0.2)).item<double>();
   REQUIRE(old_value == new_value);
+}
+
+TEST_CASE(
+    "the engine keeps its CPU workspace between calls without mixing interleaved losses",
+    "[losses][engine]") {
+  torch::manual_seed(11);
+  medcl::release_engine_workspaces();
+  REQUIRE(medcl::engine_workspace_bytes() == 0);
+  auto x0 = torch::randn({64, 8}, torch::kDouble).requires_grad_(true);
+  auto x1 = torch::randn({64, 8}, torch::kDouble).requires_grad_(true);
+  auto y0 = torch::randn({64, 8}, torch::kDouble).requires_grad_(true);
+  auto y1 = torch::randn({64, 8}, torch::kDouble).requires_grad_(true);
+  for (auto path : {EnginePath::Dense, EnginePath::Tiled}) {
+    INFO((path == EnginePath::Dense ? "dense" : "tiled"));
+    const auto opts = medcl::NTXentLossOptions().temperature(0.2).engine(
+        SimilarityEngineOptions().path(path).tile_size(24));
+    // Sequential: each loss and its backward alone.
+    auto la = F::nt_xent_loss(x0, x1, opts);
+    auto ga = torch::autograd::grad({la}, {x0, x1});
+    auto lb = F::nt_xent_loss(y0, y1, opts);
+    auto gb = torch::autograd::grad({lb}, {y0, y1});
+    CHECK(medcl::engine_workspace_bytes() > 0);
+    // Interleaved: both forwards (each keeps its own buffer on the dense path), then both
+    // backwards in the other order; values and gradients are bit for bit the same.
+    auto la2 = F::nt_xent_loss(x0, x1, opts);
+    auto lb2 = F::nt_xent_loss(y0, y1, opts);
+    auto gb2 = torch::autograd::grad({lb2}, {y0, y1});
+    auto ga2 = torch::autograd::grad({la2}, {x0, x1});
+    CHECK(la2.item<double>() == la.item<double>());
+    CHECK(lb2.item<double>() == lb.item<double>());
+    for (size_t i = 0; i < 2; ++i) {
+      CHECK(torch::equal(ga2[i], ga[i]));
+      CHECK(torch::equal(gb2[i], gb[i]));
+    }
+  }
+  // A loss without gradient gives its buffer back too; release frees everything.
+  {
+    torch::NoGradGuard no_grad;
+    F::nt_xent_loss(x0, x1);
+  }
+  CHECK(medcl::engine_workspace_bytes() >= 128 * 128 * 8);
+  medcl::release_engine_workspaces();
+  CHECK(medcl::engine_workspace_bytes() == 0);
 }
