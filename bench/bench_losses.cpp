@@ -1,8 +1,11 @@
 // Forward + backward time and peak memory of the InfoNCE-family losses over batch sizes, on the
-// dense and tiled paths, next to the floor: the three matrix products of the same shapes that
-// no implementation can avoid (similarities, and the two gradient products). The "x_floor"
-// column is time / floor. A plain eager NT-Xent/CLIP (one logits matrix, autograd through
-// ATen's cross-entropy) is measured too.
+// dense and tiled paths, next to two floors of the three matrix products of the same shapes that
+// no implementation can avoid (similarities, and the two gradient products):
+//  - the compute floor: the products into outputs allocated once, before timing;
+//  - the allocating floor: the same products into fresh outputs each iteration (page faults of
+//    a new N x M matrix included, as a step that allocates afresh pays them).
+// "x_floor" is time / compute floor, "x_alloc_floor" time / allocating floor. A plain eager
+// NT-Xent/CLIP (one logits matrix, autograd through ATen's cross-entropy) is measured too.
 //
 //   medcl_bench_losses [--device=cpu|cuda] [--dtype=float|bf16|half|double] [--batch=1024,4096]
 //                      [--dim=128] [--families=nt_xent,supcon,clip,info_nce]
@@ -48,7 +51,8 @@ struct Config {
 };
 
 Config g_cfg;
-std::map<std::string, double> g_floor_seconds;
+std::map<std::string, double> g_floor_seconds;       // compute floor
+std::map<std::string, double> g_alloc_floor_seconds; // allocating floor
 
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -99,7 +103,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void bm_floor(benchmark::State& state, std::string family, int64_t b) {
+// `allocate`: fresh outputs each iteration (the allocating floor); otherwise outputs allocated
+// once and written with mm_out (the compute floor).
+void bm_floor(benchmark::State& state, std::string family, int64_t b, bool allocate) {
   auto [n, m] = shape_of(family, b);
   if (!g_cfg.floor) {
     state.SkipWithError("floor not measured (--floor=0)");
@@ -122,15 +128,25 @@ void bm_floor(benchmark::State& state, std::string family, int64_t b) {
   auto a = torch::randn({n, g_cfg.dim}, opts);
   auto c = torch::randn({m, g_cfg.dim}, opts);
   auto g = torch::randn({n, m}, opts);
+  // Outputs of the compute floor, allocated and touched once.
+  auto s_out = torch::mm(a, c.t());
+  auto ga_out = torch::mm(g, c);
+  auto gc_out = torch::mm(g.t(), a);
   double total = 0;
-  benchmark::DoNotOptimize(torch::mm(a, c.t())); // warm-up
   for (auto _ : state) {
     sync();
     auto t0 = std::chrono::steady_clock::now();
-    auto s = torch::mm(a, c.t());
-    auto ga = torch::mm(g, c);
-    // MoCo's queue receives no gradient: its floor is two products.
-    auto gc = family == "info_nce" ? ga : torch::mm(g.t(), a);
+    torch::Tensor s, ga, gc;
+    if (allocate) {
+      s = torch::mm(a, c.t());
+      ga = torch::mm(g, c);
+      // MoCo's queue receives no gradient: its floor is two products.
+      gc = family == "info_nce" ? ga : torch::mm(g.t(), a);
+    } else {
+      s = torch::mm_out(s_out, a, c.t());
+      ga = torch::mm_out(ga_out, g, c);
+      gc = family == "info_nce" ? ga : torch::mm_out(gc_out, g.t(), a);
+    }
     sync();
     const double dt = seconds_since(t0);
     total += dt;
@@ -140,7 +156,7 @@ void bm_floor(benchmark::State& state, std::string family, int64_t b) {
     benchmark::DoNotOptimize(gc);
   }
   const double per = total / static_cast<double>(state.iterations());
-  g_floor_seconds[family + "/" + std::to_string(b)] = per;
+  (allocate ? g_alloc_floor_seconds : g_floor_seconds)[family + "/" + std::to_string(b)] = per;
   state.counters["N"] = static_cast<double>(n);
   state.counters["M"] = static_cast<double>(m);
 }
@@ -250,6 +266,8 @@ void bm_loss(benchmark::State& state, std::string family, std::string path, int6
       {b},
       torch::TensorOptions().dtype(torch::kLong).device(device()));
   medcl_bench::MemoryMeter meter(device());
+  // Each path measures its own steady state: nothing kept from the previous benchmark.
+  medcl::release_engine_workspaces();
   if (g_cfg.warmup) {
     // One untimed run: allocator growth, library handles and kernels' first launches.
     auto warm = run_loss(family, path, x, labels);
@@ -266,6 +284,8 @@ void bm_loss(benchmark::State& state, std::string family, std::string path, int6
       t.mutable_grad() = torch::Tensor();
     }
     sync();
+    // The engine's workspace kept from the last step (CPU) is used during this one: it counts.
+    const int64_t held = medcl::engine_workspace_bytes();
     meter.start();
     auto t0 = std::chrono::steady_clock::now();
     auto loss = run_loss(family, path, x, labels);
@@ -274,14 +294,20 @@ void bm_loss(benchmark::State& state, std::string family, std::string path, int6
     const double dt = seconds_since(t0);
     total += dt;
     state.SetIterationTime(dt);
-    peak = std::max(peak, meter.peak_bytes());
+    peak = std::max(peak, meter.peak_bytes() + held);
     benchmark::DoNotOptimize(loss);
   }
   state.counters["peak_MiB"] = static_cast<double>(peak) / (1024.0 * 1024.0);
+  const double per = total / static_cast<double>(state.iterations());
   auto it = g_floor_seconds.find(family + "/" + std::to_string(b));
   if (it != g_floor_seconds.end() && it->second > 0) {
     state.counters["floor_ms"] = it->second * 1e3;
-    state.counters["x_floor"] = total / static_cast<double>(state.iterations()) / it->second;
+    state.counters["x_floor"] = per / it->second;
+  }
+  auto ia = g_alloc_floor_seconds.find(family + "/" + std::to_string(b));
+  if (ia != g_alloc_floor_seconds.end() && ia->second > 0) {
+    state.counters["alloc_floor_ms"] = ia->second * 1e3;
+    state.counters["x_alloc_floor"] = per / ia->second;
   }
 }
 
@@ -333,7 +359,11 @@ int main(int argc, char** argv) {
   for (const auto& fam : g_cfg.families) {
     for (int64_t b : g_cfg.batches) {
       benchmark::RegisterBenchmark(
-          ("floor/" + fam + "/B=" + std::to_string(b)).c_str(), bm_floor, fam, b)
+          ("floor/" + fam + "/B=" + std::to_string(b)).c_str(), bm_floor, fam, b, false)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(
+          ("alloc_floor/" + fam + "/B=" + std::to_string(b)).c_str(), bm_floor, fam, b, true)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
       for (const auto& path : g_cfg.paths) {

@@ -13,7 +13,9 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -22,6 +24,71 @@
 
 namespace medcl {
 namespace {
+
+/// The engine's large CPU buffers (the dense logits matrix, the tile workspace), kept between
+/// calls so that a training loop does not pay the page faults of a fresh N×M matrix every step
+/// (on CUDA, LibTorch's caching allocator does this already). One buffer per dtype is kept: the
+/// largest released. Buffers are handed out whole (one user at a time) and come back only when
+/// nothing else refers to them.
+class WorkspaceCache {
+ public:
+  static WorkspaceCache& instance() {
+    static WorkspaceCache cache;
+    return cache;
+  }
+
+  /// A contiguous [rows, cols] tensor; its contents are undefined.
+  at::Tensor acquire(int64_t rows, int64_t cols, const at::TensorOptions& options) {
+    const int64_t need = rows * cols;
+    if (options.device().is_cpu() && need > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(options.dtype().toScalarType());
+      // Not a buffer far larger than needed: a small request would hold it for nothing.
+      if (it != free_.end() && it->second.numel() >= need && it->second.numel() <= 4 * need) {
+        at::Tensor buffer = std::move(it->second);
+        free_.erase(it);
+        // A tensor of its own over the storage, not a view (a view keeps its base alive, and
+        // the storage could then never come back).
+        return at::empty({0}, options).set_(buffer.storage(), 0, {rows, cols}, {cols, 1});
+      }
+    }
+    return at::empty({rows, cols}, options);
+  }
+
+  /// Gives `t`'s storage back for later calls, when it is a CPU buffer nobody else refers to.
+  void release(at::Tensor t) {
+    if (!t.defined() || !t.device().is_cpu() || t.use_count() != 1 ||
+        t.storage().use_count() != 1 || t.storage_offset() != 0) {
+      return;
+    }
+    const int64_t numel = static_cast<int64_t>(t.storage().nbytes()) / t.element_size();
+    auto whole = at::empty({0}, t.options()).set_(t.storage(), 0, {numel}, {1});
+    t = at::Tensor();
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& slot = free_[whole.scalar_type()];
+    if (!slot.defined() || slot.numel() < numel) {
+      slot = std::move(whole);
+    }
+  }
+
+  int64_t bytes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int64_t total = 0;
+    for (const auto& kv : free_) {
+      total += static_cast<int64_t>(kv.second.nbytes());
+    }
+    return total;
+  }
+
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.clear();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<at::ScalarType, at::Tensor> free_;
+};
 
 double masked_value(at::ScalarType acc) {
   // Finite and far below any logit: exp(x - max) is exactly 0, and no -inf arithmetic can
@@ -217,6 +284,10 @@ struct EngineState {
   at::Tensor excl_same; // the excluded column has the row's class (removed from positives)
   at::Tensor pos_vec;   // sum of the row's positive candidates' embeddings [N, D]
   int64_t n_classes = 0;
+
+  ~EngineState() {
+    WorkspaceCache::instance().release(std::move(dense_logits));
+  }
 };
 
 /// The row view (and, for symmetric problems, the column view) of tile [r0, r1) × [c0, c1).
@@ -504,17 +575,37 @@ void tile_loop(
   const int64_t m = p.candidates.size(0);
   const auto acc = p.anchors.scalar_type();
   const int64_t t = st.dense ? std::max(n, m) : st.tile;
+  auto& cache = WorkspaceCache::instance();
+  // One workspace for every tile (the products are written into it); on the dense path the
+  // body keeps the one tile, so the workspace stays with the state until backward.
+  const bool reuse = st.a_mm.scalar_type() == acc && st.a_mm.device().is_cpu();
+  at::Tensor workspace;
+  if (reuse) {
+    workspace = cache.acquire(std::min(n, t), std::min(m, t), p.anchors.options());
+  }
   for (int64_t r0 = 0; r0 < n; r0 += t) {
     const int64_t r1 = std::min(n, r0 + t);
     auto a = st.a_mm.slice(0, r0, r1);
     for (int64_t c0 = 0; c0 < m; c0 += t) {
       const int64_t c1 = std::min(m, c0 + t);
-      at::Tensor logits = at::mm(a, st.c_mm.slice(0, c0, c1).t());
-      if (logits.scalar_type() != acc) {
-        logits = logits.to(acc);
+      at::Tensor logits;
+      if (reuse) {
+        // The whole workspace when the tile fills it (the dense path keeps it), else a view.
+        logits = r1 - r0 == workspace.size(0) && c1 - c0 == workspace.size(1)
+            ? workspace
+            : workspace.view(-1).narrow(0, 0, (r1 - r0) * (c1 - c0)).view({r1 - r0, c1 - c0});
+        at::mm_out(logits, a, st.c_mm.slice(0, c0, c1).t());
+      } else {
+        logits = at::mm(a, st.c_mm.slice(0, c0, c1).t());
+        if (logits.scalar_type() != acc) {
+          logits = logits.to(acc);
+        }
       }
       body(r0, r1, c0, c1, logits);
     }
+  }
+  if (reuse) {
+    cache.release(std::move(workspace));
   }
 }
 
@@ -759,9 +850,10 @@ torch::autograd::variable_list ContrastBackward::apply(torch::autograd::variable
       };
   if (st.dense && st.dense_logits.defined()) {
     st.consumed = true;
-    auto logits = st.dense_logits;
+    auto logits = std::move(st.dense_logits);
     st.dense_logits = at::Tensor();
     accumulate(0, n, 0, m, logits, true);
+    WorkspaceCache::instance().release(std::move(logits));
   } else {
     tile_loop(st, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, at::Tensor& logits) {
       accumulate(r0, r1, c0, c1, logits, false);
@@ -830,6 +922,7 @@ at::Tensor run_engine(ContrastProblem problem) {
     return loss;
   }
   if (!st->dense) {
+    WorkspaceCache::instance().release(std::move(st->dense_logits));
     st->dense_logits = at::Tensor();
   }
   auto node =
@@ -946,6 +1039,14 @@ at::Tensor contrast_loss(ContrastProblem problem) {
       ": engine tile_size must be >= 0 (0 picks a default), got ",
       problem.options.tile_size());
   return run_engine(std::move(problem));
+}
+
+int64_t engine_workspace_bytes() {
+  return WorkspaceCache::instance().bytes();
+}
+
+void release_engine_workspaces() {
+  WorkspaceCache::instance().clear();
 }
 
 } // namespace medcl

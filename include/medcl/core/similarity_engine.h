@@ -103,6 +103,13 @@ ContrastProblem make_contrast_problem(
 /// shape, anchors and candidates of different widths, dtypes or devices, a non-finite scale.
 at::Tensor contrast_loss(ContrastProblem problem);
 
+/// Bytes of CPU memory the engine keeps between calls: its largest buffer per dtype (the dense
+/// logits matrix or the tile workspace), so that a training loop does not pay a fresh N×M
+/// allocation and its page faults every step. CUDA memory is cached by LibTorch instead.
+int64_t engine_workspace_bytes();
+/// Frees the buffers the engine keeps between calls (e.g. after training, before evaluation).
+void release_engine_workspaces();
+
 namespace detail {
 // The names under which the engine was reached before it was public; kept for one release.
 using ContrastProblem = ::medcl::ContrastProblem;
