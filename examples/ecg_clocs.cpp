@@ -184,7 +184,7 @@ int main(int argc, char** argv) {
           report,
           *method,
           trainer,
-          {medcl::Json::parse(policy.describe_json()),
+          {policy.describe(),
            (*method).describe().at("method").as_string() + " on " +
                "ResNet1d(1 lead, stages 16-32-64, blocks 1-1-1, D=64)",
            ""});

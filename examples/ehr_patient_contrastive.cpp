@@ -233,7 +233,7 @@ int main(int argc, char** argv) {
           report,
           method,
           trainer,
-          {medcl::Json::parse(policy.describe_json()),
+          {policy.describe(),
            "MLP " + std::to_string(2 * f) + "-128-128-" + std::to_string(dim) +
                " (batch norm, ReLU) on standardised features + missingness mask",
            ""});

@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
       report,
       clip,
       clip_trainer,
-      {medcl::Json::parse(policy.describe_json()),
+      {policy.describe(),
        "CNN3d(4 channels, stages 16-32-64, D=128) + TextEncoder(hashed words and trigrams, 4096 "
        "ids, D=128)",
        "cross-modal: a patch and the name of its AAL region; patches of the same region share the "

@@ -188,10 +188,7 @@ Outcome run_task(
     torch::NoGradGuard ng;
     embeddings.emplace_back("SimCLR", simclr.embed(x_all).index_select(0, rows_t));
     medcl::train::record_pretraining(
-        report,
-        simclr,
-        trainer,
-        {medcl::Json::parse(policy.describe_json()), "MLP " + std::to_string(g) + "-256-64", ""});
+        report, simclr, trainer, {policy.describe(), "MLP " + std::to_string(g) + "-256-64", ""});
     report.set_hyperparameter(
         "other_methods",
         "SupCon on training labels; SimCLR with negatives from the same batch only");

@@ -4,6 +4,7 @@
 
 #include "catch.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -169,22 +170,34 @@ TEST_CASE(
       std::make_shared<BaselineWander>(0.3, 0.4, 250),
       std::make_shared<PowerlineInterference>(60, 0.1, 250)});
   Policy policy(Modality::ECG, seq, 4);
-  const auto json = policy.describe_json();
-  for (const char* needle :
-       {"\"modality\": \"ecg\"",
-        "\"seed\": 4",
-        "\"window\": \"40\"",
-        "\"p\": 0.3",
-        "\"lo\": \"2\"",
-        "\"max_amplitude\": \"0.3\"",
-        "\"max_frequency_hz\": \"0.4\"",
-        "\"sampling_rate_hz\": \"250\"",
-        "\"frequency_hz\": \"60\"",
-        "\"time shift\"",
-        "\"amplitude scale\"",
-        "\"baseline wander\"",
-        "\"powerline interference\""}) {
-    INFO(needle);
-    REQUIRE(json.find(needle) != std::string::npos);
+  const medcl::Json d = policy.describe();
+  CHECK(d.at("modality") == "ecg");
+  CHECK(d.at("seed") == 4);
+  CHECK(d.at("allow_invalid") == medcl::Json::array());
+  for (const char* invariance :
+       {"time shift", "amplitude scale", "baseline wander", "powerline interference"}) {
+    INFO(invariance);
+    const auto& inv = d.at("invariances").elements();
+    CHECK(std::find(inv.begin(), inv.end(), medcl::Json(invariance)) != inv.end());
   }
+  // The tree nests every transform's own description, parameters typed.
+  const auto& steps = d.at("transform").at("steps");
+  REQUIRE(d.at("transform").at("name") == "sequence");
+  REQUIRE(steps.size() == 4);
+  CHECK(steps[0].at("name") == "random_crop");
+  CHECK(steps[0].at("params").at("window").is_integer());
+  CHECK(steps[0].at("params").at("window") == 40);
+  CHECK(steps[1].at("name") == "random_apply");
+  CHECK(steps[1].at("p") == 0.3);
+  CHECK(steps[1].at("transform") == ra->describe().at("transform"));
+  CHECK(steps[1].at("transform").at("params").at("lo") == 2.0);
+  CHECK(steps[1].at("transform").at("params").at("per_lead") == false);
+  const auto& wander = steps[2].at("params");
+  CHECK(wander.at("max_amplitude") == 0.3);
+  CHECK(wander.at("max_frequency_hz") == 0.4);
+  CHECK(wander.at("sampling_rate_hz") == 250.0);
+  CHECK(steps[3].at("params").at("frequency_hz") == 60.0);
+  CHECK(steps[3].at("invariances") == medcl::Json::array({"powerline interference"}));
+  // The deprecated text is the same description.
+  CHECK(medcl::Json::parse(policy.describe_json()) == d);
 }

@@ -10,7 +10,6 @@
 
 #include <cmath>
 #include <functional>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -119,8 +118,8 @@ class RandomResizedCrop : public Transform {
   std::vector<std::string> invariances() const override {
     return {"scale", "position"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"min_scale", fmt_double(lo_)}, {"max_scale", fmt_double(hi_)}};
+  Json parameters() const override {
+    return detail::json_object({{"min_scale", lo_}, {"max_scale", hi_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -165,12 +164,9 @@ class IntensityWindow : public Transform {
   std::vector<std::string> invariances() const override {
     return {"window/level"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {
-        {"level", fmt_double(level_)},
-        {"width", fmt_double(width_)},
-        {"level_jitter", fmt_double(lj_)},
-        {"width_jitter", fmt_double(wj_)}};
+  Json parameters() const override {
+    return detail::json_object(
+        {{"level", level_}, {"width", width_}, {"level_jitter", lj_}, {"width_jitter", wj_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -203,8 +199,8 @@ class Gamma : public Transform {
   std::vector<std::string> invariances() const override {
     return {"intensity gamma"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"lo", fmt_double(lo_)}, {"hi", fmt_double(hi_)}};
+  Json parameters() const override {
+    return detail::json_object({{"lo", lo_}, {"hi", hi_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -241,8 +237,8 @@ class BrightnessContrast : public Transform {
   std::vector<std::string> invariances() const override {
     return {"brightness", "contrast"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"brightness", fmt_double(b_)}, {"contrast", fmt_double(c_)}};
+  Json parameters() const override {
+    return detail::json_object({{"brightness", b_}, {"contrast", c_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -278,8 +274,8 @@ class GaussianNoise : public Transform {
   std::vector<std::string> invariances() const override {
     return {"additive noise"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"sigma", fmt_double(sigma_)}};
+  Json parameters() const override {
+    return detail::json_object({{"sigma", sigma_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     return {detail::plus_gaussian(in.values, sigma_, gen), in.mask};
@@ -305,8 +301,8 @@ class GaussianBlur : public Transform {
   std::vector<std::string> invariances() const override {
     return {"blur"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"lo", fmt_double(lo_)}, {"hi", fmt_double(hi_)}};
+  Json parameters() const override {
+    return detail::json_object({{"lo", lo_}, {"hi", hi_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -382,11 +378,9 @@ class RandomAffine : public Transform {
   std::vector<std::string> invariances() const override {
     return {"small rotation", "translation", "scale"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {
-        {"max_rotation_deg", fmt_double(rot_)},
-        {"max_translate", fmt_double(tr_)},
-        {"max_scale", fmt_double(sc_)}};
+  Json parameters() const override {
+    return detail::json_object(
+        {{"max_rotation_deg", rot_}, {"max_translate", tr_}, {"max_scale", sc_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -434,8 +428,8 @@ class BiasField : public Transform {
   std::vector<std::string> invariances() const override {
     return {"MRI bias field"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"max_coefficient", fmt_double(c_)}, {"order", std::to_string(order_)}};
+  Json parameters() const override {
+    return detail::json_object({{"max_coefficient", c_}, {"order", order_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -508,8 +502,8 @@ class Cutout : public Transform {
   std::vector<std::string> invariances() const override {
     return {"occlusion"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"size", fmt_double(size_)}, {"count", std::to_string(count_)}};
+  Json parameters() const override {
+    return detail::json_object({{"size", size_}, {"count", count_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -559,8 +553,8 @@ class Flip : public Transform {
   std::vector<std::string> invariances() const override {
     return {"mirror symmetry"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"axis", std::to_string(axis_)}};
+  Json parameters() const override {
+    return detail::json_object({{"axis", axis_}});
   }
   std::string invalid_for(Modality m) const override {
     if (m == Modality::ChestRadiograph && axis_ == 1) {

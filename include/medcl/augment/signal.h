@@ -9,7 +9,6 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -48,11 +47,8 @@ class AmplitudeScale : public Transform {
   std::vector<std::string> invariances() const override {
     return {"amplitude scale"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {
-        {"lo", fmt_double(lo_)},
-        {"hi", fmt_double(hi_)},
-        {"per_lead", per_lead_ ? "true" : "false"}};
+  Json parameters() const override {
+    return detail::json_object({{"lo", lo_}, {"hi", hi_}, {"per_lead", per_lead_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     auto s = detail::uniform(
@@ -81,8 +77,8 @@ class GaussianJitter : public Transform {
   std::vector<std::string> invariances() const override {
     return {"additive noise"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"sigma", fmt_double(sigma_)}};
+  Json parameters() const override {
+    return detail::json_object({{"sigma", sigma_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     return {detail::plus_gaussian(in.values, sigma_, gen), in.mask};
@@ -117,11 +113,9 @@ class BaselineWander : public Transform {
   std::vector<std::string> invariances() const override {
     return {"baseline wander"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {
-        {"max_amplitude", fmt_double(amp_)},
-        {"max_frequency_hz", fmt_double(fmax_)},
-        {"sampling_rate_hz", fmt_double(fs_)}};
+  Json parameters() const override {
+    return detail::json_object(
+        {{"max_amplitude", amp_}, {"max_frequency_hz", fmax_}, {"sampling_rate_hz", fs_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -170,11 +164,9 @@ class PowerlineInterference : public Transform {
   std::vector<std::string> invariances() const override {
     return {"powerline interference"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {
-        {"frequency_hz", fmt_double(f_)},
-        {"max_amplitude", fmt_double(amp_)},
-        {"sampling_rate_hz", fmt_double(fs_)}};
+  Json parameters() const override {
+    return detail::json_object(
+        {{"frequency_hz", f_}, {"max_amplitude", amp_}, {"sampling_rate_hz", fs_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -208,8 +200,8 @@ class RandomCrop : public Transform {
   std::vector<std::string> invariances() const override {
     return {"time shift"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"window", std::to_string(window_)}};
+  Json parameters() const override {
+    return detail::json_object({{"window", window_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -253,8 +245,8 @@ class TimeMask : public Transform {
   std::vector<std::string> invariances() const override {
     return {"time masking"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"max_fraction", fmt_double(frac_)}};
+  Json parameters() const override {
+    return detail::json_object({{"max_fraction", frac_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -291,8 +283,8 @@ class LeadDropout : public Transform {
   std::vector<std::string> invariances() const override {
     return {"lead dropout"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"p", fmt_double(p_)}};
+  Json parameters() const override {
+    return detail::json_object({{"p", p_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -334,8 +326,8 @@ class TimeWarp : public Transform {
   std::vector<std::string> invariances() const override {
     return {"small time warp"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"max_stretch", fmt_double(s_)}};
+  Json parameters() const override {
+    return detail::json_object({{"max_stretch", s_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -368,8 +360,8 @@ class TimeReversal : public Transform {
   std::vector<std::string> invariances() const override {
     return {"time direction"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {};
+  Json parameters() const override {
+    return Json::object();
   }
   std::string invalid_for(Modality m) const override {
     return m == Modality::ECG
@@ -394,8 +386,8 @@ class LeadPermutation : public Transform {
   std::vector<std::string> invariances() const override {
     return {"lead order"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {};
+  Json parameters() const override {
+    return Json::object();
   }
   std::string invalid_for(Modality m) const override {
     return is_signal(m) ? "each lead's position is anatomy; permuting leads invents another body"

@@ -10,7 +10,6 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -33,8 +32,8 @@ class FeatureMask : public Transform {
   std::vector<std::string> invariances() const override {
     return {"missing features"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"p", fmt_double(p_)}};
+  Json parameters() const override {
+    return detail::json_object({{"p", p_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     auto observed = in.mask.defined()
@@ -71,8 +70,13 @@ class FeatureNoise : public Transform {
   std::vector<std::string> invariances() const override {
     return {"measurement noise"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"scale", fmt_double(scale_)}, {"features", std::to_string(sd_.size(0))}};
+  Json parameters() const override {
+    const auto sd = sd_.to(at::kCPU, at::kDouble).contiguous();
+    const double* v = sd.data_ptr<double>();
+    return detail::json_object(
+        {{"scale", scale_},
+         {"features", sd_.size(0)},
+         {"feature_sd", Json::array_of(std::vector<double>(v, v + sd.numel()))}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     TORCH_CHECK(
@@ -110,8 +114,8 @@ class GeneDropout : public Transform {
   std::vector<std::string> invariances() const override {
     return {"technical dropout"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"p", fmt_double(p_)}};
+  Json parameters() const override {
+    return detail::json_object({{"p", p_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     return {
@@ -142,8 +146,8 @@ class BinomialThinning : public Transform {
   std::vector<std::string> invariances() const override {
     return {"sequencing depth"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"lo", fmt_double(lo_)}, {"hi", fmt_double(hi_)}};
+  Json parameters() const override {
+    return detail::json_object({{"lo", lo_}, {"hi", hi_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
@@ -174,8 +178,8 @@ class LibrarySizeScale : public Transform {
   std::vector<std::string> invariances() const override {
     return {"library size"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"lo", fmt_double(lo_)}, {"hi", fmt_double(hi_)}};
+  Json parameters() const override {
+    return detail::json_object({{"lo", lo_}, {"hi", hi_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     return {
@@ -203,8 +207,8 @@ class LogExpressionNoise : public Transform {
   std::vector<std::string> invariances() const override {
     return {"expression noise"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"sigma", fmt_double(sigma_)}};
+  Json parameters() const override {
+    return detail::json_object({{"sigma", sigma_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     return {detail::plus_gaussian(in.values, sigma_, gen), in.mask};
@@ -254,8 +258,8 @@ class VisitDropout : public Transform {
   std::vector<std::string> invariances() const override {
     return {"missed visits"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"p", fmt_double(p_)}};
+  Json parameters() const override {
+    return detail::json_object({{"p", p_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     auto present = detail::visit_present(in);
@@ -294,8 +298,8 @@ class TemporalCrop : public Transform {
   std::vector<std::string> invariances() const override {
     return {"observation window"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"min_fraction", fmt_double(min_)}};
+  Json parameters() const override {
+    return detail::json_object({{"min_fraction", min_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const int64_t b = in.values.size(0), v = in.values.size(1);
@@ -335,8 +339,8 @@ class TimeShift : public Transform {
   std::vector<std::string> invariances() const override {
     return {"absolute time"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"max_shift", fmt_double(shift_)}};
+  Json parameters() const override {
+    return detail::json_object({{"max_shift", shift_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     TORCH_CHECK(in.times.defined(), "TimeShift: the batch has no visit times");

@@ -8,7 +8,6 @@
 
 #include <ATen/ATen.h>
 
-#include <map>
 #include <string>
 #include <vector>
 
@@ -50,8 +49,8 @@ class TokenMask : public Transform {
   std::vector<std::string> invariances() const override {
     return {"missing words"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"p", fmt_double(p_)}, {"mask_token", std::to_string(mask_token_)}};
+  Json parameters() const override {
+    return detail::json_object({{"p", p_}, {"mask_token", mask_token_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     auto valid = detail::text_mask(in);
@@ -80,8 +79,8 @@ class SentenceShuffle : public Transform {
   std::vector<std::string> invariances() const override {
     return {"sentence order"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {{"separator", std::to_string(sep_)}};
+  Json parameters() const override {
+    return detail::json_object({{"separator", sep_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const int64_t b = in.values.size(0), t = in.values.size(1);
@@ -118,11 +117,8 @@ class SentenceSample : public Transform {
   std::vector<std::string> invariances() const override {
     return {"report completeness"};
   }
-  std::map<std::string, std::string> params() const override {
-    return {
-        {"keep", fmt_double(keep_)},
-        {"separator", std::to_string(sep_)},
-        {"pad_token", std::to_string(pad_)}};
+  Json parameters() const override {
+    return detail::json_object({{"keep", keep_}, {"separator", sep_}, {"pad_token", pad_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const int64_t b = in.values.size(0), t = in.values.size(1);
