@@ -1,5 +1,7 @@
 #include "methods/planted.h"
 
+#include <medcl/augment/tabular.h>
+#include <medcl/memory/memory_queue.h>
 #include <medcl/methods/byol.h>
 #include <medcl/methods/clip.h>
 #include <medcl/methods/dino.h>
@@ -9,12 +11,16 @@
 #include <medcl/methods/supcon.h>
 #include <medcl/methods/swav.h>
 #include <medcl/pairing/strategy.h>
+#include <medcl/train/record.h>
+#include <medcl/train/trainer.h>
 
 #include <torch/torch.h>
 #include "catch.h"
 
 #include <functional>
 #include <numeric>
+#include <string>
+#include <vector>
 
 using medcl_test::Planted;
 
@@ -138,6 +144,41 @@ TEST_CASE("MoCo v2 lowers its loss, fills its queue and beats the random encoder
   CHECK(m.queue()->filled() == 512);
   CHECK(m.momentum() == Approx(0.99));
   CHECK(m.name() == "MoCo v2");
+}
+
+TEST_CASE(
+    "A loss without a pairing strategy describes its pairing as null; the record falls back",
+    "[methods][report]") {
+  torch::manual_seed(12);
+  Planted data(256, 12);
+  medcl::SimCLR<torch::nn::Sequential> m(
+      medcl_test::small_encoder(), medcl::SimCLROptions(16).hidden_dim(32).projection_dim(8));
+  const auto d = m.describe();
+  CHECK(d.at("loss").at("pairing").is_null());
+  CHECK(medcl::Json::parse(d.dump()) == d);
+  medcl::MoCo<torch::nn::Sequential> moco(
+      medcl_test::small_encoder(),
+      medcl::MoCoOptions::v2(16).hidden_dim(32).projection_dim(8).queue_size(64));
+  CHECK(moco.describe().at("loss").at("pairing").is_null());
+
+  medcl::train::Trainer trainer(m, medcl::train::TrainerOptions(2).progress(false));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto make = two_views(data);
+  trainer.fit([&](int64_t) { return make(at::arange(32), gen); });
+  medcl::augment::Policy policy(
+      medcl::augment::Modality::Tabular, std::make_shared<medcl::augment::FeatureMask>(0.25), 3);
+  medcl::Report given, fallback;
+  medcl::train::record_pretraining(
+      given, m, trainer, {policy.describe(), "MLP", "two views of one sample"});
+  CHECK(given.get("pretraining", "pairing").as_string() == "two views of one sample");
+  medcl::train::record_pretraining(fallback, m, trainer, {policy.describe(), "MLP", ""});
+  CHECK(
+      fallback.get("pretraining", "pairing").as_string().find("instance discrimination") !=
+      std::string::npos);
+  // The policy's description is stored as it is, its parameters typed.
+  const auto& aug = fallback.get("pretraining", "augmentation");
+  CHECK(aug == policy.describe());
+  CHECK(aug.at("transform").at("params").at("p").as_double() == 0.25);
 }
 
 TEST_CASE("MoCo v3 lowers its loss and beats the random encoder", "[methods]") {
@@ -351,6 +392,81 @@ TEST_CASE("MoCo v2 enqueues the key view after the step and keeps sample keys", 
   CHECK(other.queue()->filled() == 16);
   CHECK(at::equal(other.queue()->keys(), m.queue()->keys()));
   CHECK(at::equal(other.queue()->pairing_key("patient"), b.keys.patient));
+  // The queue keeps them as SampleKeys, checkpointed under their names.
+  CHECK(state.count("queue.key.patient") == 1);
+  CHECK(other.queue()->sample_keys().names() == "patient");
+  CHECK(at::equal(other.queue()->sample_keys().patient, b.keys.patient));
+}
+
+TEST_CASE(
+    "MemoryQueue keeps SampleKeys; by name, other names and its state round trip",
+    "[memory]") {
+  medcl::MemoryQueue q(4, 2, torch::kDouble);
+  medcl::SampleKeys k;
+  k.patient = torch::tensor({1, 2, 3}, torch::kLong);
+  k.time = torch::tensor({0.5, 1.5, 2.5}, torch::kDouble);
+  q.enqueue(torch::ones({3, 2}, torch::kDouble), k);
+  REQUIRE(q.has_pairing_key("patient"));
+  REQUIRE(q.has_pairing_key("time"));
+  REQUIRE_FALSE(q.has_pairing_key("study"));
+  REQUIRE(q.sample_keys().names() == "patient, time");
+  REQUIRE(q.sample_keys().patient.equal(k.patient));
+  REQUIRE(q.sample_keys().time.equal(k.time));
+  // The same keys by name (time stays floating point).
+  q.enqueue(
+      torch::zeros({2, 2}, torch::kDouble),
+      {{"patient", torch::tensor({4, 5}, torch::kLong)},
+       {"time", torch::tensor({3.5, 4.5}, torch::kDouble)}});
+  REQUIRE(q.pairing_key("patient").equal(torch::tensor({5, 2, 3, 4}, torch::kLong)));
+  REQUIRE(q.pairing_key("time").equal(torch::tensor({4.5, 1.5, 2.5, 3.5}, torch::kDouble)));
+  REQUIRE_THROWS_WITH(
+      q.enqueue(torch::ones({1, 2}), {{"patient", torch::tensor({9}, torch::kLong)}}),
+      medcl_test::Contains("keeps 2 pairing key(s) (patient, time), got 1"));
+  REQUIRE_THROWS_WITH(
+      q.enqueue(torch::ones({1, 2}), {{"patient", at::Tensor()}}),
+      medcl_test::Contains("undefined"));
+  // The state keeps its names, so earlier checkpoints load.
+  const auto state = q.state();
+  std::vector<std::string> names;
+  for (const auto& kv : state) {
+    names.push_back(kv.first);
+  }
+  REQUIRE(names == std::vector<std::string>{"buffer", "key.patient", "key.time", "position"});
+  medcl::MemoryQueue r(4, 2, torch::kDouble);
+  r.load_state(state);
+  REQUIRE(r.filled() == 4);
+  REQUIRE(r.keys().equal(q.keys()));
+  REQUIRE(r.sample_keys().names() == "patient, time");
+  REQUIRE(r.sample_keys().patient.equal(q.sample_keys().patient));
+  REQUIRE(r.sample_keys().time.equal(q.sample_keys().time));
+  r.enqueue(torch::ones({1, 2}, torch::kDouble), k.index_select(torch::tensor({2})));
+  REQUIRE(r.pairing_key("patient").equal(torch::tensor({5, 3, 3, 4}, torch::kLong)));
+  // A name that is no standard key is kept by name (not in sample_keys()), and checkpointed.
+  medcl::MemoryQueue c(3, 2);
+  c.enqueue(
+      torch::ones({2, 2}),
+      {{"patient", torch::tensor({7, 8}, torch::kLong)},
+       {"ward", torch::tensor({1, 2}, torch::kLong)}});
+  REQUIRE(c.pairing_key("ward").equal(torch::tensor({1, 2}, torch::kLong)));
+  REQUIRE(c.sample_keys().names() == "patient");
+  REQUIRE_THROWS_WITH(
+      c.enqueue(
+          torch::ones({1, 2}),
+          {{"patient", torch::tensor({9}, torch::kLong)},
+           {"wards", torch::tensor({1}, torch::kLong)}}),
+      medcl_test::Contains("unknown pairing key 'wards'") &&
+          medcl_test::Contains("keeps patient, ward"));
+  REQUIRE_THROWS_WITH(
+      c.enqueue(torch::ones({1, 2}), k.index_select(torch::tensor({0}))),
+      medcl_test::Contains("unknown pairing key 'time'"));
+  medcl::MemoryQueue c2(3, 2);
+  c2.load_state(c.state());
+  REQUIRE(c2.pairing_key("ward").equal(torch::tensor({1, 2}, torch::kLong)));
+  REQUIRE(c2.pairing_key("patient").equal(torch::tensor({7, 8}, torch::kLong)));
+  c2.reset();
+  REQUIRE_FALSE(c2.has_pairing_key("ward"));
+  REQUIRE(c2.sample_keys().size() == -1);
+  REQUIRE_THROWS_WITH(c2.pairing_key("patient"), medcl_test::Contains("keeps none"));
 }
 
 TEST_CASE("DINO freezes its last layer for the first steps", "[methods]") {

@@ -16,14 +16,15 @@
 
 namespace medcl {
 
-/// FIFO queue of embeddings [size, dim] on any device, with per-entry int64 pairing keys
-/// (patient, study, label, ... by name). The oldest entries are overwritten first; until the
-/// queue is full only the filled part is returned.
+/// FIFO queue of embeddings [size, dim] on any device, with each entry's pairing keys, held as
+/// SampleKeys (patient, study, label, time, ...). The oldest entries are overwritten first; until
+/// the queue is full only the filled part is returned.
 ///
 /// Example:
 ///   medcl::MemoryQueue queue(65536, 128);
-///   auto loss = F::info_nce_loss(q, k, queue.keys());
-///   queue.enqueue(k, {{"patient", patient_ids}});
+///   auto loss = F::info_nce_loss(q, k, queue.keys(), batch_keys, queue.sample_keys(), options);
+///   queue.enqueue(k, batch_keys);                  // SampleKeys
+///   queue.enqueue(k, {{"patient", patient_ids}});  // or by name
 class MemoryQueue {
  public:
   MemoryQueue(int64_t size, int64_t dim, at::TensorOptions options = at::kFloat)
@@ -51,90 +52,38 @@ class MemoryQueue {
   }
 
   /// Adds a batch of keys [B, dim] (detached, converted to the queue's dtype and device) with
-  /// their pairing keys (each int64 [B]). The first enqueue fixes which pairing keys the queue
-  /// keeps; later batches must carry the same names. When B > size only the last size entries stay.
+  /// their SampleKeys (every defined key is kept, each [B]). The first enqueue fixes which keys the
+  /// queue keeps; later batches must carry the same ones. When B > size only the last size entries
+  /// stay.
+  void enqueue(const at::Tensor& keys, const SampleKeys& sample_keys) {
+    enqueue(keys, sample_keys, {});
+  }
+
+  /// Adds a batch with its pairing keys by name ("patient", "study", ..., each [B]; "time"
+  /// floating point, the others integer). Standard names are kept as SampleKeys; other names are
+  /// kept too, under their own name (see pairing_key()).
   void enqueue(const at::Tensor& keys, const std::map<std::string, at::Tensor>& pairing_keys = {}) {
-    TORCH_CHECK(
-        keys.defined() && keys.dim() == 2 && keys.size(1) == dim_,
-        "MemoryQueue::enqueue: expected keys of shape [B, ",
-        dim_,
-        "], got ",
-        keys.defined() ? keys.sizes() : at::IntArrayRef{});
-    const int64_t b = keys.size(0);
-    if (b == 0) {
-      return;
-    }
-    if (!initialised_) {
-      for (const auto& kv : pairing_keys) {
-        tags_[kv.first] = kv.first == "time" ? at::zeros({size_}, options_.dtype(at::kDouble))
-                                             : at::full({size_}, -1, options_.dtype(at::kLong));
-      }
-      initialised_ = true;
-    }
-    TORCH_CHECK(
-        pairing_keys.size() == tags_.size(),
-        "MemoryQueue::enqueue: the queue keeps ",
-        tags_.size(),
-        " pairing key(s) (",
-        names(),
-        "), got ",
-        pairing_keys.size());
+    SampleKeys standard;
+    std::map<std::string, at::Tensor> other;
     for (const auto& kv : pairing_keys) {
       TORCH_CHECK(
-          tags_.count(kv.first) == 1,
-          "MemoryQueue::enqueue: unknown pairing key '",
-          kv.first,
-          "'; the queue keeps ",
-          names());
-      TORCH_CHECK(
-          kv.second.defined() && kv.second.dim() == 1 && kv.second.size(0) == b,
+          kv.second.defined(),
           "MemoryQueue::enqueue: pairing key '",
           kv.first,
-          "' must have shape [",
-          b,
-          "], got ",
-          kv.second.defined() ? kv.second.sizes() : at::IntArrayRef{});
-      TORCH_CHECK(
-          kv.first == "time" || !at::isFloatingType(kv.second.scalar_type()),
-          "MemoryQueue::enqueue: pairing key '",
-          kv.first,
-          "' must be an integer tensor, got ",
-          kv.second.scalar_type());
-    }
-    c10::NoGradGuard no_grad;
-    const int64_t take = std::min(b, size_);
-    auto src = keys.detach().slice(0, b - take, b).to(buffer_.options());
-    auto idx = at::remainder(at::arange(ptr_, ptr_ + take, options_.dtype(at::kLong)), size_);
-    buffer_.index_copy_(0, idx, src);
-    for (auto& kv : tags_) {
-      auto v = pairing_keys.at(kv.first).slice(0, b - take, b).to(kv.second.options());
-      kv.second.index_copy_(0, idx, v);
-    }
-    ptr_ = (ptr_ + take) % size_;
-    filled_ = std::min(size_, filled_ + take);
-  }
-
-  /// Adds a batch with its SampleKeys (every defined key is kept, by its name).
-  void enqueue(const at::Tensor& keys, const SampleKeys& sample_keys) {
-    std::map<std::string, at::Tensor> named;
-    for (Key k : all_keys()) {
-      if (sample_keys.has(k)) {
-        named[key_name(k)] = sample_keys.get(k);
+          "' is an undefined tensor");
+      Key k = Key::Instance;
+      if (standard_key(kv.first, k)) {
+        standard.get(k) = kv.second;
+      } else {
+        other[kv.first] = kv.second;
       }
     }
-    enqueue(keys, named);
+    enqueue(keys, standard, other);
   }
 
-  /// The SampleKeys of the valid entries (the keys enqueued under the standard names).
+  /// The SampleKeys of the valid entries (every standard key the queue keeps).
   SampleKeys sample_keys() const {
-    SampleKeys out;
-    for (Key k : all_keys()) {
-      auto it = tags_.find(key_name(k));
-      if (it != tags_.end()) {
-        out.get(k) = it->second.slice(0, 0, filled_);
-      }
-    }
-    return out;
+    return keys_.map([&](const at::Tensor& t) { return t.slice(0, 0, filled_); });
   }
 
   /// The valid entries [filled(), dim] (a view of the buffer: clone it to keep a snapshot).
@@ -143,17 +92,17 @@ class MemoryQueue {
   }
   /// The pairing key `name` of the valid entries [filled()].
   at::Tensor pairing_key(const std::string& name) const {
-    auto it = tags_.find(name);
+    const at::Tensor* t = find(name);
     TORCH_CHECK(
-        it != tags_.end(),
+        t != nullptr,
         "MemoryQueue::pairing_key: the queue keeps no key '",
         name,
         "'; it keeps ",
         names());
-    return it->second.slice(0, 0, filled_);
+    return t->slice(0, 0, filled_);
   }
   bool has_pairing_key(const std::string& name) const {
-    return tags_.count(name) == 1;
+    return find(name) != nullptr;
   }
 
   /// The queue's whole state as named tensors ("buffer", "position" [2] = {ptr, filled} and
@@ -162,7 +111,7 @@ class MemoryQueue {
     std::map<std::string, at::Tensor> out;
     out["buffer"] = buffer_.detach().cpu();
     out["position"] = at::tensor(std::vector<int64_t>{ptr_, filled_}, at::kLong);
-    for (const auto& kv : tags_) {
+    for (const auto& kv : named()) {
       out["key." + kv.first] = kv.second.detach().cpu();
     }
     return out;
@@ -203,7 +152,8 @@ class MemoryQueue {
         filled,
         ") is outside a queue of size ",
         size_);
-    std::map<std::string, at::Tensor> tags;
+    SampleKeys standard;
+    std::map<std::string, at::Tensor> other;
     for (const auto& kv : state) {
       if (kv.first.rfind("key.", 0) == 0) {
         TORCH_CHECK(
@@ -215,12 +165,20 @@ class MemoryQueue {
             size_,
             "], got ",
             kv.second.sizes());
-        tags[kv.first.substr(4)] = kv.second.to(buffer_.device()).clone();
+        const std::string name = kv.first.substr(4);
+        auto t = kv.second.to(buffer_.device()).clone();
+        Key k = Key::Instance;
+        if (standard_key(name, k)) {
+          standard.get(k) = std::move(t);
+        } else {
+          other[name] = std::move(t);
+        }
       }
     }
     buffer_ = buffer.to(buffer_.options()).clone();
-    tags_ = std::move(tags);
-    initialised_ = filled > 0 || !tags_.empty();
+    keys_ = std::move(standard);
+    other_ = std::move(other);
+    initialised_ = filled > 0 || !named().empty();
     ptr_ = ptr;
     filled_ = filled;
   }
@@ -229,7 +187,8 @@ class MemoryQueue {
   void to(const at::Device& device) {
     options_ = options_.device(device);
     buffer_ = buffer_.to(device);
-    for (auto& kv : tags_) {
+    keys_ = keys_.to(device);
+    for (auto& kv : other_) {
       kv.second = kv.second.to(device);
     }
   }
@@ -237,26 +196,150 @@ class MemoryQueue {
   /// Empties the queue (the pairing-key names are forgotten too).
   void reset() {
     buffer_.zero_();
-    tags_.clear();
+    keys_ = SampleKeys();
+    other_.clear();
     initialised_ = false;
     ptr_ = 0;
     filled_ = 0;
   }
 
  private:
+  // The standard key called `name`, if there is one.
+  static bool standard_key(const std::string& name, Key& out) {
+    for (Key k : all_keys()) {
+      if (name == key_name(k)) {
+        out = k;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Every kept key (the whole ring) by name, in name order.
+  std::map<std::string, at::Tensor> named() const {
+    std::map<std::string, at::Tensor> out = other_;
+    for (Key k : all_keys()) {
+      if (keys_.has(k)) {
+        out[key_name(k)] = keys_.get(k);
+      }
+    }
+    return out;
+  }
+
+  // The kept key (the whole ring) called `name`, or nullptr.
+  const at::Tensor* find(const std::string& name) const {
+    Key k = Key::Instance;
+    if (standard_key(name, k)) {
+      return keys_.has(k) ? &keys_.get(k) : nullptr;
+    }
+    auto it = other_.find(name);
+    return it == other_.end() ? nullptr : &it->second;
+  }
+
   std::string names() const {
     std::string s;
-    for (const auto& kv : tags_) {
+    for (const auto& kv : named()) {
       s += (s.empty() ? "" : ", ") + kv.first;
     }
     return s.empty() ? "none" : s;
+  }
+
+  // Adds a batch whose pairing keys are `standard` and `other` (names that are no standard key).
+  void enqueue(
+      const at::Tensor& keys,
+      const SampleKeys& standard,
+      const std::map<std::string, at::Tensor>& other) {
+    TORCH_CHECK(
+        keys.defined() && keys.dim() == 2 && keys.size(1) == dim_,
+        "MemoryQueue::enqueue: expected keys of shape [B, ",
+        dim_,
+        "], got ",
+        keys.defined() ? keys.sizes() : at::IntArrayRef{});
+    const int64_t b = keys.size(0);
+    if (b == 0) {
+      return;
+    }
+    const auto ring = [&](Key k) {
+      return k == Key::Time ? at::zeros({size_}, options_.dtype(at::kDouble))
+                            : at::full({size_}, -1, options_.dtype(at::kLong));
+    };
+    if (!initialised_) {
+      for (Key k : all_keys()) {
+        if (standard.has(k)) {
+          keys_.get(k) = ring(k);
+        }
+      }
+      for (const auto& kv : other) {
+        other_[kv.first] = ring(Key::Instance);
+      }
+      initialised_ = true;
+    }
+    // The batch's keys by name, checked against the kept ones.
+    std::map<std::string, at::Tensor> given = other;
+    for (Key k : all_keys()) {
+      if (standard.has(k)) {
+        given[key_name(k)] = standard.get(k);
+      }
+    }
+    const size_t kept = named().size();
+    TORCH_CHECK(
+        given.size() == kept,
+        "MemoryQueue::enqueue: the queue keeps ",
+        kept,
+        " pairing key(s) (",
+        names(),
+        "), got ",
+        given.size());
+    for (const auto& kv : given) {
+      TORCH_CHECK(
+          find(kv.first) != nullptr,
+          "MemoryQueue::enqueue: unknown pairing key '",
+          kv.first,
+          "'; the queue keeps ",
+          names());
+      TORCH_CHECK(
+          kv.second.defined() && kv.second.dim() == 1 && kv.second.size(0) == b,
+          "MemoryQueue::enqueue: pairing key '",
+          kv.first,
+          "' must have shape [",
+          b,
+          "], got ",
+          kv.second.defined() ? kv.second.sizes() : at::IntArrayRef{});
+      TORCH_CHECK(
+          kv.first == "time" || !at::isFloatingType(kv.second.scalar_type()),
+          "MemoryQueue::enqueue: pairing key '",
+          kv.first,
+          "' must be an integer tensor, got ",
+          kv.second.scalar_type());
+    }
+    c10::NoGradGuard no_grad;
+    const int64_t take = std::min(b, size_);
+    auto src = keys.detach().slice(0, b - take, b).to(buffer_.options());
+    auto idx = at::remainder(at::arange(ptr_, ptr_ + take, options_.dtype(at::kLong)), size_);
+    buffer_.index_copy_(0, idx, src);
+    const auto store = [&](at::Tensor& kept_keys, const at::Tensor& batch_keys) {
+      kept_keys.index_copy_(0, idx, batch_keys.slice(0, b - take, b).to(kept_keys.options()));
+    };
+    for (Key k : all_keys()) {
+      if (keys_.has(k)) {
+        store(keys_.get(k), standard.get(k));
+      }
+    }
+    for (auto& kv : other_) {
+      store(kv.second, other.at(kv.first));
+    }
+    ptr_ = (ptr_ + take) % size_;
+    filled_ = std::min(size_, filled_ + take);
   }
 
   int64_t size_;
   int64_t dim_;
   at::TensorOptions options_;
   at::Tensor buffer_;
-  std::map<std::string, at::Tensor> tags_;
+  // The pairing keys kept, each the whole ring [size]: the standard ones, and the other names
+  // given to the string-map enqueue.
+  SampleKeys keys_;
+  std::map<std::string, at::Tensor> other_;
   bool initialised_ = false;
   int64_t ptr_ = 0;
   int64_t filled_ = 0;

@@ -196,13 +196,14 @@ inline Json describe_head(const ProjectionHeadOptions& o) {
   return j;
 }
 
-/// The options shared by the contrastive losses, for reports.
+/// The options shared by the contrastive losses, for reports: "pairing" is the pairing strategy's
+/// description, or null when the loss has none.
 template <class LossOptions>
 Json describe_contrastive(const char* loss, const LossOptions& o) {
   auto j = Json::object();
   j["loss"] = loss;
   j["weighting"] = o.weighting().describe();
-  j["pairing"] = o.pairing().has_value() ? o.pairing()->describe() : std::string("default");
+  j["pairing"] = o.pairing().has_value() ? Json(o.pairing()->describe()) : Json();
   j["eps"] = o.eps();
   return j;
 }

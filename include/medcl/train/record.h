@@ -15,7 +15,7 @@ namespace medcl {
 namespace train {
 
 /// What the method and trainer cannot know about a run: the augmentation policy's description
-/// (`Policy::describe_json()`, parsed), the encoder, and the pairing heuristic in words when the
+/// (`Policy::describe()`), the encoder, and the pairing heuristic in words when the
 /// method's loss has no pairing strategy (negative-free methods: "two augmented views").
 struct PretrainingRecord {
   Json augmentation;
@@ -29,7 +29,7 @@ struct PretrainingRecord {
 ///
 /// Example:
 ///   medcl::train::record_pretraining(report, method, trainer,
-///       {medcl::Json::parse(policy.describe_json()), "MLP 17-128-64", ""});
+///       {policy.describe(), "MLP 17-128-64", ""});
 inline void record_pretraining(
     Report& report,
     const MethodBase& method,
@@ -50,8 +50,8 @@ inline void record_pretraining(
   }
   report.set_loss(loss_name, loss);
   std::string pairing;
-  if (loss.is_object() && loss.contains("pairing") && loss.at("pairing").is_string() &&
-      loss.at("pairing").as_string() != "default") {
+  // A loss without a pairing strategy describes its pairing as null.
+  if (loss.is_object() && loss.contains("pairing") && loss.at("pairing").is_string()) {
     pairing = loss.at("pairing").as_string();
   } else if (!record.pairing.empty()) {
     pairing = record.pairing;
