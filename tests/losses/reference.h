@@ -1,5 +1,7 @@
 #pragma once
 
+#include <medcl/core/negative_weighting.h>
+
 // Independent references for the InfoNCE family, written with plain loops in double precision
 // directly from the papers' formulas (and the debiased / hard-negative reference code's
 // arithmetic), without any of the library's code.
@@ -7,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <functional>
 #include <vector>
 
 namespace medcl_test {
@@ -96,6 +99,35 @@ inline double ref_loss(
     }
   }
   return valid_rows > 0 ? total / valid_rows : 0.0;
+}
+
+using Mask = std::vector<std::vector<bool>>;
+
+// A mask [n, m] with f(i, j) at (i, j).
+inline Mask make_mask(int64_t n, int64_t m, const std::function<bool(int64_t, int64_t)>& f) {
+  Mask out(n, std::vector<bool>(m));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < m; ++j) {
+      out[i][j] = f(i, j);
+    }
+  }
+  return out;
+}
+
+// A negative weighting and its description for the reference.
+struct Weighted {
+  medcl::NegativeWeighting w;
+  RefWeighting ref;
+};
+
+// Every negative weighting, with its reference counterpart.
+inline std::vector<Weighted> weightings() {
+  return {
+      {medcl::NegativeWeighting::uniform(), {0, 0, true}},
+      {medcl::NegativeWeighting::debiased(0.1), {0, 0.1, false}},
+      {medcl::NegativeWeighting::hard(1.0), {1.0, 0, false}},
+      {medcl::NegativeWeighting::hard_debiased(0.5, 0.05), {0.5, 0.05, false}},
+  };
 }
 
 } // namespace medcl_test
