@@ -263,15 +263,15 @@ int main(int argc, char** argv) {
         median,
         align,
         unif);
-    const std::string p = m.first + ": ";
-    report.add_metric(task, p + "Recall@1 (mean over 132 lead pairs)", medcl::Estimate(recall[0]));
-    report.add_metric(task, p + "Recall@5", medcl::Estimate(recall[1]));
-    report.add_metric(task, p + "Recall@10", medcl::Estimate(recall[2]));
-    report.add_metric(task, p + "median rank", medcl::Estimate(median));
-    report.add_metric(
-        "representation (MIT-BIH 208, held out)", p + "alignment", medcl::Estimate(align));
-    report.add_metric(
-        "representation (MIT-BIH 208, held out)", p + "uniformity", medcl::Estimate(unif));
+    using medcl::eval::Result;
+    const std::string rep = "representation (MIT-BIH 208, held out)";
+    const std::string over = "mean over " + std::to_string(pairs) + " lead pairs";
+    report.add_result(Result(task, m.first, "Recall@1", recall[0]).detail(over));
+    report.add_result(Result(task, m.first, "Recall@5", recall[1]).detail(over));
+    report.add_result(Result(task, m.first, "Recall@10", recall[2]).detail(over));
+    report.add_result(Result(task, m.first, "median rank", median).detail(over));
+    report.add_result(Result(rep, m.first, "alignment", align).detail("lower: positives closer"));
+    report.add_result(Result(rep, m.first, "uniformity", unif).detail("lower: more uniform"));
     for (double v : {recall[0], recall[1], recall[2], median, align, unif}) {
       bad += std::isfinite(v) ? 0 : 1;
     }

@@ -3,6 +3,7 @@
 // What the examples on real data share: their command line and the check of the report they write.
 
 #include <medcl/core/json.h>
+#include <medcl/eval/report.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -67,7 +68,8 @@ inline Args parse_args(
 }
 
 // Reads the report back and counts the checklist items that are missing, except those that do not
-// apply to this example (e.g. "calibration" without a binary outcome); prints each missing one.
+// apply to this example (e.g. "calibration" without a binary outcome), and every way the report
+// departs from its schema (medcl::eval::validate_report); prints each.
 inline int missing_checklist_items(
     const std::string& report_json,
     const std::set<std::string>& not_applicable = {}) {
@@ -76,6 +78,11 @@ inline int missing_checklist_items(
   text << in.rdbuf();
   const auto doc = medcl::Json::parse(text.str());
   int missing = 0;
+  // The report must follow its documented schema (docs/reporting.md).
+  for (const auto& problem : medcl::eval::validate_report(doc)) {
+    std::fprintf(stderr, "report.json does not follow its schema: %s\n", problem.c_str());
+    ++missing;
+  }
   for (const auto& item : doc.at("checklist").elements()) {
     if (item.at("status").as_string() != "present" &&
         not_applicable.count(item.at("id").as_string()) == 0) {

@@ -200,9 +200,12 @@ int main(int argc, char** argv) {
     auto txt = m.embed_text(name_tokens);
     auto ids = at::arange(classes, at::kLong);
     auto r = medcl::eval::recall_at_k(img, txt, yte, ids, {1, 5});
-    report.add_metric(
-        task, model + ": zero-shot accuracy (Recall@1 of the region name)", medcl::Estimate(r[0]));
-    report.add_metric(task, model + ": zero-shot top-5 (Recall@5)", medcl::Estimate(r[1]));
+    using medcl::eval::Result;
+    const auto n_test = te_idx.size(0);
+    report.add_result(Result(task, model, "zero-shot accuracy", r[0])
+                          .n(n_test)
+                          .detail("Recall@1 of the region name"));
+    report.add_result(Result(task, model, "zero-shot top-5", r[1]).n(n_test).detail("Recall@5"));
     // Per hemisphere.
     for (int h = 0; h < 3; ++h) {
       std::vector<int64_t> rows;
@@ -218,13 +221,10 @@ int main(int argc, char** argv) {
       auto rh =
           medcl::eval::recall_at_k(img.index_select(0, ri), txt, yte.index_select(0, ri), ids, {1});
       const char* hn[] = {"left", "right", "midline (vermis)"};
-      report.add_subgroup(
-          task,
-          "hemisphere",
-          hn[h],
-          model + ": zero-shot accuracy",
-          static_cast<int64_t>(rows.size()),
-          medcl::Estimate(rh[0]));
+      report.add_result(Result(task, model, "zero-shot accuracy", rh[0])
+                            .n(static_cast<int64_t>(rows.size()))
+                            .subgroup_attribute("hemisphere")
+                            .subgroup(hn[h]));
     }
     return r;
   };
@@ -242,11 +242,16 @@ int main(int argc, char** argv) {
   const double knn_rand =
       knn(untrained.embed_image(x.index_select(0, tr_idx)),
           untrained.embed_image(x.index_select(0, te_idx)));
-  report.add_metric(task, "CLIP: kNN accuracy (k = 10)", medcl::Estimate(knn_clip));
-  report.add_metric(task, "SupCon: kNN accuracy (k = 10)", medcl::Estimate(knn_sup));
-  report.add_metric(task, "untrained encoder: kNN accuracy (k = 10)", medcl::Estimate(knn_rand));
-  report.add_metric(
-      task, "chance (1 / regions)", medcl::Estimate(1.0 / static_cast<double>(classes)));
+  {
+    using medcl::eval::Result;
+    const auto n_test = te_idx.size(0);
+    report.add_result(Result(task, "CLIP", "kNN accuracy", knn_clip).n(n_test).detail("k = 10"));
+    report.add_result(Result(task, "SupCon", "kNN accuracy", knn_sup).n(n_test).detail("k = 10"));
+    report.add_result(
+        Result(task, "untrained encoder", "kNN accuracy", knn_rand).n(n_test).detail("k = 10"));
+    report.add_result(Result(task, "", "chance accuracy", 1.0 / static_cast<double>(classes))
+                          .detail("1 / regions"));
+  }
   std::printf(
       "\n%-20s %-20s %-16s %-14s\n",
       "model",
