@@ -1,13 +1,20 @@
 #pragma once
 
 // Helpers shared by medcl's tests: independent references are written in each test file; this
-// header only holds generic tools (finite differences, comparisons).
+// header only holds generic tools (finite differences, comparisons, temporary directories).
 
 #include <ATen/ATen.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <functional>
+#include <random>
+#include <string>
+#include <system_error>
 #include <vector>
 
 namespace medcl_test {
@@ -55,5 +62,47 @@ inline at::Tensor cosine_matrix(const at::Tensor& a, const at::Tensor& b) {
   auto bn = b / b.norm(2, 1, true);
   return an.mm(bn.t());
 }
+
+/// A fresh, empty directory under the system's temporary directory, removed with everything in it
+/// at destruction. Unique across the processes ctest runs in parallel: the name joins a random
+/// number, the clock and a counter, and a name that exists already is never reused.
+struct TempDir {
+  std::filesystem::path path;
+
+  TempDir() {
+    static std::atomic<unsigned> counter{0};
+    std::random_device rd;
+    for (;;) {
+      const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
+      path = std::filesystem::temp_directory_path() /
+          ("medcl-test-" + std::to_string(rd()) + "-" + std::to_string(ticks) + "-" +
+           std::to_string(counter++));
+      // create_directory is false when the directory exists: someone else's, try another name.
+      if (std::filesystem::create_directory(path)) {
+        break;
+      }
+    }
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  /// The path of `name` inside the directory.
+  std::string file(const std::string& name) const {
+    return (path / name).string();
+  }
+  /// The names of the directory's entries, sorted.
+  std::vector<std::string> listing() const {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(path)) {
+      names.push_back(e.path().filename().string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+};
 
 } // namespace medcl_test

@@ -8,35 +8,17 @@
 
 #include <torch/torch.h>
 #include "catch.h"
+#include "support.h"
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 using medcl_test::Planted;
+using medcl_test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-        ("medcl-trainer-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const {
-    return (path / name).string();
-  }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-};
 
 // Batches that depend only on the step and on `gen` (tracked by the trainer).
 struct Batches {

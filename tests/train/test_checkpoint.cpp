@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 #include "catch.h"
+#include "support.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -16,36 +17,11 @@
 #include <vector>
 
 using medcl_test::Contains;
+using medcl_test::TempDir;
 namespace fs = std::filesystem;
 namespace mt = medcl::train;
 
 namespace {
-
-// A unique directory under the system's temporary directory, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() /
-        ("medcl-test-train-" + std::to_string(rd()) + "-" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const {
-    return (path / name).string();
-  }
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path)) {
-      names.push_back(e.path().filename().string());
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
 
 // A tiny model with every kind of state a method has: parameters, batch-norm statistics, dropout
 // (default CPU generator) and a queue buffer updated outside autograd.
