@@ -1,15 +1,21 @@
 #include <medcl/methods/byol.h>
 #include <medcl/methods/clip.h>
+#include <medcl/methods/dino.h>
+#include <medcl/methods/moco.h>
 #include <medcl/methods/simclr.h>
 #include <medcl/nn/encoders.h>
+#include <medcl/nn/momentum.h>
 
 #include <torch/torch.h>
 #include "catch.h"
+#include "support.h"
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 using medcl_test::Contains;
@@ -560,4 +566,227 @@ TEST_CASE("Encoders reject bad options and bad inputs with clear errors", "[nn]"
   REQUIRE_THROWS_WITH(
       text->forward(at::full({2, 4}, -1, at::kLong)),
       Contains("TextEncoder: token ids must be in [0, 97), got ids from -1 to -1"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The momentum schedule of BYOL, MoCo and DINO
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// lightly's cosine_schedule, written out: v = e - (e - s) (cos(pi t / (T - 1)) + 1) / 2.
+double reference_momentum(int64_t step, int64_t total, double s, double e) {
+  const double pi = std::acos(-1.0);
+  const double t = static_cast<double>(std::min(step, total - 1)) / static_cast<double>(total - 1);
+  return e - (e - s) * (std::cos(pi * t) + 1.0) / 2.0;
+}
+
+torch::nn::Sequential momentum_encoder() {
+  return torch::nn::Sequential(
+      torch::nn::Linear(6, 16), torch::nn::BatchNorm1d(16), torch::nn::Linear(16, 16));
+}
+
+// One after_optimizer_step of `method` against the code each method held before the schedule was
+// factored out, applied to copies: m = cosine_schedule(step, max(total, 1), start, end), then
+// teacher <- m teacher + (1 - m) online for every parameter and buffers copied. The online
+// parameters are moved first, so that the update has something to do. Bitwise equality.
+template <class Method>
+void check_ema_step(
+    Method& method,
+    const std::vector<std::pair<std::string, std::string>>& teacher_to_online,
+    double start,
+    double end,
+    int64_t step,
+    int64_t total) {
+  auto starts_with = [](const std::string& s, const std::string& prefix) {
+    return s.rfind(prefix, 0) == 0;
+  };
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : method.named_parameters(true)) {
+      for (const auto& pair : teacher_to_online) {
+        if (starts_with(item.key(), pair.second)) {
+          item.value().add_(torch::randn_like(item.value()), 0.1);
+        }
+      }
+    }
+  }
+  std::map<std::string, at::Tensor> before;
+  for (const auto& item : method.named_parameters(true)) {
+    before[item.key()] = item.value().detach().clone();
+  }
+  method.after_optimizer_step({step, total, 0});
+  const double m = medcl::cosine_schedule(step, std::max<int64_t>(total, 1), start, end);
+  CHECK(method.momentum() == m);
+  CHECK(method.step_statistics().at("momentum") == m);
+  auto now = method.named_parameters(true);
+  auto now_buffers = method.named_buffers(true);
+  size_t checked = 0;
+  for (const auto& pair : teacher_to_online) {
+    for (const auto& kv : before) {
+      if (!starts_with(kv.first, pair.first)) {
+        continue;
+      }
+      const std::string online = pair.second + kv.first.substr(pair.first.size());
+      REQUIRE(before.count(online) == 1);
+      auto expected = kv.second.clone();
+      expected.mul_(m).add_(before.at(online).to(expected.options()), 1.0 - m);
+      CHECK(torch::equal(*now.find(kv.first), expected));
+      CHECK_FALSE(torch::equal(kv.second, before.at(online)));
+      ++checked;
+    }
+    for (const auto& item : now_buffers) {
+      if (starts_with(item.key(), pair.first)) {
+        const std::string online = pair.second + item.key().substr(pair.first.size());
+        CHECK(torch::equal(item.value(), *now_buffers.find(online)));
+      }
+    }
+  }
+  CHECK(checked >= 4);
+}
+
+} // namespace
+
+TEST_CASE("MomentumSchedule goes from start to end along a half cosine", "[nn][momentum]") {
+  const medcl::MomentumSchedule ema(0.99, 1.0);
+  CHECK(ema.start() == 0.99);
+  CHECK(ema.end() == 1.0);
+  // T = 11 steps: step 0, the middle (step 5), a quarter (the formula), the last step and beyond.
+  CHECK(ema.at(0, 11) == Approx(0.99).epsilon(1e-15));
+  CHECK(ema.at(5, 11) == Approx(0.995).epsilon(1e-15));
+  CHECK(ema.at(10, 11) == 1.0);
+  CHECK(ema.at(25, 11) == 1.0);
+  for (int64_t step = 0; step < 11; ++step) {
+    CHECK(ema.at(step, 11) == Approx(reference_momentum(step, 11, 0.99, 1.0)).epsilon(1e-15));
+  }
+  // A decreasing schedule works the same way.
+  CHECK(
+      medcl::MomentumSchedule(0.9, 0.5).at(2, 9) ==
+      Approx(0.5 + 0.4 * (std::cos(std::acos(-1.0) / 4) + 1) / 2));
+  // A run of one step (or of none) is at its end value.
+  CHECK(ema.at(0, 1) == 1.0);
+  CHECK(ema.at(0, 0) == 1.0);
+  // The default is BYOL's and DINO's 0.996 -> 1.
+  CHECK(medcl::MomentumSchedule().start() == 0.996);
+  CHECK(medcl::MomentumSchedule().end() == 1.0);
+}
+
+TEST_CASE("MomentumSchedule advances, updates a teacher and describes itself", "[nn][momentum]") {
+  medcl::MomentumSchedule ema(0.5, 1.0);
+  CHECK(ema.current() == 0.0);
+  CHECK(ema.advance(3, 7) == ema.at(3, 7));
+  CHECK(ema.current() == Approx(0.75));
+
+  torch::manual_seed(4);
+  torch::nn::Linear online(3, 2), target(3, 2);
+  const auto w_online = online->weight.detach().clone();
+  const auto w_target = target->weight.detach().clone();
+  ema.update(*online, *target);
+  CHECK(medcl_test::rel_err(target->weight, 0.75 * w_target + 0.25 * w_online) < 1e-6);
+  CHECK(torch::equal(online->weight, w_online));
+
+  auto d = ema.describe();
+  REQUIRE(d.is_object());
+  CHECK(d.at("kind").as_string() == "cosine");
+  CHECK(d.at("start").is_number());
+  CHECK(d.at("start").as_double() == 0.5);
+  CHECK(d.at("end").is_number());
+  CHECK(d.at("end").as_double() == 1.0);
+  CHECK(d.items().size() == 3);
+  CHECK(medcl::Json::parse(d.dump()) == d);
+}
+
+TEST_CASE("MomentumSchedule rejects momenta outside [0, 1]", "[nn][momentum]") {
+  REQUIRE_THROWS_WITH(
+      medcl::MomentumSchedule(1.5, 1.0),
+      Contains("MomentumSchedule: start and end must be in [0, 1], got 1.5 and 1"));
+  REQUIRE_THROWS_WITH(
+      medcl::MomentumSchedule(0.9, -0.1),
+      Contains("MomentumSchedule: start and end must be in [0, 1], got 0.9 and -0.1"));
+  REQUIRE_THROWS(medcl::MomentumSchedule(std::nan(""), 1.0));
+}
+
+TEST_CASE(
+    "BYOL, MoCo and DINO update their teachers with the momentum schedule",
+    "[nn][momentum]") {
+  torch::manual_seed(21);
+  SECTION("BYOL") {
+    medcl::BYOL<torch::nn::Sequential> m(
+        momentum_encoder(),
+        medcl::BYOLOptions(16).hidden_dim(16).projection_dim(8).momentum_start(0.9));
+    check_ema_step(
+        m, {{"target_encoder.", "encoder."}, {"target_projector.", "projector."}}, 0.9, 1.0, 2, 7);
+    check_ema_step(
+        m, {{"target_encoder.", "encoder."}, {"target_projector.", "projector."}}, 0.9, 1.0, 6, 7);
+  }
+  SECTION("MoCo v2") {
+    medcl::MoCo<torch::nn::Sequential> m(
+        momentum_encoder(),
+        medcl::MoCoOptions::v2(16).hidden_dim(16).projection_dim(8).queue_size(8).momentum_start(
+            0.8));
+    check_ema_step(
+        m,
+        {{"momentum_encoder.", "encoder."}, {"momentum_projector.", "projector."}},
+        0.8,
+        0.999,
+        1,
+        4);
+  }
+  SECTION("MoCo v3") {
+    medcl::MoCo<torch::nn::Sequential> m(
+        momentum_encoder(), medcl::MoCoOptions::v3(16).hidden_dim(16).projection_dim(8));
+    check_ema_step(
+        m,
+        {{"momentum_encoder.", "encoder."}, {"momentum_projector.", "projector."}},
+        0.99,
+        1.0,
+        3,
+        0);
+  }
+  SECTION("DINO") {
+    medcl::DINO<torch::nn::Sequential> m(
+        momentum_encoder(),
+        medcl::DINOOptions(16).output_dim(16).hidden_dim(16).bottleneck_dim(8).momentum_end(0.999));
+    check_ema_step(
+        m, {{"teacher_encoder.", "encoder."}, {"teacher_head.", "head."}}, 0.996, 0.999, 5, 10);
+  }
+}
+
+TEST_CASE(
+    "BYOL, MoCo and DINO describe their momentum schedule as typed numbers",
+    "[nn][momentum]") {
+  auto expect = [](medcl::Json d, double start, double end) {
+    REQUIRE(d.contains("momentum_schedule"));
+    const auto& s = d.at("momentum_schedule");
+    CHECK(s == medcl::MomentumSchedule(start, end).describe());
+    CHECK(s.at("start").as_double() == start);
+    CHECK(s.at("end").as_double() == end);
+  };
+  expect(
+      medcl::BYOL<torch::nn::Sequential>(
+          momentum_encoder(), medcl::BYOLOptions(16).hidden_dim(16).projection_dim(8))
+          .describe(),
+      0.996,
+      1.0);
+  expect(
+      medcl::MoCo<torch::nn::Sequential>(
+          momentum_encoder(),
+          medcl::MoCoOptions::v2(16).hidden_dim(16).projection_dim(8).queue_size(8))
+          .describe(),
+      0.999,
+      0.999);
+  expect(
+      medcl::MoCo<torch::nn::Sequential>(
+          momentum_encoder(), medcl::MoCoOptions::v3(16).hidden_dim(16).projection_dim(8))
+          .describe(),
+      0.99,
+      1.0);
+  expect(
+      medcl::DINO<torch::nn::Sequential>(
+          momentum_encoder(),
+          medcl::DINOOptions(16).output_dim(16).hidden_dim(16).bottleneck_dim(8).momentum_start(
+              0.9))
+          .describe(),
+      0.9,
+      1.0);
 }

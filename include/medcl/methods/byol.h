@@ -39,6 +39,7 @@ class BYOL : public MethodBase {
   BYOL(Encoder encoder, BYOLOptions options) : options_(std::move(options)) {
     const auto& o = options_;
     detail::check_momentum("BYOL", o.momentum_start(), o.momentum_end());
+    momentum_schedule_ = MomentumSchedule(o.momentum_start(), o.momentum_end());
     encoder_ = register_module("encoder", std::move(encoder));
     projector_ = register_module(
         "projector",
@@ -74,13 +75,9 @@ class BYOL : public MethodBase {
   }
 
   void after_optimizer_step(const StepContext& ctx) override {
-    momentum_ = cosine_schedule(
-        ctx.step,
-        std::max<int64_t>(ctx.total_steps, 1),
-        options_.momentum_start(),
-        options_.momentum_end());
-    update_momentum(*encoder_, *target_encoder_, momentum_);
-    update_momentum(*projector_, *target_projector_, momentum_);
+    momentum_schedule_.advance(ctx.step, ctx.total_steps);
+    momentum_schedule_.update(*encoder_, *target_encoder_);
+    momentum_schedule_.update(*projector_, *target_projector_);
   }
 
   at::Tensor embed(const at::Tensor& x) override {
@@ -88,7 +85,7 @@ class BYOL : public MethodBase {
   }
 
   std::map<std::string, double> step_statistics() const override {
-    return {{"momentum", momentum_}};
+    return {{"momentum", momentum_schedule_.current()}};
   }
 
   Json describe() const override {
@@ -98,14 +95,13 @@ class BYOL : public MethodBase {
     j["feature_dim"] = o.feature_dim();
     j["projection_head"] = detail::describe_head(projector_->options);
     j["prediction_head"] = detail::describe_head(predictor_->options);
-    j["momentum_schedule"] = "cosine from " + std::to_string(o.momentum_start()) + " to " +
-        std::to_string(o.momentum_end());
+    j["momentum_schedule"] = momentum_schedule_.describe();
     j["loss"] = "2 - 2 cos(prediction, target projection), symmetrised";
     return j;
   }
 
   double momentum() const {
-    return momentum_;
+    return momentum_schedule_.current();
   }
   Encoder target_encoder() const {
     return target_encoder_;
@@ -121,7 +117,7 @@ class BYOL : public MethodBase {
   PredictionHead predictor_{nullptr};
   Encoder target_encoder_{nullptr};
   ProjectionHead target_projector_{nullptr};
-  double momentum_ = 0.0;
+  MomentumSchedule momentum_schedule_;
 };
 
 } // namespace medcl

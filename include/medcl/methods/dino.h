@@ -57,6 +57,7 @@ class DINO : public MethodBase {
   DINO(Encoder encoder, DINOOptions options) : options_(std::move(options)) {
     const auto& o = options_;
     detail::check_momentum("DINO", o.momentum_start(), o.momentum_end());
+    momentum_schedule_ = MomentumSchedule(o.momentum_start(), o.momentum_end());
     TORCH_CHECK(
         o.freeze_last_layer_steps() >= 0,
         "DINO: freeze_last_layer_steps must be >= 0, got ",
@@ -120,13 +121,9 @@ class DINO : public MethodBase {
   }
 
   void after_optimizer_step(const StepContext& ctx) override {
-    momentum_ = cosine_schedule(
-        ctx.step,
-        std::max<int64_t>(ctx.total_steps, 1),
-        options_.momentum_start(),
-        options_.momentum_end());
-    update_momentum(*encoder_, *teacher_encoder_, momentum_);
-    update_momentum(*head_, *teacher_head_, momentum_);
+    momentum_schedule_.advance(ctx.step, ctx.total_steps);
+    momentum_schedule_.update(*encoder_, *teacher_encoder_);
+    momentum_schedule_.update(*head_, *teacher_head_);
   }
 
   /// The teacher's backbone features are DINO's usual evaluation embedding.
@@ -135,7 +132,8 @@ class DINO : public MethodBase {
   }
 
   std::map<std::string, double> step_statistics() const override {
-    return {{"momentum", momentum_}, {"teacher_temperature", teacher_temperature_}};
+    return {
+        {"momentum", momentum_schedule_.current()}, {"teacher_temperature", teacher_temperature_}};
   }
 
   Json describe() const override {
@@ -158,8 +156,7 @@ class DINO : public MethodBase {
     l["student_temperature"] = o.student_temperature();
     l["center_momentum"] = o.center_momentum();
     j["loss"] = l;
-    j["momentum_schedule"] = "cosine from " + std::to_string(o.momentum_start()) + " to " +
-        std::to_string(o.momentum_end());
+    j["momentum_schedule"] = momentum_schedule_.describe();
     j["embedding"] = "teacher backbone";
     return j;
   }
@@ -180,7 +177,7 @@ class DINO : public MethodBase {
     return loss_;
   }
   double momentum() const {
-    return momentum_;
+    return momentum_schedule_.current();
   }
 
  private:
@@ -190,7 +187,7 @@ class DINO : public MethodBase {
   Encoder teacher_encoder_{nullptr};
   DINOHead teacher_head_{nullptr};
   DINOLoss loss_{nullptr};
-  double momentum_ = 0.0;
+  MomentumSchedule momentum_schedule_;
   double teacher_temperature_ = 0.0;
 };
 

@@ -82,6 +82,7 @@ class MoCo : public MethodBase {
   MoCo(Encoder encoder, MoCoOptions options) : options_(std::move(options)) {
     const auto& o = options_;
     detail::check_momentum("MoCo", o.momentum_start(), o.momentum_end());
+    momentum_schedule_ = MomentumSchedule(o.momentum_start(), o.momentum_end());
     TORCH_CHECK(o.queue_size() >= 0, "MoCo: queue_size must be >= 0, got ", o.queue_size());
     TORCH_CHECK(
         o.version() == MoCoVersion::V3 || o.queue_size() > 0,
@@ -162,13 +163,9 @@ class MoCo : public MethodBase {
   }
 
   void after_optimizer_step(const StepContext& ctx) override {
-    momentum_ = cosine_schedule(
-        ctx.step,
-        std::max<int64_t>(ctx.total_steps, 1),
-        options_.momentum_start(),
-        options_.momentum_end());
-    update_momentum(*encoder_, *momentum_encoder_, momentum_);
-    update_momentum(*projector_, *momentum_projector_, momentum_);
+    momentum_schedule_.advance(ctx.step, ctx.total_steps);
+    momentum_schedule_.update(*encoder_, *momentum_encoder_);
+    momentum_schedule_.update(*projector_, *momentum_projector_);
     if (queue_ && pending_keys_.defined()) {
       queue_->enqueue(pending_keys_, pending_sample_keys_);
     }
@@ -181,7 +178,7 @@ class MoCo : public MethodBase {
   }
 
   std::map<std::string, double> step_statistics() const override {
-    std::map<std::string, double> s{{"momentum", momentum_}};
+    std::map<std::string, double> s{{"momentum", momentum_schedule_.current()}};
     if (queue_) {
       s["queue_filled"] = static_cast<double>(queue_->filled());
     }
@@ -222,8 +219,7 @@ class MoCo : public MethodBase {
     }
     j["queue_size"] = o.queue_size();
     j["symmetric"] = o.symmetric();
-    j["momentum_schedule"] = "cosine from " + std::to_string(o.momentum_start()) + " to " +
-        std::to_string(o.momentum_end());
+    j["momentum_schedule"] = momentum_schedule_.describe();
     auto l = detail::describe_contrastive("InfoNCE", o.loss());
     l["temperature"] = o.loss().temperature();
     j["loss"] = l;
@@ -232,7 +228,7 @@ class MoCo : public MethodBase {
 
   /// The momentum used by the last EMA update.
   double momentum() const {
-    return momentum_;
+    return momentum_schedule_.current();
   }
   const MemoryQueue* queue() const {
     return queue_.get();
@@ -249,7 +245,7 @@ class MoCo : public MethodBase {
   std::unique_ptr<MemoryQueue> queue_;
   at::Tensor pending_keys_;
   SampleKeys pending_sample_keys_;
-  double momentum_ = 0.0;
+  MomentumSchedule momentum_schedule_;
 };
 
 } // namespace medcl

@@ -7,7 +7,11 @@
 #include <c10/util/Exception.h>
 #include <torch/nn/module.h>
 
+#include <medcl/core/json.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace medcl {
 
@@ -67,5 +71,76 @@ cosine_schedule(int64_t step, int64_t max_steps, double start_value, double end_
       static_cast<double>(std::min(step, max_steps - 1)) / static_cast<double>(max_steps - 1);
   return end_value - (end_value - start_value) * (std::cos(pi * t) + 1.0) / 2.0;
 }
+
+/// The EMA momentum m of a teacher (BYOL's target, MoCo's key encoder, DINO's teacher) on the
+/// cosine schedule of those papers: m goes from `start` at step 0 to `end` at the last step, by
+/// `cosine_schedule`. After every optimiser step, `advance` sets the step's m and `update` moves
+/// each teacher towards its online network with it (`update_momentum`). A run of 0 steps counts as
+/// one step.
+///
+/// Example:
+///   medcl::MomentumSchedule ema(0.996, 1.0);
+///   // after optimizer.step():
+///   ema.advance(step, total_steps);
+///   ema.update(*encoder, *target_encoder);
+///   ema.describe();  // {"kind":"cosine","start":0.996,"end":1.0}
+class MomentumSchedule {
+ public:
+  /// BYOL's and DINO's schedule: 0.996 -> 1.
+  MomentumSchedule() = default;
+  /// m from `start` at step 0 to `end` at the last step; both in [0, 1].
+  MomentumSchedule(double start, double end) : start_(start), end_(end) {
+    TORCH_CHECK(
+        start >= 0 && start <= 1 && end >= 0 && end <= 1,
+        "MomentumSchedule: start and end must be in [0, 1], got ",
+        start,
+        " and ",
+        end);
+  }
+
+  /// The momentum at step 0.
+  double start() const {
+    return start_;
+  }
+  /// The momentum at the last step.
+  double end() const {
+    return end_;
+  }
+
+  /// The momentum at `step` of a run of `total_steps` optimiser steps.
+  double at(int64_t step, int64_t total_steps) const {
+    return cosine_schedule(step, std::max<int64_t>(total_steps, 1), start_, end_);
+  }
+
+  /// Sets `current()` to `at(step, total_steps)` and returns it.
+  double advance(int64_t step, int64_t total_steps) {
+    current_ = at(step, total_steps);
+    return current_;
+  }
+
+  /// The momentum set by the last `advance` (0 before the first).
+  double current() const {
+    return current_;
+  }
+
+  /// Moves `target` towards `online` with `current()` (see `update_momentum`).
+  void update(const torch::nn::Module& online, torch::nn::Module& target) const {
+    update_momentum(online, target, current_);
+  }
+
+  /// The schedule for reports: {"kind":"cosine","start":<start>,"end":<end>}.
+  Json describe() const {
+    auto j = Json::object();
+    j["kind"] = "cosine";
+    j["start"] = start_;
+    j["end"] = end_;
+    return j;
+  }
+
+ private:
+  double start_ = 0.996;
+  double end_ = 1.0;
+  double current_ = 0.0;
+};
 
 } // namespace medcl
