@@ -111,10 +111,10 @@ double incomplete_beta(double a, double b, double x) {
   return std::exp(log_front) * (f - 1.0) / a;
 }
 
-/// P(T <= t) for Student's t with `df` degrees of freedom.
-double student_t_cdf(double t, double df) {
-  const double tail = 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t));
-  return t > 0 ? 1.0 - tail : tail;
+/// P(T > t) for t >= 0, Student's t with `df` degrees of freedom (computed as a tail, so that
+/// it keeps its relative precision far out).
+double student_t_upper_tail(double t, double df) {
+  return 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t));
 }
 
 /// Standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9 after one
@@ -447,17 +447,20 @@ double student_t_quantile(double p, double df) {
   if (p == 0.5) {
     return 0.0;
   }
-  // Bisection on the CDF: 200 halvings reach the resolution of a double.
+  // Bisection on the upper tail P(T > t) = 1 - p (exact in floating point for p >= 0.5), which
+  // keeps its relative precision where 1 - P(T <= t) would not; at most ~1100 halvings reach
+  // the resolution of a double.
+  const double q = 1.0 - p;
   double lo = 0.0, hi = 1.0;
-  while (student_t_cdf(hi, df) < p && hi < 1e300) {
+  while (student_t_upper_tail(hi, df) > q && hi < 1e300) {
     hi *= 2;
   }
-  for (int i = 0; i < 200 && lo < hi; ++i) {
+  for (int i = 0; i < 2000; ++i) {
     const double mid = 0.5 * (lo + hi);
-    if (mid == lo || mid == hi) {
+    if (mid <= lo || mid >= hi) {
       break;
     }
-    (student_t_cdf(mid, df) < p ? lo : hi) = mid;
+    (student_t_upper_tail(mid, df) > q ? lo : hi) = mid;
   }
   return 0.5 * (lo + hi);
 }

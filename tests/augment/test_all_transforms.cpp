@@ -331,7 +331,7 @@ TEST_CASE("compositions describe their transforms nested, as Json", "[augment]")
 }
 
 TEST_CASE(
-    "a transform with only the deprecated params() still describes itself; one with neither is "
+    "a transform with only the deprecated params() still describes itself, and one with neither is "
     "refused",
     "[augment][errors]") {
   LegacyTransform legacy;

@@ -147,7 +147,7 @@ TEST_CASE("MoCo v2 lowers its loss, fills its queue and beats the random encoder
 }
 
 TEST_CASE(
-    "A loss without a pairing strategy describes its pairing as null; the record falls back",
+    "A loss without a pairing strategy describes its pairing as null and the record falls back",
     "[methods][report]") {
   torch::manual_seed(12);
   Planted data(256, 12);
@@ -399,7 +399,7 @@ TEST_CASE("MoCo v2 enqueues the key view after the step and keeps sample keys", 
 }
 
 TEST_CASE(
-    "MemoryQueue keeps SampleKeys; by name, other names and its state round trip",
+    "MemoryQueue keeps SampleKeys by name, other names and its state round trip",
     "[memory]") {
   medcl::MemoryQueue q(4, 2, torch::kDouble);
   medcl::SampleKeys k;

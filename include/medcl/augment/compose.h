@@ -121,7 +121,7 @@ class RandomApply : public Transform {
   }
   Batch apply(const Batch& in, Modality m, at::Generator& gen) const override {
     const int64_t b = in.values.size(0);
-    auto take = detail::bernoulli({b}, p_, gen, in.values.options().dtype(at::kFloat));
+    auto take = random_bernoulli({b}, p_, gen, in.values.options().dtype(at::kFloat));
     auto out = inner_->apply(in, m, gen);
     TORCH_CHECK(
         out.values.sizes() == in.values.sizes(),
@@ -204,7 +204,7 @@ class OneOf : public Transform {
     auto w = at::tensor(weights_, at::kDouble);
     // One draw for the batch, from the batch's generator.
     const double u =
-        detail::uniform({1}, 0.0, 1.0, gen, in.values.options().dtype(at::kFloat)).item<double>();
+        random_uniform({1}, 0.0, 1.0, gen, in.values.options().dtype(at::kFloat)).item<double>();
     double acc = 0;
     const double total = w.sum().item<double>();
     for (size_t i = 0; i < options_.size(); ++i) {

@@ -125,12 +125,12 @@ class RandomResizedCrop : public Transform {
     const auto& x = in.values;
     const int64_t dims = x.dim() - 2;
     auto o = x.options().dtype(at::kFloat);
-    auto area = detail::uniform({x.size(0)}, lo_, hi_, gen, o);
+    auto area = random_uniform({x.size(0)}, lo_, hi_, gen, o);
     auto side = area.pow(1.0 / static_cast<double>(dims)); // fraction of each side
     std::vector<at::Tensor> shift;
     for (int64_t d = 0; d < dims; ++d) {
       // Normalised coordinates in [-1, 1]: the crop's centre can move by (1 - side).
-      shift.push_back(detail::uniform({x.size(0)}, -1.0, 1.0, gen, o) * (1 - side));
+      shift.push_back(random_uniform({x.size(0)}, -1.0, 1.0, gen, o) * (1 - side));
     }
     // Axis-aligned, so separable: matrix products instead of a sampling grid (4-6x faster on CPU).
     return {detail::resized_crop(x, side, shift), in.mask};
@@ -172,9 +172,9 @@ class IntensityWindow : public Transform {
     const auto& x = in.values;
     auto o = x.options();
     auto l = detail::per_image(
-        detail::uniform({x.size(0)}, level_ - lj_, level_ + lj_ + 1e-12, gen, o), x);
+        random_uniform({x.size(0)}, level_ - lj_, level_ + lj_ + 1e-12, gen, o), x);
     auto w = detail::per_image(
-        detail::uniform({x.size(0)}, width_ * (1 - wj_), width_ * (1 + wj_) + 1e-12, gen, o), x);
+        random_uniform({x.size(0)}, width_ * (1 - wj_), width_ * (1 + wj_) + 1e-12, gen, o), x);
     auto lo = l - w / 2;
     return {((x - lo) / w).clamp(0.0, 1.0), in.mask};
   }
@@ -208,7 +208,7 @@ class Gamma : public Transform {
     auto mn = detail::per_image(std::get<0>(flat.min(1)), x);
     auto mx = detail::per_image(std::get<0>(flat.max(1)), x);
     auto range = (mx - mn).clamp_min(1e-12);
-    auto g = detail::per_image(detail::uniform({x.size(0)}, lo_, hi_, gen, x.options()), x);
+    auto g = detail::per_image(random_uniform({x.size(0)}, lo_, hi_, gen, x.options()), x);
     return {mn + range * ((x - mn) / range).clamp(0.0, 1.0).pow(g), in.mask};
   }
 
@@ -249,8 +249,8 @@ class BrightnessContrast : public Transform {
     // batch is about five times slower than over one row at a time (LibTorch 1.13).
     auto sd = at::linalg_vector_norm(centred, 2, {1}, /*keepdim=*/true, c10::nullopt)
                   .div_(std::sqrt(static_cast<double>(std::max<int64_t>(1, flat.size(1) - 1))));
-    auto c = detail::uniform({x.size(0), 1}, 1 - c_, 1 + c_, gen, x.options());
-    auto b = detail::uniform({x.size(0), 1}, -b_, b_ + 1e-12, gen, x.options());
+    auto c = random_uniform({x.size(0), 1}, 1 - c_, 1 + c_, gen, x.options());
+    auto b = random_uniform({x.size(0), 1}, -b_, b_ + 1e-12, gen, x.options());
     return {centred.mul_(c).add_(mean + b * sd).view(x.sizes()), in.mask};
   }
 
@@ -259,30 +259,14 @@ class BrightnessContrast : public Transform {
 };
 
 /// Adds Gaussian noise of standard deviation `sigma` (image units).
-class GaussianNoise : public Transform {
+class GaussianNoise : public AdditiveGaussianNoise {
  public:
-  explicit GaussianNoise(double sigma) : sigma_(sigma) {
-    TORCH_CHECK(
-        std::isfinite(sigma) && sigma >= 0, "GaussianNoise: sigma must be >= 0, got ", sigma);
-  }
-  std::string name() const override {
-    return "gaussian_noise";
-  }
-  std::vector<Modality> modalities() const override {
-    return detail::image_modalities();
-  }
-  std::vector<std::string> invariances() const override {
-    return {"additive noise"};
-  }
-  Json parameters() const override {
-    return detail::json_object({{"sigma", sigma_}});
-  }
-  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
-    return {detail::plus_gaussian(in.values, sigma_, gen), in.mask};
-  }
-
- private:
-  double sigma_;
+  explicit GaussianNoise(double sigma)
+      : AdditiveGaussianNoise(
+            "GaussianNoise",
+            "gaussian_noise",
+            detail::image_modalities(),
+            sigma) {}
 };
 
 /// Gaussian blur with sigma ~ U(lo, hi) voxels per image (separable, reflect padding).
@@ -309,7 +293,7 @@ class GaussianBlur : public Transform {
     const int64_t b = x.size(0), c = x.size(1);
     const int64_t radius = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(3 * hi_)));
     auto o = x.options();
-    auto sigma = detail::uniform({b}, lo_, hi_ + 1e-12, gen, o).clamp_min(1e-3);
+    auto sigma = random_uniform({b}, lo_, hi_ + 1e-12, gen, o).clamp_min(1e-3);
     auto pos = at::arange(-radius, radius + 1, o).view({1, -1});
     auto k = at::exp(-(pos * pos) / (2 * (sigma * sigma).view({-1, 1})));
     k = k / k.sum(1, true); // [B, K]
@@ -386,8 +370,8 @@ class RandomAffine : public Transform {
     const auto& x = in.values;
     const int64_t b = x.size(0), dims = x.dim() - 2;
     auto o = x.options().dtype(at::kFloat);
-    auto a = detail::uniform({b}, -rot_, rot_ + 1e-12, gen, o) * (3.14159265358979323846 / 180.0);
-    auto s = detail::uniform({b}, 1 - sc_, 1 + sc_ + 1e-12, gen, o);
+    auto a = random_uniform({b}, -rot_, rot_ + 1e-12, gen, o) * (3.14159265358979323846 / 180.0);
+    auto s = random_uniform({b}, 1 - sc_, 1 + sc_ + 1e-12, gen, o);
     auto theta = at::zeros({b, dims, dims + 1}, o);
     for (int64_t d = 0; d < dims; ++d) {
       theta.select(1, d).select(1, d).fill_(1.0);
@@ -401,7 +385,7 @@ class RandomAffine : public Transform {
     auto lin = theta.slice(2, 0, dims) * s.view({-1, 1, 1});
     theta.slice(2, 0, dims).copy_(lin);
     for (int64_t d = 0; d < dims; ++d) {
-      theta.select(1, d).select(1, dims).copy_(detail::uniform({b}, -tr_, tr_ + 1e-12, gen, o) * 2);
+      theta.select(1, d).select(1, dims).copy_(random_uniform({b}, -tr_, tr_ + 1e-12, gen, o) * 2);
     }
     return {detail::resample(x, theta), in.mask};
   }
@@ -451,7 +435,7 @@ class BiasField : public Transform {
           flat = flat * p + v;
         }
         if (total > 0)
-          coef.select(1, flat).copy_(detail::uniform({b}, -c_, c_ + 1e-12, gen, o));
+          coef.select(1, flat).copy_(random_uniform({b}, -c_, c_ + 1e-12, gen, o));
         return;
       }
       for (int64_t k = 0; k <= left; ++k) {
@@ -516,7 +500,7 @@ class Cutout : public Transform {
         const int64_t n = x.size(2 + d);
         const int64_t len =
             std::max<int64_t>(1, static_cast<int64_t>(std::round(size_ * static_cast<double>(n))));
-        auto start = detail::uniform({b}, 0.0, static_cast<double>(n - len + 1), gen, fo).floor_();
+        auto start = random_uniform({b}, 0.0, static_cast<double>(n - len + 1), gen, fo).floor_();
         std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
         shape[0] = b;
         std::vector<int64_t> pshape(static_cast<size_t>(x.dim()), 1);

@@ -51,7 +51,7 @@ class AmplitudeScale : public Transform {
     return detail::json_object({{"lo", lo_}, {"hi", hi_}, {"per_lead", per_lead_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
-    auto s = detail::uniform(
+    auto s = random_uniform(
         detail::per_sample_shape(in.values, per_lead_), lo_, hi_, gen, in.values.options());
     return {in.values * s, in.mask};
   }
@@ -62,30 +62,14 @@ class AmplitudeScale : public Transform {
 };
 
 /// Adds white Gaussian noise of standard deviation `sigma` (in the signal's unit).
-class GaussianJitter : public Transform {
+class GaussianJitter : public AdditiveGaussianNoise {
  public:
-  explicit GaussianJitter(double sigma) : sigma_(sigma) {
-    TORCH_CHECK(
-        std::isfinite(sigma) && sigma >= 0, "GaussianJitter: sigma must be >= 0, got ", sigma);
-  }
-  std::string name() const override {
-    return "gaussian_jitter";
-  }
-  std::vector<Modality> modalities() const override {
-    return detail::signal_modalities();
-  }
-  std::vector<std::string> invariances() const override {
-    return {"additive noise"};
-  }
-  Json parameters() const override {
-    return detail::json_object({{"sigma", sigma_}});
-  }
-  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
-    return {detail::plus_gaussian(in.values, sigma_, gen), in.mask};
-  }
-
- private:
-  double sigma_;
+  explicit GaussianJitter(double sigma)
+      : AdditiveGaussianNoise(
+            "GaussianJitter",
+            "gaussian_jitter",
+            detail::signal_modalities(),
+            sigma) {}
 };
 
 /// Adds baseline wander: per lead a sinusoid a·sin(2π f t + φ) with a ~ U(0, max_amplitude),
@@ -121,9 +105,9 @@ class BaselineWander : public Transform {
     const auto& x = in.values;
     auto o = x.options();
     auto shape = detail::per_sample_shape(x, true);
-    auto a = detail::uniform(shape, 0.0, amp_, gen, o);
-    auto f = detail::uniform(shape, 0.05, fmax_, gen, o);
-    auto phi = detail::uniform(shape, 0.0, 2 * detail::kPi, gen, o);
+    auto a = random_uniform(shape, 0.0, amp_, gen, o);
+    auto f = random_uniform(shape, 0.05, fmax_, gen, o);
+    auto phi = random_uniform(shape, 0.0, 2 * detail::kPi, gen, o);
     auto t = at::arange(x.size(2), o).div_(fs_).view({1, 1, -1});
     // One [B, L, T] temporary, updated in place.
     auto wave = (f * (2 * detail::kPi)) * t;
@@ -171,8 +155,8 @@ class PowerlineInterference : public Transform {
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
     auto o = x.options();
-    auto a = detail::uniform({x.size(0), 1, 1}, 0.0, amp_, gen, o);
-    auto phi = detail::uniform({x.size(0), 1, 1}, 0.0, 2 * detail::kPi, gen, o);
+    auto a = random_uniform({x.size(0), 1, 1}, 0.0, amp_, gen, o);
+    auto phi = random_uniform({x.size(0), 1, 1}, 0.0, 2 * detail::kPi, gen, o);
     auto wt = at::arange(x.size(2), o).mul_(2 * detail::kPi * f_ / fs_).view({1, 1, -1});
     // a sin(wt + phi) = (a cos phi) sin wt + (a sin phi) cos wt: the trigonometry runs over T once,
     // not over every sample.
@@ -215,7 +199,7 @@ class RandomCrop : public Transform {
         " samples)");
     auto o = x.options();
     auto start =
-        detail::uniform(
+        random_uniform(
             {x.size(0)}, 0.0, static_cast<double>(t - window_ + 1), gen, o.dtype(at::kFloat))
             .floor_()
             .clamp_max_(static_cast<double>(t - window_))
@@ -253,8 +237,8 @@ class TimeMask : public Transform {
     const int64_t t = x.size(2);
     auto fo = x.options().dtype(at::kFloat);
     auto len =
-        detail::uniform({x.size(0)}, 0.0, frac_, gen, fo).mul_(static_cast<double>(t)).floor_();
-    auto start = detail::uniform({x.size(0)}, 0.0, 1.0, gen, fo)
+        random_uniform({x.size(0)}, 0.0, frac_, gen, fo).mul_(static_cast<double>(t)).floor_();
+    auto start = random_uniform({x.size(0)}, 0.0, 1.0, gen, fo)
                      .mul_(static_cast<double>(t) - len + 1)
                      .floor_();
     auto pos = at::arange(t, fo).view({1, -1});
@@ -288,11 +272,11 @@ class LeadDropout : public Transform {
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
-    auto drop = detail::bernoulli({x.size(0), x.size(1)}, p_, gen, x.options());
+    auto drop = random_bernoulli({x.size(0), x.size(1)}, p_, gen, x.options());
     // Keep one random lead of a record whose every lead was dropped.
     auto all = drop.all(1);
     auto keep =
-        detail::uniform(
+        random_uniform(
             {x.size(0)}, 0.0, static_cast<double>(x.size(1)), gen, x.options().dtype(at::kFloat))
             .floor_()
             .clamp_max_(static_cast<double>(x.size(1) - 1))
@@ -333,7 +317,7 @@ class TimeWarp : public Transform {
     const auto& x = in.values;
     const int64_t t = x.size(2);
     auto o = x.options();
-    auto r = detail::uniform({x.size(0), 1}, 1.0 - s_, 1.0 + s_, gen, o);
+    auto r = random_uniform({x.size(0), 1}, 1.0 - s_, 1.0 + s_, gen, o);
     auto pos = (at::arange(t, o).view({1, -1}) * r).clamp_(0, static_cast<double>(t - 1)); // [B, T]
     auto lo = pos.floor().to(at::kLong);
     auto hi = (lo + 1).clamp_max_(t - 1);
@@ -396,7 +380,7 @@ class LeadPermutation : public Transform {
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     const auto& x = in.values;
     auto keys =
-        detail::uniform({x.size(0), x.size(1)}, 0.0, 1.0, gen, x.options().dtype(at::kFloat));
+        random_uniform({x.size(0), x.size(1)}, 0.0, 1.0, gen, x.options().dtype(at::kFloat));
     auto perm = keys.argsort(/*dim=*/int64_t{1}).unsqueeze(2).expand_as(x);
     return {x.gather(1, perm), in.mask.defined() ? in.mask.gather(1, perm) : at::Tensor()};
   }

@@ -40,7 +40,7 @@ class FeatureMask : public Transform {
         ? in.mask
         : at::ones_like(in.values, in.values.options().dtype(at::kBool));
     auto hide =
-        detail::bernoulli(in.values.sizes(), p_, gen, in.values.options()).logical_and_(observed);
+        random_bernoulli(in.values.sizes(), p_, gen, in.values.options()).logical_and_(observed);
     return {in.values.masked_fill(hide, 0.0), observed.logical_and(hide.logical_not()), in.times};
   }
 
@@ -85,7 +85,7 @@ class FeatureNoise : public Transform {
         sd_.size(0),
         " features, the batch has ",
         in.values.size(-1));
-    auto noise = detail::normal(in.values.sizes(), gen, in.values.options()) *
+    auto noise = random_normal(in.values.sizes(), gen, in.values.options()) *
         (sd_.to(in.values.options()) * scale_);
     if (in.mask.defined()) {
       noise.masked_fill_(in.mask.logical_not(), 0.0);
@@ -120,7 +120,7 @@ class GeneDropout : public Transform {
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     return {
         in.values.masked_fill(
-            detail::bernoulli(in.values.sizes(), p_, gen, in.values.options()), 0.0),
+            random_bernoulli(in.values.sizes(), p_, gen, in.values.options()), 0.0),
         in.mask};
   }
 
@@ -154,7 +154,7 @@ class BinomialThinning : public Transform {
     TORCH_CHECK(
         x.ge(0).all().item<bool>() && x.eq(x.round()).all().item<bool>(),
         "BinomialThinning: expects non-negative integer counts (use it before log-transforming)");
-    auto p = detail::uniform({x.size(0), 1}, lo_, hi_, gen, x.options()).expand_as(x).contiguous();
+    auto p = random_uniform({x.size(0), 1}, lo_, hi_, gen, x.options()).expand_as(x).contiguous();
     return {at::binomial(x.contiguous(), p, gen), in.mask};
   }
 
@@ -183,7 +183,7 @@ class LibrarySizeScale : public Transform {
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     return {
-        in.values * detail::uniform({in.values.size(0), 1}, lo_, hi_, gen, in.values.options()),
+        in.values * random_uniform({in.values.size(0), 1}, lo_, hi_, gen, in.values.options()),
         in.mask};
   }
 
@@ -211,7 +211,7 @@ class LogExpressionNoise : public Transform {
     return detail::json_object({{"sigma", sigma_}});
   }
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
-    return {detail::plus_gaussian(in.values, sigma_, gen), in.mask};
+    return {plus_gaussian(in.values, sigma_, gen), in.mask};
   }
 
  private:
@@ -264,12 +264,12 @@ class VisitDropout : public Transform {
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     auto present = detail::visit_present(in);
     auto drop =
-        detail::bernoulli(present.sizes(), p_, gen, in.values.options()).logical_and_(present);
+        random_bernoulli(present.sizes(), p_, gen, in.values.options()).logical_and_(present);
     // A patient whose every visit was dropped keeps one present visit, chosen at random.
     auto all_gone =
         present.logical_and(drop.logical_not()).any(1).logical_not().logical_and(present.any(1));
     auto score =
-        detail::uniform(present.sizes(), 0.0, 1.0, gen, in.values.options().dtype(at::kFloat))
+        random_uniform(present.sizes(), 0.0, 1.0, gen, in.values.options().dtype(at::kFloat))
             .masked_fill(present.logical_not(), -1.0);
     auto keep = at::zeros_like(present).scatter_(1, score.argmax(1, true), all_gone.unsqueeze(1));
     return detail::drop_visits(in, drop.logical_and(keep.logical_not()));
@@ -312,8 +312,8 @@ class TemporalCrop : public Transform {
                      .clamp_max(static_cast<double>(v - 1));
     auto last = pos.masked_fill(present.logical_not(), -1.0).amax(1).clamp_min(0.0);
     auto span = (last - first + 1).clamp_min(1.0);
-    auto len = (detail::uniform({b}, min_, 1.0, gen, fo) * span).ceil_().clamp_min_(1.0);
-    auto start = first + (detail::uniform({b}, 0.0, 1.0, gen, fo) * (span - len + 1)).floor_();
+    auto len = (random_uniform({b}, min_, 1.0, gen, fo) * span).ceil_().clamp_min_(1.0);
+    auto start = first + (random_uniform({b}, 0.0, 1.0, gen, fo) * (span - len + 1)).floor_();
     auto outside = pos.lt(start.view({-1, 1})).logical_or(pos.ge((start + len).view({-1, 1})));
     return detail::drop_visits(in, outside);
   }
@@ -345,7 +345,7 @@ class TimeShift : public Transform {
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     TORCH_CHECK(in.times.defined(), "TimeShift: the batch has no visit times");
     auto off =
-        detail::uniform({in.times.size(0), 1}, -shift_, shift_ + 1e-12, gen, in.times.options());
+        random_uniform({in.times.size(0), 1}, -shift_, shift_ + 1e-12, gen, in.times.options());
     return {in.values, in.mask, in.times + off};
   }
 

@@ -55,7 +55,7 @@ class TokenMask : public Transform {
   Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
     auto valid = detail::text_mask(in);
     auto hit =
-        detail::bernoulli(in.values.sizes(), p_, gen, in.values.options()).logical_and_(valid);
+        random_bernoulli(in.values.sizes(), p_, gen, in.values.options()).logical_and_(valid);
     return {in.values.masked_fill(hit, mask_token_), valid, in.times};
   }
 
@@ -86,7 +86,7 @@ class SentenceShuffle : public Transform {
     const int64_t b = in.values.size(0), t = in.values.size(1);
     auto valid = detail::text_mask(in);
     auto sent = detail::sentence_index(in.values, sep_);
-    auto rank = detail::uniform(
+    auto rank = random_uniform(
         {b, t}, 0.0, 1.0, gen, in.values.options().dtype(at::kFloat)); // per sentence slot
     auto sent_key = rank.gather(1, sent.to(at::kLong).clamp_max(t - 1));
     auto pos = at::arange(t, in.values.options().dtype(at::kFloat)).view({1, -1});
@@ -124,7 +124,7 @@ class SentenceSample : public Transform {
     const int64_t b = in.values.size(0), t = in.values.size(1);
     auto valid = detail::text_mask(in);
     auto sent = detail::sentence_index(in.values, sep_).to(at::kLong).clamp_max(t - 1);
-    auto keep_slot = detail::bernoulli({b, t}, keep_, gen, in.values.options());
+    auto keep_slot = random_bernoulli({b, t}, keep_, gen, in.values.options());
     // A text whose every sentence was dropped keeps its first one.
     auto kept_any = keep_slot.gather(1, sent).logical_and(valid).any(1, true);
     keep_slot.select(1, 0).logical_or_(kept_any.squeeze(1).logical_not());

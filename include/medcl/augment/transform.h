@@ -199,10 +199,11 @@ class Transform {
 
 using TransformPtr = std::shared_ptr<const Transform>;
 
-namespace detail {
+/// Randomness for transforms: every draw comes from the generator a transform is given (on the
+/// batch's device), never from a global one, so that a seeded policy reproduces its views.
 
 /// Uniform [lo, hi) values of `shape` from `gen`, on the generator's device.
-inline at::Tensor uniform(
+inline at::Tensor random_uniform(
     at::IntArrayRef shape,
     double lo,
     double hi,
@@ -211,7 +212,8 @@ inline at::Tensor uniform(
   return at::empty(shape, o).uniform_(lo, hi, gen);
 }
 /// Standard normal values.
-inline at::Tensor normal(at::IntArrayRef shape, at::Generator& gen, const at::TensorOptions& o) {
+inline at::Tensor
+random_normal(at::IntArrayRef shape, at::Generator& gen, const at::TensorOptions& o) {
   return at::empty(shape, o).normal_(0.0, 1.0, gen);
 }
 /// x + N(0, sigma²) noise, element by element, with one temporary: the noise is drawn with its
@@ -221,10 +223,65 @@ inline at::Tensor plus_gaussian(const at::Tensor& x, double sigma, at::Generator
 }
 /// Bernoulli(p) booleans.
 inline at::Tensor
-bernoulli(at::IntArrayRef shape, double p, at::Generator& gen, const at::TensorOptions& o) {
+random_bernoulli(at::IntArrayRef shape, double p, at::Generator& gen, const at::TensorOptions& o) {
   return at::empty(shape, o.dtype(at::kFloat)).uniform_(0.0, 1.0, gen).lt(p);
 }
 
+/// White Gaussian noise of standard deviation `sigma` added to every value: the one
+/// implementation behind the image (`GaussianNoise`) and signal (`GaussianJitter`) transforms,
+/// which differ in their name and the layouts they accept.
+class AdditiveGaussianNoise : public Transform {
+ public:
+  AdditiveGaussianNoise(
+      std::string who,
+      std::string name,
+      std::vector<Modality> modalities,
+      double sigma)
+      : name_(std::move(name)), modalities_(std::move(modalities)), sigma_(sigma) {
+    TORCH_CHECK(std::isfinite(sigma) && sigma >= 0, who, ": sigma must be >= 0, got ", sigma);
+  }
+  std::string name() const override {
+    return name_;
+  }
+  std::vector<Modality> modalities() const override {
+    return modalities_;
+  }
+  std::vector<std::string> invariances() const override {
+    return {"additive noise"};
+  }
+  Json parameters() const override {
+    auto j = Json::object();
+    j["sigma"] = sigma_;
+    return j;
+  }
+  Batch apply(const Batch& in, Modality, at::Generator& gen) const override {
+    return {plus_gaussian(in.values, sigma_, gen), in.mask};
+  }
+
+ private:
+  std::string name_;
+  std::vector<Modality> modalities_;
+  double sigma_;
+};
+
+namespace detail {
+// The names of earlier releases, kept for one release.
+inline at::Tensor uniform(
+    at::IntArrayRef shape,
+    double lo,
+    double hi,
+    at::Generator& gen,
+    const at::TensorOptions& o) {
+  return random_uniform(shape, lo, hi, gen, o);
+}
+inline at::Tensor normal(at::IntArrayRef shape, at::Generator& gen, const at::TensorOptions& o) {
+  return random_normal(shape, gen, o);
+}
+using ::medcl::augment::plus_gaussian;
+inline at::Tensor
+bernoulli(at::IntArrayRef shape, double p, at::Generator& gen, const at::TensorOptions& o) {
+  return random_bernoulli(shape, p, gen, o);
+}
 } // namespace detail
 
 } // namespace augment
