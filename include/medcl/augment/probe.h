@@ -26,8 +26,8 @@ struct InvarianceResult {
 
 /// For each transform, the cosine between the embedding of every sample and that of its
 /// transformed version (`repeats` independent draws), without gradient. An encoder that is
-/// invariant to a transform scores near 1; the evaluation issue's invariance audit compares these
-/// with the stability under clinically meaningful change.
+/// invariant to a transform scores near 1; the invariance audit (eval/invariance_audit.h) compares
+/// these with the stability under clinically meaningful change.
 ///
 /// Example:
 ///   auto r = medcl::augment::invariance_probe(
