@@ -216,3 +216,14 @@ TEST_CASE(
   auto d = run(Modality::Image2D, std::make_shared<BrightnessContrast>(0.5, 0.5), {dot, {}}, 3);
   REQUIRE(d.values.equal(dot));
 }
+
+TEST_CASE(
+    "image transforms name the received value when they refuse an option",
+    "[augment][errors]") {
+  REQUIRE_THROWS_WITH(GaussianBlur(-1.0, 1.0), Contains("sigma must be >= 0, got [-1, 1]"));
+  REQUIRE_THROWS_WITH(
+      RandomAffine(200.0, 0.1, 0.1), Contains("max_rotation_deg must be in [0, 180], got 200"));
+  REQUIRE_THROWS_WITH(
+      RandomAffine(10.0, 1.5, 0.1), Contains("max_translate must be in [0, 1], got 1.5"));
+  REQUIRE_THROWS_WITH(RandomAffine(10.0, 0.1, 1.0), Contains("max_scale must be in [0, 1), got 1"));
+}

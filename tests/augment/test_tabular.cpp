@@ -96,3 +96,11 @@ TEST_CASE("omics transforms: dropout, thinning, library size, log noise", "[augm
       Contains("omics batch has layout [B, features]"));
   REQUIRE_THROWS_WITH(GeneDropout(-0.1), Contains("p must be in [0, 1]"));
 }
+
+TEST_CASE("FeatureNoise names what was wrong with its feature spread", "[augment][errors]") {
+  REQUIRE_THROWS_WITH(
+      FeatureNoise(torch::ones({2, 3}), 0.1), Contains("feature_sd must be 1-D [F], got [2, 3]"));
+  REQUIRE_THROWS_WITH(
+      FeatureNoise(torch::tensor({0.5, -2.0}), 0.1),
+      Contains("feature_sd must be finite and >= 0, got minimum -2"));
+}

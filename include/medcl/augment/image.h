@@ -147,13 +147,15 @@ class IntensityWindow : public Transform {
  public:
   IntensityWindow(double level, double width, double level_jitter = 0.0, double width_jitter = 0.0)
       : level_(level), width_(width), lj_(level_jitter), wj_(width_jitter) {
-    TORCH_CHECK(std::isfinite(level_), "IntensityWindow: level must be finite");
+    TORCH_CHECK(std::isfinite(level_), "IntensityWindow: level must be finite, got ", level_);
     TORCH_CHECK(
         std::isfinite(width_) && width_ > 0, "IntensityWindow: width must be > 0, got ", width_);
-    TORCH_CHECK(std::isfinite(lj_) && lj_ >= 0, "IntensityWindow: level_jitter must be >= 0");
+    TORCH_CHECK(
+        std::isfinite(lj_) && lj_ >= 0, "IntensityWindow: level_jitter must be >= 0, got ", lj_);
     TORCH_CHECK(
         std::isfinite(wj_) && wj_ >= 0 && wj_ < 1,
-        "IntensityWindow: width_jitter must be in [0, 1)");
+        "IntensityWindow: width_jitter must be in [0, 1), got ",
+        wj_);
   }
   std::string name() const override {
     return "intensity_window";
@@ -274,7 +276,7 @@ class GaussianBlur : public Transform {
  public:
   GaussianBlur(double lo, double hi) : lo_(lo), hi_(hi) {
     check_range("GaussianBlur", "sigma", lo, hi);
-    TORCH_CHECK(lo >= 0, "GaussianBlur: sigma must be >= 0");
+    TORCH_CHECK(lo >= 0, "GaussianBlur: sigma must be >= 0, got [", lo, ", ", hi, "]");
   }
   std::string name() const override {
     return "gaussian_blur";
@@ -346,12 +348,16 @@ class RandomAffine : public Transform {
       : rot_(max_rotation_deg), tr_(max_translate), sc_(max_scale) {
     TORCH_CHECK(
         std::isfinite(rot_) && rot_ >= 0 && rot_ <= 180,
-        "RandomAffine: max_rotation_deg must be in [0, 180]");
+        "RandomAffine: max_rotation_deg must be in [0, 180], got ",
+        rot_);
     TORCH_CHECK(
         std::isfinite(tr_) && tr_ >= 0 && tr_ <= 1,
-        "RandomAffine: max_translate must be in [0, 1]");
+        "RandomAffine: max_translate must be in [0, 1], got ",
+        tr_);
     TORCH_CHECK(
-        std::isfinite(sc_) && sc_ >= 0 && sc_ < 1, "RandomAffine: max_scale must be in [0, 1)");
+        std::isfinite(sc_) && sc_ >= 0 && sc_ < 1,
+        "RandomAffine: max_scale must be in [0, 1), got ",
+        sc_);
   }
   std::string name() const override {
     return "random_affine";

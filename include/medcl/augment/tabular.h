@@ -54,10 +54,14 @@ class FeatureMask : public Transform {
 class FeatureNoise : public Transform {
  public:
   FeatureNoise(at::Tensor feature_sd, double scale) : sd_(std::move(feature_sd)), scale_(scale) {
-    TORCH_CHECK(sd_.defined() && sd_.dim() == 1, "FeatureNoise: feature_sd must be 1-D [F]");
+    TORCH_CHECK(
+        sd_.defined() && sd_.dim() == 1,
+        "FeatureNoise: feature_sd must be 1-D [F], got ",
+        sd_.defined() ? sd_.sizes() : at::IntArrayRef{});
     TORCH_CHECK(
         medcl::detail::all_finite(sd_) && sd_.ge(0).all().item<bool>(),
-        "FeatureNoise: feature_sd must be finite and >= 0");
+        "FeatureNoise: feature_sd must be finite and >= 0, got minimum ",
+        sd_.numel() > 0 ? sd_.min().item<double>() : 0.0);
     TORCH_CHECK(
         std::isfinite(scale_) && scale_ >= 0, "FeatureNoise: scale must be >= 0, got ", scale_);
   }
