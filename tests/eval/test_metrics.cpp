@@ -195,7 +195,8 @@ TEST_CASE("student_t_quantile agrees with R's qt and mean_interval uses it", "[e
   CHECK(iv.lower == Approx(0.72 - half).epsilon(1e-12));
   CHECK(iv.upper == Approx(0.72 + half).epsilon(1e-12));
   CHECK(iv.method == "t interval of the mean over 3 values");
-  REQUIRE_THROWS_WITH(medcl::eval::mean_interval({0.5}), Contains("at least two values for an interval, got 1"));
+  REQUIRE_THROWS_WITH(
+      medcl::eval::mean_interval({0.5}), Contains("at least two values for an interval, got 1"));
   REQUIRE_THROWS_WITH(medcl::eval::student_t_quantile(1.0, 3), Contains("p must be in (0, 1)"));
   REQUIRE_THROWS_WITH(medcl::eval::student_t_quantile(0.9, 0), Contains("df must be finite"));
 }
