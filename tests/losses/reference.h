@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -128,6 +129,25 @@ inline std::vector<Weighted> weightings() {
       {medcl::NegativeWeighting::hard(1.0), {1.0, 0, false}},
       {medcl::NegativeWeighting::hard_debiased(0.5, 0.05), {0.5, 0.05, false}},
   };
+}
+
+// -mean_b sum_k q_bk log softmax(z_b / temp)_k in double: the soft-label cross-entropy of DINO and
+// SwAV, by loops.
+inline double cross_entropy_rows(const at::Tensor& q, const at::Tensor& z, double temp) {
+  // -mean_b sum_k q log softmax(z / temp)
+  double total = 0;
+  for (int64_t i = 0; i < z.size(0); ++i) {
+    double mx = -1e300;
+    for (int64_t k = 0; k < z.size(1); ++k)
+      mx = std::max(mx, z[i][k].item<double>() / temp);
+    double s = 0;
+    for (int64_t k = 0; k < z.size(1); ++k)
+      s += std::exp(z[i][k].item<double>() / temp - mx);
+    for (int64_t k = 0; k < z.size(1); ++k) {
+      total -= q[i][k].item<double>() * (z[i][k].item<double>() / temp - mx - std::log(s));
+    }
+  }
+  return total / z.size(0);
 }
 
 } // namespace medcl_test

@@ -1,3 +1,4 @@
+#include "losses/reference.h"
 #include "support.h"
 
 #include <medcl/losses/dino.h>
@@ -9,29 +10,9 @@
 #include <vector>
 
 using medcl_test::Contains;
+using medcl_test::cross_entropy_rows;
 using medcl_test::rel_err;
 namespace F = medcl::functional;
-
-namespace {
-
-double cross_entropy_rows(const at::Tensor& q, const at::Tensor& z, double temp) {
-  // -mean_b sum_k q log softmax(z / temp)
-  double total = 0;
-  for (int64_t i = 0; i < z.size(0); ++i) {
-    double mx = -1e300;
-    for (int64_t k = 0; k < z.size(1); ++k)
-      mx = std::max(mx, z[i][k].item<double>() / temp);
-    double s = 0;
-    for (int64_t k = 0; k < z.size(1); ++k)
-      s += std::exp(z[i][k].item<double>() / temp - mx);
-    for (int64_t k = 0; k < z.size(1); ++k) {
-      total -= q[i][k].item<double>() * (z[i][k].item<double>() / temp - mx - std::log(s));
-    }
-  }
-  return total / z.size(0);
-}
-
-} // namespace
 
 TEST_CASE("dino_loss averages cross-entropy over pairs of different views", "[losses][dino]") {
   torch::manual_seed(23);
