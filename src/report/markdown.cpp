@@ -9,8 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <locale>
 #include <sstream>
@@ -20,8 +18,6 @@
 
 namespace medcl {
 namespace eval {
-
-namespace fs = std::filesystem;
 
 namespace report_detail {
 

@@ -136,12 +136,7 @@ class Transform {
   /// strings. A transform that overrides neither is a c10::Error naming it.
   virtual Json parameters() const {
     detail::DefaultDescription inside(this);
-    TORCH_CHECK(
-        !inside.reentered(),
-        "Transform '",
-        name(),
-        "' overrides neither parameters() nor params(): override parameters() to describe its "
-        "parameters");
+    refuse_if_reentered(inside);
     Json out = Json::object();
     for (const auto& kv : params()) {
       out[kv.first] = kv.second;
@@ -152,12 +147,7 @@ class Transform {
   /// the default writes parameters() as text (numbers as "0.25", booleans as "true").
   virtual std::map<std::string, std::string> params() const {
     detail::DefaultDescription inside(this);
-    TORCH_CHECK(
-        !inside.reentered(),
-        "Transform '",
-        name(),
-        "' overrides neither parameters() nor params(): override parameters() to describe its "
-        "parameters");
+    refuse_if_reentered(inside);
     const Json p = parameters();
     TORCH_CHECK(
         p.is_object(),
@@ -194,6 +184,17 @@ class Transform {
   /// Transforms nested in this one (for validity checks of compositions).
   virtual std::vector<std::shared_ptr<const Transform>> children() const {
     return {};
+  }
+
+ private:
+  // The default parameters() and params() call each other: reentering means neither is overridden.
+  void refuse_if_reentered(const detail::DefaultDescription& inside) const {
+    TORCH_CHECK(
+        !inside.reentered(),
+        "Transform '",
+        name(),
+        "' overrides neither parameters() nor params(): override parameters() to describe its "
+        "parameters");
   }
 };
 
