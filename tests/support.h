@@ -4,6 +4,7 @@
 // header only holds generic tools (finite differences, comparisons, temporary directories).
 
 #include <ATen/ATen.h>
+#include <medcl/core/files.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -85,7 +86,7 @@ struct TempDir {
   }
   ~TempDir() {
     std::error_code ec;
-    std::filesystem::remove_all(path, ec);
+    medcl::remove_tree(path.string(), ec);
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

@@ -10,6 +10,7 @@
 #include <medcl/augment/signal.h>
 #include <medcl/augment/tabular.h>
 #include <medcl/augment/text.h>
+#include <medcl/core/files.h>
 #include <medcl/core/json.h>
 #include <medcl/core/negative_weighting.h>
 #include <medcl/core/normalize.h>

@@ -1,4 +1,5 @@
 // The report model: sections, adders, figures' data, the checklist and the atomic write.
+#include <medcl/core/files.h>
 #include <medcl/core/runtime.h>
 #include <medcl/eval/report.h>
 
@@ -769,7 +770,7 @@ ReportFiles Report::write(const std::string& directory) const {
 #endif
   const fs::path tmp = dir /
       (".medcl-report-tmp-" + std::to_string(pid) + "-" + std::to_string(counter.fetch_add(1)));
-  fs::remove_all(tmp, ec);
+  remove_tree(tmp.string(), ec);
   ec.clear();
   fs::create_directory(tmp, ec);
   TORCH_CHECK(
@@ -843,7 +844,7 @@ ReportFiles Report::write(const std::string& directory) const {
     fs::rename(tmp / "report.json", json_path, ec);
     TORCH_CHECK(!ec, "Report::write: cannot write ", json_path.string(), ": ", ec.message());
     placed_json = true;
-    fs::remove_all(tmp, ec);
+    remove_tree(tmp.string(), ec);
     if (not_drawn > 0 && options_.draw_figures()) {
       TORCH_WARN(
           "Report::write: ",
@@ -858,7 +859,7 @@ ReportFiles Report::write(const std::string& directory) const {
     }
   } catch (...) {
     std::error_code ignored;
-    fs::remove_all(tmp, ignored);
+    remove_tree(tmp.string(), ignored);
     if (placed_md && !placed_json) {
       fs::remove(md_path, ignored);
     }

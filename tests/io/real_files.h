@@ -4,6 +4,10 @@
 // name, whatever layout the data script uses), else at the paths Debian's packages install them.
 // An empty result means "absent": the test prints a warning and returns.
 
+#include <medcl/core/files.h>
+
+#include <c10/util/Exception.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <unistd.h>
 
@@ -21,14 +26,16 @@ inline std::string find_real_file(
     std::initializer_list<const char*> installed_paths) {
   namespace fs = std::filesystem;
   if (const char* dir = std::getenv("MEDCL_DATA_DIR")) {
-    std::error_code ec;
-    for (fs::recursive_directory_iterator
-             it(dir, fs::directory_options::skip_permission_denied, ec),
-         end;
-         !ec && it != end;
-         it.increment(ec)) {
-      if (it->path().filename() == name && it->is_regular_file(ec)) {
-        return it->path().string();
+    std::vector<std::string> entries;
+    try {
+      entries = medcl::list_tree(dir);
+    } catch (const c10::Error&) {
+      entries.clear(); // an unreadable MEDCL_DATA_DIR: fall back to the installed paths
+    }
+    for (const auto& e : entries) {
+      std::error_code ec;
+      if (fs::path(e).filename() == name && fs::is_regular_file(e, ec)) {
+        return e;
       }
     }
   }

@@ -26,7 +26,7 @@ struct Dir {
   }
   ~Dir() {
     std::error_code ec;
-    std::filesystem::remove_all(path, ec);
+    medcl::remove_tree(path.string(), ec);
   }
   std::string write(const std::string& name, const std::string& text) const {
     const auto p = (path / name).string();

@@ -1,3 +1,4 @@
+#include <medcl/core/files.h>
 #include <medcl/core/json.h>
 #include <medcl/core/runtime.h>
 #include <medcl/eval/report.h>
@@ -43,8 +44,8 @@ bool gnuplot_available() {
 /// Files whose name starts with `prefix` anywhere under `dir`.
 int count_with_prefix(const fs::path& dir, const std::string& prefix) {
   int n = 0;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    n += e.path().filename().string().rfind(prefix, 0) == 0 ? 1 : 0;
+  for (const auto& e : medcl::list_tree(dir.string())) {
+    n += fs::path(e).filename().string().rfind(prefix, 0) == 0 ? 1 : 0;
   }
   return n;
 }

@@ -131,7 +131,13 @@ TEST_CASE(
   REQUIRE(info.metadata == "{\"lr\":0.5}");
   REQUIRE(info.medcl_version == MEDCL_VERSION_STRING);
   REQUIRE(info.optimizers == std::vector<std::string>{"body", "head"});
-  REQUIRE(info.generators == std::vector<std::string>{"data", "default_cpu"});
+  std::vector<std::string> generators{"data", "default_cpu"};
+  if (torch::cuda::is_available()) { // each device's default generator is saved too
+    for (size_t d = 0; d < torch::cuda::device_count(); ++d) {
+      generators.push_back("default_cuda" + std::to_string(d));
+    }
+  }
+  REQUIRE(info.generators == generators);
   REQUIRE(info.tensors == std::vector<std::string>{"best"});
 
   // Other initial weights, data seed and default generator: everything must come from the file.
