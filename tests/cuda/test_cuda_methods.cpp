@@ -47,6 +47,7 @@ void steps_on_cuda(M& method, int64_t local = 0, bool paired = false) {
     if (paired) {
       b.views.pop_back();
       b.paired = torch::randn({32, 32}, cuda);
+      b.keys.study = b.keys.patient.clone(); // CLIP's default pairing: reports of the same study
     }
     auto r = t.step(b);
     CHECK(std::isfinite(r.loss));

@@ -579,3 +579,78 @@ TEST_CASE(
       medcl::BYOL<PlainHolder>(PlainHolder(), medcl::BYOLOptions(16)),
       medcl_test::Contains("Cloneable"));
 }
+
+namespace {
+
+torch::nn::Sequential small_encoder() {
+  return torch::nn::Sequential(
+      torch::nn::Linear(32, 64), torch::nn::ReLU(), torch::nn::Linear(64, 16));
+}
+
+// Three bfloat16-autocast steps of `method` on the CPU: each loss finite, the parameters float32.
+// Queues, centres and prototypes kept in float32 meet bfloat16 activations here.
+void autocast_steps(medcl::MethodBase& method, int64_t local = 0, bool paired = false) {
+  medcl::train::Trainer t(
+      method,
+      medcl::train::TrainerOptions(3).precision(medcl::train::Precision::BFloat16).progress(false));
+  for (int i = 0; i < 3; ++i) {
+    medcl::MethodBatch b;
+    b.views = {torch::randn({32, 32}), torch::randn({32, 32})};
+    for (int64_t v = 0; v < local; ++v) {
+      b.local_views.push_back(torch::randn({32, 32}));
+    }
+    b.keys.label = torch::randint(0, 3, {32}, torch::kLong);
+    b.keys.patient = torch::arange(32, torch::kLong).div(2, "floor");
+    if (paired) {
+      b.views.pop_back();
+      b.paired = torch::randn({32, 32});
+      b.keys.study = b.keys.patient.clone();
+    }
+    const auto r = t.step(b);
+    CHECK(std::isfinite(r.loss));
+  }
+  for (const auto& p : method.parameters()) {
+    CHECK(p.scalar_type() == torch::kFloat);
+  }
+}
+
+} // namespace
+
+TEST_CASE("Every method trains under bfloat16 autocast on the CPU", "[methods]") {
+  torch::manual_seed(0);
+  medcl::SimCLR<torch::nn::Sequential> simclr(
+      small_encoder(), medcl::SimCLROptions(16).hidden_dim(32).projection_dim(8));
+  autocast_steps(simclr);
+  SECTION("MoCo v2: a float32 queue against bfloat16 queries") {
+    medcl::MoCo<torch::nn::Sequential> moco(
+        small_encoder(),
+        medcl::MoCoOptions::v2(16).hidden_dim(32).projection_dim(8).queue_size(64));
+    autocast_steps(moco);
+    REQUIRE(moco.queue()->filled() == 64);
+    REQUIRE(moco.queue()->keys().scalar_type() == torch::kFloat);
+  }
+  SECTION("the other methods") {
+    medcl::MoCo<torch::nn::Sequential> moco3(
+        small_encoder(), medcl::MoCoOptions::v3(16).hidden_dim(32).projection_dim(8));
+    autocast_steps(moco3);
+    medcl::BYOL<torch::nn::Sequential> byol(
+        small_encoder(), medcl::BYOLOptions(16).hidden_dim(32).projection_dim(8));
+    autocast_steps(byol);
+    medcl::SimSiam<torch::nn::Sequential> simsiam(
+        small_encoder(), medcl::SimSiamOptions(16).projection_dim(16).prediction_hidden_dim(4));
+    autocast_steps(simsiam);
+    medcl::DINO<torch::nn::Sequential> dino(
+        small_encoder(), medcl::DINOOptions(16).output_dim(32).hidden_dim(32).bottleneck_dim(8));
+    autocast_steps(dino, 2);
+    medcl::SwAV<torch::nn::Sequential> swav(
+        small_encoder(),
+        medcl::SwAVOptions(16).hidden_dim(32).projection_dim(8).num_prototypes(16).queue_size(64));
+    autocast_steps(swav, 2);
+    medcl::SupCon<torch::nn::Sequential> supcon(
+        small_encoder(), medcl::SupConOptions(16).hidden_dim(32).projection_dim(8));
+    autocast_steps(supcon);
+    medcl::CLIP<torch::nn::Sequential, torch::nn::Sequential> clip(
+        small_encoder(), small_encoder(), medcl::CLIPOptions(16, 16).embed_dim(8));
+    autocast_steps(clip, 0, true);
+  }
+}

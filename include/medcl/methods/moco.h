@@ -140,6 +140,11 @@ class MoCo : public MethodBase {
     auto one = [&](const at::Tensor& query, const at::Tensor& key) {
       const bool use_queue = queue_ && queue_->filled() > 0;
       at::Tensor negatives = use_queue ? queue_->keys() : at::Tensor();
+      // The queue keeps float32 keys; under autocast the query is bfloat16 or half, and the
+      // similarities are taken in the query's precision, as autocast would for the product.
+      if (negatives.defined() && negatives.scalar_type() != query.scalar_type()) {
+        negatives = negatives.to(query.scalar_type());
+      }
       if (keyed) {
         return loss_->forward_keyed(
             query, key, negatives, batch.keys, use_queue ? queue_->sample_keys() : SampleKeys());
