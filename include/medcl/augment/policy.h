@@ -52,6 +52,15 @@ class Policy {
     return modality_;
   }
 
+  /// The generator the policy draws from for batches on `device`, made from the seed when first
+  /// asked for. It is a handle: restoring its state (as the trainer does for a tracked generator
+  /// when it resumes) changes the views this policy gives next. Exact resume of a run that
+  /// augments: `trainer.track("augment", policy.generator())` (CPU batches) or
+  /// `policy.generator(torch::Device(torch::kCUDA, 0))`.
+  at::Generator generator(const at::Device& device = at::Device(at::kCPU)) {
+    return device_generator(device);
+  }
+
   /// V augmented views of `batch` (each sample transformed independently in each view). The
   /// generator for the batch's device is created from the seed on first use and then advances, so
   /// a policy built with the same seed gives the same sequence of views.
@@ -60,7 +69,7 @@ class Policy {
         transform_->name() + "')";
     TORCH_CHECK(v >= 1, who, ": the number of views must be >= 1, got ", v);
     check_layout(who, modality_, batch);
-    auto& gen = generator(batch.values.device());
+    auto& gen = device_generator(batch.values.device());
     // Large batches go through the transforms in chunks of about kChunkElements values: every
     // op then works on cache-sized tensors, while still applying to many samples per call.
     const int64_t n = batch.values.size(0);
@@ -154,7 +163,7 @@ class Policy {
     dst.slice(0, s, e).copy_(part);
   }
 
-  at::Generator& generator(const at::Device& device) {
+  at::Generator& device_generator(const at::Device& device) {
     const std::string key = device.str();
     auto it = gens_.find(key);
     if (it == gens_.end()) {
