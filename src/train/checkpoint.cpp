@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <type_traits>
@@ -650,39 +651,48 @@ void Checkpoint::load(const std::string& path) {
     }
     auto extra = read_tensors(archive, "tensors");
 
-    for (size_t i = 0; i < optimizers_.size(); ++i) {
-      torch::serialize::InputArchive sub;
-      archive.read("o" + std::to_string(optimizer_at[i]), sub);
-      try {
-        optimizers_[i].second->load(sub);
-        move_optimizer_state(*optimizers_[i].second);
-      } catch (const c10::Error& e) {
-        TORCH_CHECK(
-            false,
-            fn,
-            ": cannot restore optimizer '",
-            optimizers_[i].first,
-            "' from '",
-            path,
-            "' (is it built over the same parameters in the same order?): ",
-            e.what_without_backtrace());
+    // Everything is read and checked; what follows changes the registered objects. An optimiser
+    // that refuses its state (built over other parameters) is only found out here: put back
+    // whatever changed before it.
+    const CheckpointSnapshot before = snapshot();
+    try {
+      for (size_t i = 0; i < optimizers_.size(); ++i) {
+        torch::serialize::InputArchive sub;
+        archive.read("o" + std::to_string(optimizer_at[i]), sub);
+        try {
+          optimizers_[i].second->load(sub);
+          move_optimizer_state(*optimizers_[i].second);
+        } catch (const c10::Error& e) {
+          TORCH_CHECK(
+              false,
+              fn,
+              ": cannot restore optimizer '",
+              optimizers_[i].first,
+              "' from '",
+              path,
+              "' (is it built over the same parameters in the same order?): ",
+              e.what_without_backtrace());
+        }
       }
-    }
-    {
-      c10::NoGradGuard no_grad;
-      for (size_t i = 0; i < modules_.size(); ++i) {
-        copy_into(modules_[i].second->named_parameters(true), params[i]);
-        copy_into(modules_[i].second->named_buffers(true), buffers[i]);
+      {
+        c10::NoGradGuard no_grad;
+        for (size_t i = 0; i < modules_.size(); ++i) {
+          copy_into(modules_[i].second->named_parameters(true), params[i]);
+          copy_into(modules_[i].second->named_buffers(true), buffers[i]);
+        }
       }
-    }
-    for (const auto& g : all_generators()) {
-      const at::Tensor* state = find_tensor(states, g.first);
-      if (state == nullptr) {
-        continue; // a default generator that was not saved (e.g. no CUDA when saving)
+      for (const auto& g : all_generators()) {
+        const at::Tensor* state = find_tensor(states, g.first);
+        if (state == nullptr) {
+          continue; // a default generator that was not saved (e.g. no CUDA when saving)
+        }
+        at::Generator gen = g.second;
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_state(*state);
       }
-      at::Generator gen = g.second;
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(*state);
+    } catch (...) {
+      before.restore();
+      throw;
     }
     tensors_.clear();
     for (auto& t : extra) {
@@ -698,6 +708,99 @@ void Checkpoint::load(const std::string& path) {
   step_ = info.step;
   metadata_ = info.metadata;
   loaded_version_ = info.medcl_version;
+}
+
+void check_checkpoint_path(const std::string& path, const std::string& who) {
+  namespace fs = std::filesystem;
+  TORCH_CHECK(!path.empty(), who, ": the path is empty");
+  std::error_code ec;
+  TORCH_CHECK(
+      !fs::is_directory(path, ec), who, " '", path, "' is a directory; name the file to write");
+  const fs::path parent = fs::path(path).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
+  TORCH_CHECK(
+      fs::is_directory(dir, ec),
+      who,
+      " '",
+      path,
+      "': the directory '",
+      dir,
+      "' does not exist (create it before the run; checkpoints are written there)");
+#ifndef _WIN32
+  TORCH_CHECK(
+      ::access(dir.c_str(), W_OK | X_OK) == 0,
+      who,
+      " '",
+      path,
+      "': the directory '",
+      dir,
+      "' is not writable: ",
+      std::strerror(errno));
+#endif
+}
+
+struct CheckpointSnapshot::State {
+  std::vector<std::pair<torch::nn::Module*, std::vector<at::Tensor>>> modules;
+  std::vector<std::pair<torch::optim::Optimizer*, std::string>> optimizers;
+  std::vector<std::pair<at::Generator, at::Tensor>> generators;
+};
+
+CheckpointSnapshot Checkpoint::snapshot() const {
+  auto st = std::make_shared<CheckpointSnapshot::State>();
+  for (const auto& m : modules_) {
+    std::vector<at::Tensor> copies;
+    for (const auto& p : m.second->parameters(true)) {
+      copies.push_back(p.detach().clone());
+    }
+    for (const auto& b : m.second->buffers(true)) {
+      copies.push_back(b.detach().clone());
+    }
+    st->modules.emplace_back(m.second, std::move(copies));
+  }
+  for (const auto& o : optimizers_) {
+    torch::serialize::OutputArchive archive;
+    o.second->save(archive);
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    st->optimizers.emplace_back(o.second, bytes.str());
+  }
+  for (const auto& g : all_generators()) {
+    at::Generator gen = g.second;
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    st->generators.emplace_back(gen, gen.get_state());
+  }
+  CheckpointSnapshot out;
+  out.state_ = std::move(st);
+  return out;
+}
+
+void CheckpointSnapshot::restore() const {
+  if (!state_) {
+    return;
+  }
+  {
+    c10::NoGradGuard no_grad;
+    for (const auto& m : state_->modules) {
+      size_t i = 0;
+      for (auto& p : m.first->parameters(true)) {
+        p.copy_(m.second.at(i++));
+      }
+      for (auto& b : m.first->buffers(true)) {
+        b.copy_(m.second.at(i++));
+      }
+    }
+  }
+  for (const auto& o : state_->optimizers) {
+    torch::serialize::InputArchive archive;
+    std::istringstream bytes(o.second);
+    archive.load_from(bytes);
+    o.first->load(archive);
+  }
+  for (const auto& g : state_->generators) {
+    at::Generator gen = g.first;
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(g.second);
+  }
 }
 
 CheckpointInfo Checkpoint::peek(const std::string& path) {

@@ -9,10 +9,12 @@
 #include "support.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -355,8 +357,10 @@ TEST_CASE("progress writes step, loss, lr, throughput and ETA", "[train][progres
     REQUIRE(text.find('\r') == std::string::npos);
     REQUIRE(
         text ==
-        "[train] step 2/4 (50.0%)  loss 1.5000  lr 5.000e-02  32.0 samples/s  ETA 0:00:02\n"
-        "[train] step 4/4 (100.0%)  loss 1.5000  lr 2.500e-02  32.0 samples/s  ETA 0:00:00\n"
+        "[train] step 2/4 (50.0%)  loss 1.5000 (smoothed 1.5000)  lr 5.000e-02  32.0 samples/s  "
+        "ETA 0:00:02\n"
+        "[train] step 4/4 (100.0%)  loss 1.5000 (smoothed 1.5000)  lr 2.500e-02  32.0 samples/s  "
+        "ETA 0:00:00\n"
         "[train] done: 4 steps in 0:00:05, 25.6 samples/s\n");
   }
   SECTION("terminal mode rewrites one line and throttles redraws") {
@@ -382,7 +386,70 @@ TEST_CASE("progress writes step, loss, lr, throughput and ETA", "[train][progres
     REQUIRE(text.find("\x1b[K") != std::string::npos);
     REQUIRE(text.find("step 50/100 (50.0%)") != std::string::npos); // finish draws the last step
     REQUIRE(text.find("800.0 samples/s") != std::string::npos);
-    REQUIRE(text.find("\n[train] done: 50 steps") != std::string::npos);
+    // 50 of 100 steps: not "done".
+    REQUIRE(text.find("\n[train] stopped at step 50 of 100 after 0:00:01") != std::string::npos);
+    REQUIRE(text.find("done") == std::string::npos);
+  }
+  SECTION("a resumed run: ETA from this process's steps, the summary says which steps ran") {
+    std::ostringstream out;
+    {
+      mt::Progress p(
+          mt::ProgressOptions(100)
+              .start_step(50)
+              .mode(mt::ProgressMode::Plain)
+              .every(10)
+              .smoothing(0)
+              .clock([&] { return t; }),
+          out);
+      for (int64_t s = 51; s <= 100; ++s) {
+        t = 0.1 * static_cast<double>(s - 50); // 0.1 s per step in this process
+        p.update(s, 2.0, 0.1, 4);
+      }
+    }
+    const std::string text = out.str();
+    INFO(text);
+    // At step 60: 1 s for 10 steps here, 40 left: 4 s (the absolute step would give 0:00:01).
+    REQUIRE(text.find("step 60/100 (60.0%)  loss 2.0000  lr") != std::string::npos);
+    REQUIRE(text.find("ETA 0:00:04\n") != std::string::npos);
+    REQUIRE(
+        text.find("[train] done: steps 51-100 of 100 (50 in this process) in 0:00:05") !=
+        std::string::npos);
+  }
+  SECTION("an exception that ends the run is not reported as done") {
+    std::ostringstream out;
+    try {
+      mt::Progress p(
+          mt::ProgressOptions(100).mode(mt::ProgressMode::Plain).every(100).clock([&] {
+            return t;
+          }),
+          out);
+      for (int64_t s = 1; s <= 60; ++s) {
+        t = 0.1 * static_cast<double>(s);
+        p.update(s, 1.0, 0.1, 4);
+      }
+      throw std::runtime_error("diverged");
+    } catch (const std::runtime_error&) {
+    }
+    const std::string text = out.str();
+    INFO(text);
+    REQUIRE(
+        text.find("[train] stopped at step 60 of 100 after 0:00:06 (an exception ended the run)") !=
+        std::string::npos);
+    REQUIRE(text.find("done") == std::string::npos);
+  }
+  SECTION("the smoothed loss is a bias-corrected moving average of every step's loss") {
+    std::ostringstream out;
+    mt::Progress p(
+        mt::ProgressOptions(3).mode(mt::ProgressMode::Plain).every(3).smoothing(0.5).clock([&] {
+          return t;
+        }),
+        out);
+    p.update(1, 4.0, 0.1, 1);
+    p.update(2, 2.0, 0.1, 1);
+    p.update(3, 1.0, 0.1, 1); // (0.25·4 + 0.5·2 + 1)·0.5 / (1 − 0.125) = 1.5/0.875
+    char expected[64];
+    std::snprintf(expected, sizeof(expected), "loss 1.0000 (smoothed %.4f)", 1.5 / 0.875);
+    REQUIRE(out.str().find(expected) != std::string::npos);
   }
   SECTION("bad options") {
     std::ostringstream out;
@@ -390,6 +457,12 @@ TEST_CASE("progress writes step, loss, lr, throughput and ETA", "[train][progres
         mt::Progress(mt::ProgressOptions(10).every(0), out), Contains("every must be >= 1, got 0"));
     REQUIRE_THROWS_WITH(
         mt::Progress(mt::ProgressOptions(-1), out), Contains("total_steps must be >= 0, got -1"));
+    REQUIRE_THROWS_WITH(
+        mt::Progress(mt::ProgressOptions(10).start_step(11), out),
+        Contains("start_step must be in [0, total_steps = 10], got 11"));
+    REQUIRE_THROWS_WITH(
+        mt::Progress(mt::ProgressOptions(10).smoothing(1), out),
+        Contains("smoothing must be in [0, 1), got 1"));
   }
 }
 
@@ -441,4 +514,43 @@ TEST_CASE("JSON-lines log appends records that parse back", "[train][log]") {
 
   const std::string missing = (dir.path / "no" / "log.jsonl").string();
   REQUIRE_THROWS_WITH(mt::JsonLinesLog(missing), Contains("cannot open '" + missing + "'"));
+}
+
+TEST_CASE("JSON-lines log read back drops what a resume superseded", "[train][log]") {
+  TempDir dir;
+  const std::string path = dir.file("log.jsonl");
+  {
+    mt::JsonLinesLog log(path);
+    for (int64_t s = 0; s < 6; ++s) { // the first run: checkpoint after step 3, crash after 5
+      log.step_record(s, 10.0 + static_cast<double>(s), 0.1);
+      if (s == 3) {
+        log.record("checkpoint", 4);
+      }
+    }
+    log.record("resume", 4); // the second run restarts at step 4
+    log.step_record(4, 24.0, 0.1);
+    log.step_record(5, 25.0, 0.1);
+  }
+  {
+    std::ofstream(path, std::ios::app) << "{\"type\":\"step\",\"st"; // a crash mid-line
+  }
+  const auto all = mt::JsonLinesLog::read(path, true);
+  REQUIRE(all.size() == 10);
+  const auto kept = mt::JsonLinesLog::read(path);
+  std::vector<std::string> seen;
+  for (const auto& r : kept) {
+    seen.push_back(r.at("type").as_string() + std::to_string(r.at("step").as_int64()));
+  }
+  // The first run's checkpoint record is at step 4 too: the resume supersedes it as well.
+  REQUIRE(
+      seen ==
+      std::vector<std::string>{"step0", "step1", "step2", "step3", "resume4", "step4", "step5"});
+  REQUIRE(kept[5].at("loss").as_double() == 24.0);
+
+  std::ofstream(path, std::ios::app) << "\nnot json\n{}\n";
+  REQUIRE_THROWS_WITH(
+      mt::JsonLinesLog::read(path), Contains("line 11 of '" + path + "' is not JSON"));
+  REQUIRE_THROWS_WITH(
+      mt::JsonLinesLog::read(dir.file("none.jsonl")),
+      Contains("cannot open '" + dir.file("none.jsonl")));
 }

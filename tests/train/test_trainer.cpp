@@ -1,5 +1,8 @@
 #include "methods/planted.h"
 
+#include <medcl/augment/compose.h>
+#include <medcl/augment/policy.h>
+#include <medcl/augment/tabular.h>
 #include <medcl/methods/dino.h>
 #include <medcl/methods/moco.h>
 #include <medcl/methods/simclr.h>
@@ -360,4 +363,190 @@ TEST_CASE("Trainer refuses bad options and non-finite losses", "[train]") {
   bad.views = {
       at::full({4, Planted::kDim}, std::nan("")), at::full({4, Planted::kDim}, std::nan(""))};
   CHECK_THROWS_WITH(t.step(bad), medcl_test::Contains("NaN") || medcl_test::Contains("non-finite"));
+}
+
+namespace {
+
+// Losses of a SimCLR run whose only randomness after initialisation is an augmentation policy:
+// each step's rows are fixed by the step, the views come from the policy's generator.
+std::vector<double>
+augmented_run(int64_t total, int64_t stop_at, const std::string& ckpt, bool resume, bool track) {
+  namespace A = medcl::augment;
+  Planted data(256, 4);
+  const auto rows = data.rendering(2);
+  torch::manual_seed(resume ? 999 : 5);
+  medcl::SimCLR<torch::nn::Sequential> method(
+      medcl_test::small_encoder(), medcl::SimCLROptions(16).hidden_dim(32).projection_dim(8));
+  A::Policy policy(
+      A::Modality::Tabular,
+      std::make_shared<A::Sequence>(std::vector<A::TransformPtr>{
+          std::make_shared<A::FeatureMask>(0.2),
+          std::make_shared<A::FeatureNoise>(at::ones({Planted::kDim}), 0.3)}),
+      resume ? 31337 : 11); // the resumed run's own seed must not matter
+  medcl::train::Trainer trainer(method, medcl::train::TrainerOptions(total).progress(false));
+  if (track) {
+    trainer.track("augment", policy.generator()); // as documented: a handle to the policy's
+  }
+  if (resume) {
+    trainer.resume(ckpt);
+  }
+  std::vector<double> out;
+  while (trainer.current_step() < (resume ? total : stop_at)) {
+    const int64_t s = trainer.current_step();
+    auto x = rows.slice(0, (s * 32) % 224, (s * 32) % 224 + 32);
+    auto v = policy.views(A::Batch(x), 2);
+    medcl::MethodBatch b;
+    b.views = {v[0].values, v[1].values};
+    out.push_back(trainer.step(b).loss);
+  }
+  if (!resume && stop_at < total) {
+    trainer.save(ckpt);
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("A resumed run that augments reproduces the uninterrupted run bit for bit", "[train]") {
+  TempDir dir;
+  const auto ckpt = dir.file("aug.ckpt");
+  const auto whole = augmented_run(10, 10, ckpt, false, true);
+  const auto first = augmented_run(10, 4, ckpt, false, true);
+  const auto rest = augmented_run(10, 4, ckpt, true, true);
+  REQUIRE(first.size() == 4);
+  REQUIRE(rest.size() == 6);
+  for (size_t i = 0; i < first.size(); ++i) {
+    CHECK(first[i] == whole[i]);
+  }
+  for (size_t i = 0; i < rest.size(); ++i) {
+    INFO("step " << i + 4);
+    CHECK(rest[i] == whole[i + 4]);
+  }
+  // Untracked, the resumed run's views come from its own seed: the losses differ.
+  augmented_run(10, 4, ckpt, false, false);
+  const auto untracked = augmented_run(10, 4, ckpt, true, false);
+  CHECK(untracked[0] != whole[4]);
+}
+
+TEST_CASE("A resume that does not fit leaves the trainer as it was", "[train]") {
+  TempDir dir;
+  Planted data(128, 2);
+  auto moco_with_queue = [](int64_t queue) {
+    return medcl::MoCo<torch::nn::Sequential>(
+        medcl_test::small_encoder(),
+        medcl::MoCoOptions::v2(16).hidden_dim(32).projection_dim(8).queue_size(queue));
+  };
+  torch::manual_seed(1);
+  auto a = moco_with_queue(64);
+  medcl::train::Trainer ta(a, medcl::train::TrainerOptions(6).progress(false));
+  Batches batches(data, 3);
+  for (int i = 0; i < 3; ++i) {
+    ta.step(batches(i));
+  }
+  ta.save(dir.file("q64.ckpt"));
+
+  torch::manual_seed(2);
+  auto b = moco_with_queue(128);
+  medcl::train::Trainer tb(
+      b, medcl::train::TrainerOptions(6).progress(false).log_path(dir.file("b.jsonl")));
+  Batches b_batches(data, 4);
+  tb.track("batches", b_batches.gen);
+  tb.step(b_batches(0));
+  std::vector<at::Tensor> params;
+  for (const auto& p : b.parameters()) {
+    params.push_back(p.detach().clone());
+  }
+  const auto queue = b.queue()->keys().clone();
+  const auto cpu_state = at::detail::getDefaultCPUGenerator().get_state();
+  const auto batch_state = b_batches.gen.get_state();
+  const auto lr = medcl::train::learning_rate(tb.optimizer());
+
+  CHECK_THROWS_WITH(
+      tb.resume(dir.file("q64.ckpt")),
+      medcl_test::Contains(dir.file("q64.ckpt")) &&
+          medcl_test::Contains("queue_size: 64 in the checkpoint, 128 here") &&
+          medcl_test::Contains("the trainer is left as it was"));
+  CHECK(tb.current_step() == 1);
+  CHECK(tb.losses().size() == 1);
+  size_t i = 0;
+  for (const auto& p : b.parameters()) {
+    CHECK(at::equal(p, params[i++]));
+  }
+  CHECK(at::equal(b.queue()->keys(), queue));
+  CHECK(at::equal(at::detail::getDefaultCPUGenerator().get_state(), cpu_state));
+  CHECK(at::equal(b_batches.gen.get_state(), batch_state));
+  CHECK(medcl::train::learning_rate(tb.optimizer()) == lr);
+  tb.step(b_batches(1)); // and it trains on
+  CHECK(tb.current_step() == 2);
+
+  // Other trainer options are allowed (the run then differs from an uninterrupted one).
+  torch::manual_seed(3);
+  auto c = moco_with_queue(64);
+  medcl::train::Trainer tc(c, medcl::train::TrainerOptions(12).progress(false));
+  tc.resume(dir.file("q64.ckpt"));
+  CHECK(tc.current_step() == 3);
+}
+
+TEST_CASE("A resumed run's log marks the resume so that each step reads once", "[train]") {
+  TempDir dir;
+  Planted data(128, 5);
+  const auto log = dir.file("run.jsonl");
+  const auto ckpt = dir.file("run.ckpt");
+  auto opts = [&] {
+    return medcl::train::TrainerOptions(6).progress(false).log_path(log).checkpoint_path(ckpt);
+  };
+  {
+    torch::manual_seed(1);
+    medcl::SimCLR<torch::nn::Sequential> m(
+        medcl_test::small_encoder(), medcl::SimCLROptions(16).hidden_dim(32).projection_dim(8));
+    medcl::train::Trainer t(m, opts());
+    Batches batches(data, 1);
+    for (int i = 0; i < 3; ++i) {
+      t.step(batches(i));
+    }
+    t.save(ckpt);
+    t.step(batches(3)); // then a crash: step 3 is logged but not in the checkpoint
+  }
+  torch::manual_seed(1);
+  medcl::SimCLR<torch::nn::Sequential> m(
+      medcl_test::small_encoder(), medcl::SimCLROptions(16).hidden_dim(32).projection_dim(8));
+  medcl::train::Trainer t(m, opts());
+  Batches batches(data, 1);
+  t.resume(ckpt);
+  t.fit([&](int64_t s) { return batches(s); });
+  std::vector<int64_t> steps;
+  int resumes = 0;
+  for (const auto& r : medcl::train::JsonLinesLog::read(log)) {
+    if (r.at("type").as_string() == "step") {
+      steps.push_back(r.at("step").as_int64());
+    }
+    resumes += r.at("type").as_string() == "resume" ? 1 : 0;
+  }
+  CHECK(steps == std::vector<int64_t>{0, 1, 2, 3, 4, 5});
+  CHECK(resumes == 1);
+  int64_t raw_steps = 0;
+  for (const auto& r : medcl::train::JsonLinesLog::read(log, true)) {
+    raw_steps += r.at("type").as_string() == "step" ? 1 : 0;
+  }
+  CHECK(raw_steps == 7);
+}
+
+TEST_CASE("Trainer finds an unwritable checkpoint path before the run", "[train]") {
+  TempDir dir;
+  medcl::SimCLR<torch::nn::Sequential> m(
+      medcl_test::small_encoder(), medcl::SimCLROptions(16).hidden_dim(32).projection_dim(8));
+  const auto missing = dir.file("run") + "/last.ckpt";
+  CHECK_THROWS_WITH(
+      medcl::train::Trainer(m, medcl::train::TrainerOptions(5).checkpoint_path(missing)),
+      medcl_test::Contains(
+          "checkpoint_path '" + missing + "': the directory '" + dir.file("run") +
+          "' does not exist"));
+  CHECK_THROWS_WITH(
+      medcl::train::Trainer(m, medcl::train::TrainerOptions(5).checkpoint_path(dir.path.string())),
+      medcl_test::Contains("is a directory"));
+  CHECK_THROWS_WITH(
+      medcl::train::Trainer(m, medcl::train::TrainerOptions(5).checkpoint_every(100)),
+      medcl_test::Contains("checkpoint_every is 100 but no checkpoint_path is set"));
+  medcl::train::Trainer ok(m, medcl::train::TrainerOptions(5).checkpoint_path(dir.file("x.ckpt")));
+  CHECK(ok.current_step() == 0);
 }

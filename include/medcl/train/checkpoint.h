@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -138,6 +139,28 @@ void check_unique(
 ///   // later, with freshly built objects registered the same way:
 ///   ckpt.load("run/last.ckpt");
 ///   for (int64_t step = ckpt.step(); step < total; ++step) { ... }
+/// Checks, before a run starts, that a checkpoint can be written to `path`: its directory exists
+/// and is writable, and `path` is not a directory. `who` starts the error message (e.g.
+/// "Trainer: checkpoint_path").
+void check_checkpoint_path(const std::string& path, const std::string& who);
+
+class Checkpoint;
+
+/// A copy of the live state a `Checkpoint` restores (its modules' parameters and buffers, its
+/// optimisers' state, its generators' states), taken by `Checkpoint::snapshot`, to put back with
+/// `restore` when a larger restore (a trainer's, which also restores a method's queues) fails
+/// half-way. It costs one copy of each of them.
+class CheckpointSnapshot {
+ public:
+  /// Puts every registered object back as it was when the snapshot was taken.
+  void restore() const;
+
+ private:
+  friend class Checkpoint;
+  struct State;
+  std::shared_ptr<const State> state_;
+};
+
 class Checkpoint {
  public:
   /// `kind` names what is checkpointed (e.g. "medcl.SimCLR"); `load` refuses another kind.
@@ -200,7 +223,8 @@ class Checkpoint {
   /// or read-only directory, full disk) name the path and leave no file behind.
   void save(const std::string& path) const;
 
-  /// Restores the registered objects from `path`, and the step, metadata and extra tensors.
+  /// Restores the registered objects from `path`, and the step, metadata and extra tensors; on
+  /// any error every registered object is left as it was.
   /// Errors: a missing, corrupt or truncated file (naming it), another kind (naming both), a
   /// registered module, parameter, buffer, optimiser or generator missing from the file, a
   /// parameter or buffer of another shape (naming it), a parameter or buffer in the file that the
@@ -209,6 +233,10 @@ class Checkpoint {
 
   /// Reads kind, version, step, metadata and the names in `path` without restoring anything.
   static CheckpointInfo peek(const std::string& path);
+
+  /// A copy of the registered objects' current state (see `CheckpointSnapshot`). `load` takes one
+  /// itself, so that a failure while restoring leaves every registered object as it was.
+  CheckpointSnapshot snapshot() const;
 
  private:
   // The registered generators, then (unless disabled) the default CPU and CUDA generators.

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace medcl {
 namespace train {
@@ -102,6 +103,65 @@ class JsonLinesLog {
       fields[item.first] = item.second;
     }
     record("step", step, fields);
+  }
+
+  /// Reads a log back, one object per line, as a reader of a resumed run wants it: a
+  /// {"type":"resume","step":s} record (the trainer writes one when it resumes from a checkpoint
+  /// of step s) supersedes every earlier record of a step >= s, which the crashed or stopped run
+  /// wrote after its checkpoint; those are dropped unless `keep_superseded`. So each step keeps
+  /// the records of the run that the checkpoints continue. A last line without its newline that
+  /// does not parse (a crash while writing it) is dropped; any other line that does not parse is
+  /// an error naming the file and the line.
+  static std::vector<Json> read(const std::string& path, bool keep_superseded = false) {
+    std::ifstream in(path, std::ios::binary);
+    TORCH_CHECK(
+        in.is_open(), "JsonLinesLog::read: cannot open '", path, "': ", std::strerror(errno));
+    std::vector<Json> out;
+    std::string line;
+    int64_t number = 0;
+    while (std::getline(in, line)) {
+      ++number;
+      if (line.empty()) {
+        continue;
+      }
+      const bool complete = !in.eof(); // getline stopped at a newline
+      Json j;
+      try {
+        j = Json::parse(line);
+      } catch (const c10::Error& e) {
+        if (!complete) {
+          break; // the line a crash cut short
+        }
+        TORCH_CHECK(
+            false,
+            "JsonLinesLog::read: line ",
+            number,
+            " of '",
+            path,
+            "' is not JSON: ",
+            e.what_without_backtrace());
+      }
+      TORCH_CHECK(
+          j.is_object(), "JsonLinesLog::read: line ", number, " of '", path, "' is not an object");
+      const bool resume = j.contains("type") && j.at("type").is_string() &&
+          j.at("type").as_string() == "resume" && j.contains("step") && j.at("step").is_integer();
+      if (resume && !keep_superseded) {
+        const int64_t from = j.at("step").as_int64();
+        std::vector<Json> kept;
+        for (auto& r : out) {
+          const bool superseded = r.contains("step") && r.at("step").is_integer() &&
+              r.at("step").as_int64() >= from &&
+              !(r.contains("type") && r.at("type").is_string() &&
+                r.at("type").as_string() == "resume");
+          if (!superseded) {
+            kept.push_back(std::move(r));
+          }
+        }
+        out = std::move(kept);
+      }
+      out.push_back(std::move(j));
+    }
+    return out;
   }
 
   /// The file written to.

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <iostream>
 #include <ostream>
@@ -50,6 +51,14 @@ struct ProgressOptions {
   TORCH_ARG(double, min_interval) = 0.1;
   /// Terminal mode: colour (bold label) unless NO_COLOR is set in the environment. Default: true
   TORCH_ARG(bool, color) = true;
+  /// Steps done before this process started (a resumed run): the ETA and the throughput count
+  /// only the steps done here, and the summary says which steps ran. Default: 0
+  TORCH_ARG(int64_t, start_step) = 0;
+  /// Weight of the past in the smoothed loss shown beside the step's loss (an exponential moving
+  /// average with bias correction, as TensorBoard smooths: 0.98 averages over about 50 steps; 0
+  /// shows no smoothed value). It is fed by every `update` given a number, and by each line's
+  /// value when the loss is given as a callable. Default: 0.98
+  TORCH_ARG(double, smoothing) = 0.98;
   /// Prefix of every line. Default: "train"
   TORCH_ARG(std::string, label) = "train";
   /// Seconds since an arbitrary origin; steady_clock when empty (tests inject a fake clock).
@@ -64,10 +73,13 @@ struct ProgressOptions {
 /// due. The loss can be given as a callable so that `loss.item()` (a GPU synchronisation) runs only
 /// when a line is written. Output goes to a `std::ostream` or a `FILE*` (default stderr).
 ///
-/// Terminal line: `\r[train] step 120/1000 (12.0%)  loss 4.1234  lr 3.000e-04  812.3 samples/s
-/// ETA 0:02:13` followed by an erase-to-end-of-line; plain line: the same without '\r' and
-/// colour, ending in '\n'. `finish()` ends the line and writes a summary
-/// (`[train] done: 1000 steps in 0:03:20, 800.1 samples/s`).
+/// Terminal line: `\r[train] step 120/1000 (12.0%)  loss 4.1234 (smoothed 4.3012)  lr 3.000e-04
+/// 812.3 samples/s  ETA 0:02:13` followed by an erase-to-end-of-line; plain line: the same without
+/// '\r' and colour, ending in '\n'. `finish()` ends the line and writes a summary: `[train] done:
+/// 1000 steps in 0:03:20, 800.1 samples/s` when the run reached its last step; `[train] done:
+/// steps 501-1000 of 1000 (500 in this process) ...` for a resumed run; `[train] stopped at step
+/// 600 of 1000 after 0:00:06 ...` when it did not reach the end, with "(an exception ended the
+/// run)" when the destructor runs during stack unwinding.
 ///
 /// Example:
 ///   medcl::train::Progress progress(medcl::train::ProgressOptions(total).every(100));
@@ -99,7 +111,7 @@ class Progress {
 
   ~Progress() {
     try {
-      finish();
+      finish_impl(std::uncaught_exceptions() > uncaught_at_start_);
     } catch (...) {
       // A destructor must not throw; a failed final line is not worth terminating for.
     }
@@ -116,8 +128,9 @@ class Progress {
   /// Records that step `step` (1-based count of finished steps) processed `samples` samples, with
   /// loss `loss` and learning rate `lr`; writes a line when one is due.
   void update(int64_t step, double loss, double lr, int64_t samples) {
+    smooth(loss);
     const auto value = [loss] { return loss; };
-    update(step, value, lr, samples);
+    update_impl(step, value, lr, samples, false);
   }
 
   /// Same, with the loss computed by `loss()` only when a line is written.
@@ -125,6 +138,19 @@ class Progress {
       typename LossFn,
       typename std::enable_if<std::is_invocable_r<double, LossFn>::value, int>::type = 0>
   void update(int64_t step, LossFn&& loss, double lr, int64_t samples) {
+    update_impl(step, std::forward<LossFn>(loss), lr, samples, true);
+  }
+
+  /// Ends the terminal line and writes the summary line (once; also called by the destructor). If
+  /// the last step was not shown yet, its line is written first, without the loss (which `update`
+  /// only evaluates for lines it writes).
+  void finish() {
+    finish_impl(false);
+  }
+
+ private:
+  template <typename LossFn>
+  void update_impl(int64_t step, LossFn&& loss, double lr, int64_t samples, bool smooth_here) {
     TORCH_CHECK(samples >= 0, "Progress::update: samples must be >= 0, got ", samples);
     samples_ += samples;
     step_ = step;
@@ -143,13 +169,21 @@ class Progress {
     }
     loss_ = loss();
     loss_step_ = step;
+    if (smooth_here) {
+      smooth(loss_);
+    }
     print(now);
   }
 
-  /// Ends the terminal line and writes the summary line (once; also called by the destructor). If
-  /// the last step was not shown yet, its line is written first, without the loss (which `update`
-  /// only evaluates for lines it writes).
-  void finish() {
+  void smooth(double loss) {
+    const double b = options_.smoothing();
+    if (b > 0 && std::isfinite(loss)) {
+      ema_ = b * ema_ + (1 - b) * loss;
+      ema_weight_ = b * ema_weight_ + (1 - b);
+    }
+  }
+
+  void finish_impl(bool unwinding) {
     if (finished_ || step_ < 0) {
       finished_ = true;
       return;
@@ -166,7 +200,30 @@ class Progress {
       print(now);
     }
     const double elapsed = now - start_time_;
-    s << prefix() << "done: " << step_ << " steps in " << hms(elapsed);
+    const int64_t total = options_.total_steps();
+    const int64_t first = options_.start_step();
+    const int64_t here = step_ - first;
+    if (unwinding || (total > 0 && step_ < total)) {
+      s << prefix() << "stopped at step " << step_;
+      if (total > 0) {
+        s << " of " << total;
+      }
+      s << " after " << hms(elapsed);
+      if (first > 0) {
+        s << " (" << here << " in this process)";
+      }
+      if (unwinding) {
+        s << " (an exception ended the run)";
+      }
+    } else if (first > 0) {
+      s << prefix() << "done: steps " << first + 1 << "-" << step_;
+      if (total > 0) {
+        s << " of " << total;
+      }
+      s << " (" << here << " in this process) in " << hms(elapsed);
+    } else {
+      s << prefix() << "done: " << step_ << " steps in " << hms(elapsed);
+    }
     if (elapsed > 0) {
       s << ", " << fixed(static_cast<double>(samples_) / elapsed, 1) << " samples/s";
     }
@@ -174,7 +231,6 @@ class Progress {
     write(s.str());
   }
 
- private:
   void init(bool is_tty) {
     TORCH_CHECK(options_.every() >= 1, "Progress: every must be >= 1, got ", options_.every());
     TORCH_CHECK(
@@ -185,6 +241,19 @@ class Progress {
         options_.total_steps() >= 0,
         "Progress: total_steps must be >= 0, got ",
         options_.total_steps());
+    TORCH_CHECK(
+        options_.start_step() >= 0 &&
+            (options_.total_steps() == 0 || options_.start_step() <= options_.total_steps()),
+        "Progress: start_step must be in [0, total_steps = ",
+        options_.total_steps(),
+        "], got ",
+        options_.start_step());
+    TORCH_CHECK(
+        std::isfinite(options_.smoothing()) && options_.smoothing() >= 0 &&
+            options_.smoothing() < 1,
+        "Progress: smoothing must be in [0, 1), got ",
+        options_.smoothing());
+    uncaught_at_start_ = std::uncaught_exceptions();
     const char* term = std::getenv("TERM");
     const bool dumb = term != nullptr && std::string(term) == "dumb";
     switch (options_.mode()) {
@@ -274,6 +343,10 @@ class Progress {
     if (loss_step_ == step_) {
       std::snprintf(num, sizeof(num), "%.4f", loss_);
       s << "  loss " << num;
+      if (ema_weight_ > 0) {
+        std::snprintf(num, sizeof(num), "%.4f", ema_ / ema_weight_);
+        s << " (smoothed " << num << ")";
+      }
     }
     std::snprintf(num, sizeof(num), "%.3e", lr_);
     s << "  lr " << num;
@@ -281,9 +354,10 @@ class Progress {
     const double rate = dt > 0 ? static_cast<double>(samples_ - printed_samples_) / dt : 0.0;
     s << "  " << fixed(rate, 1) << " samples/s";
     const double elapsed = now - start_time_;
-    if (total > 0 && step_ > 0 && step_ <= total) {
+    const int64_t here = step_ - options_.start_step(); // steps this process has timed
+    if (total > 0 && here > 0 && step_ <= total) {
       s << "  ETA "
-        << hms(elapsed / static_cast<double>(step_) * static_cast<double>(total - step_));
+        << hms(elapsed / static_cast<double>(here) * static_cast<double>(total - step_));
     }
     if (terminal_) {
       s << "\x1b[K";
@@ -321,6 +395,9 @@ class Progress {
   double loss_ = 0;
   int64_t loss_step_ = -1;
   double lr_ = 0;
+  double ema_ = 0;
+  double ema_weight_ = 0;
+  int uncaught_at_start_ = 0;
 };
 
 } // namespace train

@@ -169,6 +169,49 @@ class AutocastGuard {
   at::ScalarType old_dtype_ = at::kBFloat16;
 };
 
+/// The places where two descriptions differ, as "path: A in the checkpoint, B here" (numbers
+/// compared exactly, as written).
+inline void json_differences(
+    const Json& a,
+    const Json& b,
+    const std::string& where,
+    std::vector<std::string>& out) {
+  if (a.is_object() && b.is_object()) {
+    for (const auto& kv : a.items()) {
+      const std::string at = where.empty() ? kv.first : where + "." + kv.first;
+      if (!b.contains(kv.first)) {
+        out.push_back(at + ": " + kv.second.dump() + " in the checkpoint, absent here");
+      } else {
+        json_differences(kv.second, b.at(kv.first), at, out);
+      }
+    }
+    for (const auto& kv : b.items()) {
+      if (!a.contains(kv.first)) {
+        const std::string at = where.empty() ? kv.first : where + "." + kv.first;
+        out.push_back(at + ": absent in the checkpoint, " + kv.second.dump() + " here");
+      }
+    }
+  } else if (a != b) {
+    out.push_back(
+        (where.empty() ? std::string("the description") : where) + ": " + a.dump() +
+        " in the checkpoint, " + b.dump() + " here");
+  }
+}
+
+inline std::vector<std::string> json_differences(const Json& checkpoint, const Json& here) {
+  std::vector<std::string> out;
+  json_differences(checkpoint, here, "", out);
+  return out;
+}
+
+inline std::string join_differences(const std::vector<std::string>& diffs) {
+  std::string s;
+  for (const auto& d : diffs) {
+    s += (s.empty() ? "" : "; ") + d;
+  }
+  return s;
+}
+
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -233,6 +276,16 @@ class Trainer {
     optimizer_ = make_optimizer(groups_, o.optimizer());
     parameters_ = groups_.decay();
     parameters_.insert(parameters_.end(), groups_.no_decay().begin(), groups_.no_decay().end());
+    TORCH_CHECK(
+        o.checkpoint_every() == 0 || !o.checkpoint_path().empty(),
+        fn,
+        ": checkpoint_every is ",
+        o.checkpoint_every(),
+        " but no checkpoint_path is set, so no checkpoint would be written");
+    if (!o.checkpoint_path().empty()) {
+      // Found out now rather than at the first save, perhaps hours into the run.
+      check_checkpoint_path(o.checkpoint_path(), "Trainer: checkpoint_path");
+    }
     if (!o.log_path().empty()) {
       log_ = std::make_unique<JsonLinesLog>(o.log_path());
     }
@@ -325,8 +378,10 @@ class Trainer {
   template <class NextBatch>
   void fit(NextBatch&& next_batch) {
     if (options_.progress() && !progress_) {
-      progress_ = std::make_unique<Progress>(
-          ProgressOptions().total_steps(options_.total_steps()).every(options_.progress_every()));
+      progress_ = std::make_unique<Progress>(ProgressOptions()
+                                                 .total_steps(options_.total_steps())
+                                                 .every(options_.progress_every())
+                                                 .start_step(step_));
     }
     while (step_ < options_.total_steps()) {
       step(next_batch(step_));
@@ -370,36 +425,127 @@ class Trainer {
     }
   }
 
-  /// Restores a checkpoint written by `save` for the same method: a checkpoint of another method
-  /// or a corrupt file is an error, and leaves this trainer as it was.
+  /// Restores a checkpoint written by `save` for the same method. Everything in the file is read
+  /// and checked against this trainer first: another method or corrupt file, a step beyond this
+  /// run, a method built with other options (each differing option is named, with its value in
+  /// the checkpoint and here), a method state (queue, centre) of another shape. Should restoring
+  /// still fail, the weights, optimiser, generators and method state are put back: on any error
+  /// the trainer is left as it was. Trainer options that differ (more steps, another learning
+  /// rate) are allowed, with a warning naming them, since the run then no longer reproduces the
+  /// uninterrupted one. With a log, a {"type":"resume"} record marks where the log's later steps
+  /// supersede earlier ones (`JsonLinesLog::read`).
   void resume(const std::string& path) {
-    auto ck = make_checkpoint();
-    ck.load(path);
+    constexpr const char* fn = "Trainer::resume";
+    // 1. Read the file without restoring anything.
+    Checkpoint probe("medcl." + method_.name());
+    probe.default_generators(false);
+    probe.load(path);
     TORCH_CHECK(
-        ck.step() <= options_.total_steps(),
-        "Trainer::resume: the checkpoint '",
+        probe.step() <= options_.total_steps(),
+        fn,
+        ": the checkpoint '",
         path,
         "' is at step ",
-        ck.step(),
+        probe.step(),
         ", beyond this run's ",
         options_.total_steps(),
         " steps");
-    auto meta = Json::parse(ck.metadata());
+    const auto meta = Json::parse(probe.metadata());
+    if (meta.contains("method")) {
+      const auto diffs = detail::json_differences(meta.at("method"), method_.describe());
+      TORCH_CHECK(
+          diffs.empty(),
+          fn,
+          ": the checkpoint '",
+          path,
+          "' was written by a ",
+          method_.name(),
+          " built with other options: ",
+          detail::join_differences(diffs),
+          ". Build the method as that run did, or start a new run; the trainer is left as it was");
+    }
+    if (meta.contains("trainer")) {
+      const auto diffs = detail::json_differences(meta.at("trainer"), describe());
+      if (!diffs.empty()) {
+        TORCH_WARN(
+            fn,
+            ": resuming '",
+            path,
+            "' with other trainer options (",
+            detail::join_differences(diffs),
+            "); the run will not reproduce an uninterrupted one");
+      }
+    }
     std::map<std::string, at::Tensor> extra;
+    const auto live = method_.extra_state();
     if (meta.contains("extra_state")) {
       const auto& names = meta.at("extra_state");
       for (size_t i = 0; i < names.size(); ++i) {
         const auto& n = names[i].as_string();
-        extra[n] = ck.tensor("extra." + n);
+        TORCH_CHECK(
+            probe.has_tensor("extra." + n),
+            fn,
+            ": the checkpoint '",
+            path,
+            "' lists the method state '",
+            n,
+            "' but does not hold it");
+        extra[n] = probe.tensor("extra." + n);
+        // A state this method does not hold yet (a queue's keys before its first entry) is
+        // checked by the method when it loads; one it holds must have the same shape.
+        const auto it = live.find(n);
+        if (it == live.end()) {
+          continue;
+        }
+        TORCH_CHECK(
+            it->second.sizes() == extra[n].sizes(),
+            fn,
+            ": the method state '",
+            n,
+            "' has shape ",
+            extra[n].sizes(),
+            " in the checkpoint '",
+            path,
+            "' and ",
+            it->second.sizes(),
+            " here; the trainer is left as it was");
       }
     }
-    if (!extra.empty()) {
-      method_.load_extra_state(extra);
+    // 2. Restore, putting everything back should anything still fail.
+    auto ck = make_checkpoint();
+    const CheckpointSnapshot before = ck.snapshot();
+    std::map<std::string, at::Tensor> extra_before;
+    for (const auto& kv : live) {
+      extra_before[kv.first] = kv.second.detach().clone();
+    }
+    try {
+      ck.load(path);
+      if (!extra.empty()) {
+        method_.load_extra_state(extra);
+      }
+    } catch (const c10::Error& e) {
+      before.restore();
+      if (!extra_before.empty()) {
+        method_.load_extra_state(extra_before);
+      }
+      TORCH_CHECK(
+          false,
+          fn,
+          ": cannot resume from '",
+          path,
+          "': ",
+          e.what_without_backtrace(),
+          " (the trainer is left as it was)");
     }
     const auto n = ck.tensor("loss_history_size").item<int64_t>();
     auto h = ck.tensor("loss_history").to(at::kDouble).contiguous();
     losses_.assign(h.data_ptr<double>(), h.data_ptr<double>() + n);
     step_ = ck.step();
+    if (log_) {
+      auto f = Json::object();
+      f["path"] = path;
+      log_->record("resume", step_, f);
+    }
   }
 
   /// Every choice of the run, for reports.
