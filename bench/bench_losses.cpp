@@ -348,6 +348,16 @@ int main(int argc, char** argv) {
     else
       rest.push_back(argv[i]);
   }
+  TORCH_CHECK(
+      g_cfg.device == "cpu" || g_cfg.device == "cuda",
+      "--device must be cpu or cuda, got ",
+      g_cfg.device);
+  try {
+    medcl::resolve_device(g_cfg.device); // a CPU-only LibTorch says so here
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "medcl_bench_losses: %s\n", e.what_without_backtrace());
+    return 2;
+  }
   torch::set_num_threads(g_cfg.threads);
   std::printf("%s\n", medcl::runtime_info().summary().c_str());
   std::printf(

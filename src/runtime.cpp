@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
+#include <c10/util/Exception.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -75,6 +76,60 @@ RuntimeInfo runtime_info() {
   info.cpu_threads = at::get_num_threads();
   info.compiler = compiler_name();
   return info;
+}
+
+c10::Device resolve_device(const std::string& spec) {
+  constexpr const char* fn = "resolve_device";
+  if (spec == "cpu") {
+    return c10::Device(c10::kCPU);
+  }
+  const RuntimeInfo info = runtime_info();
+  if (spec == "auto") {
+    return info.cuda_available ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  }
+  int64_t index = 0;
+  if (spec == "cuda") {
+    index = 0;
+  } else if (
+      spec.rfind("cuda:", 0) == 0 && spec.size() > 5 &&
+      spec.find_first_not_of("0123456789", 5) == std::string::npos && spec.size() <= 9) {
+    index = std::stoll(spec.substr(5));
+  } else {
+    TORCH_CHECK(
+        false,
+        fn,
+        ": unknown device '",
+        spec,
+        "'; expected \"cpu\", \"cuda\", \"cuda:N\" or \"auto\"");
+  }
+  TORCH_CHECK(
+      info.cuda_built,
+      fn,
+      ": '",
+      spec,
+      "' asked for, but this LibTorch (",
+      info.torch_version,
+      ") was built without CUDA. Use a CUDA build (pytorch.org's CUDA zip, pip's torch with CUDA, "
+      "Debian 13's libtorch-cuda-dev) or run on \"cpu\"");
+  TORCH_CHECK(
+      info.cuda_device_count > 0,
+      fn,
+      ": '",
+      spec,
+      "' asked for; this LibTorch has CUDA ",
+      info.cuda_runtime,
+      " but sees no CUDA device (driver missing, CUDA_VISIBLE_DEVICES empty?)");
+  TORCH_CHECK(
+      index < info.cuda_device_count,
+      fn,
+      ": '",
+      spec,
+      "' asked for, but only ",
+      info.cuda_device_count,
+      " CUDA device(s) are visible (cuda:0 to cuda:",
+      info.cuda_device_count - 1,
+      ")");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 std::string RuntimeInfo::summary() const {

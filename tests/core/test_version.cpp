@@ -121,3 +121,30 @@ TEST_CASE("all_finite finds NaN and infinities, and is not fooled by overflow", 
       medcl::detail::check_finite("f", "z", both),
       medcl_test::Contains("f: z contains NaN or Inf"));
 }
+
+TEST_CASE("resolve_device names what is missing when CUDA is asked for", "[core]") {
+  using medcl_test::Contains;
+  const auto info = medcl::runtime_info();
+  CHECK(medcl::resolve_device("cpu") == c10::Device(c10::kCPU));
+  CHECK(
+      medcl::resolve_device("auto") ==
+      (info.cuda_available ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU)));
+  CHECK_THROWS_WITH(
+      medcl::resolve_device("gpu"),
+      Contains("unknown device 'gpu'; expected \"cpu\", \"cuda\", \"cuda:N\" or \"auto\""));
+  CHECK_THROWS_WITH(medcl::resolve_device("cuda:x"), Contains("unknown device 'cuda:x'"));
+  if (!info.cuda_built) {
+    CHECK_THROWS_WITH(
+        medcl::resolve_device("cuda"),
+        Contains(
+            "'cuda' asked for, but this LibTorch (" + info.torch_version +
+            ") was built without CUDA"));
+  } else if (info.cuda_device_count == 0) {
+    CHECK_THROWS_WITH(medcl::resolve_device("cuda:0"), Contains("sees no CUDA device"));
+  } else {
+    CHECK(medcl::resolve_device("cuda") == c10::Device(c10::kCUDA, 0));
+    CHECK_THROWS_WITH(
+        medcl::resolve_device("cuda:" + std::to_string(info.cuda_device_count)),
+        Contains("only " + std::to_string(info.cuda_device_count) + " CUDA device(s) are visible"));
+  }
+}

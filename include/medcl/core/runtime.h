@@ -1,5 +1,7 @@
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <string>
 
 namespace medcl {
@@ -37,6 +39,18 @@ struct RuntimeInfo {
 
 /// Collects RuntimeInfo for the running process (the build facts from `at::show_config()`).
 RuntimeInfo runtime_info();
+
+/// The device named by `spec`: "cpu", "cuda" (device 0), "cuda:N", or "auto" (CUDA device 0
+/// when this LibTorch has CUDA and a device is visible, else the CPU). Checked against this
+/// LibTorch and this machine, so that asking for CUDA fails here with medcl's words instead of
+/// later in LibTorch's dispatcher: a LibTorch built without CUDA (it names the version and says
+/// how to get a CUDA build), no visible device, an index beyond the visible devices, an unknown
+/// name.
+///
+/// Example:
+///   const auto device = medcl::resolve_device(argc > 1 ? argv[1] : "auto");
+///   method.to(device);
+c10::Device resolve_device(const std::string& spec);
 
 namespace detail {
 /// Fills the build facts of `info` (cuda_built, cuda_runtime, nccl_built) from the text of
