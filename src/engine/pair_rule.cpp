@@ -41,6 +41,21 @@ KeyMatchRule::KeyMatchRule(
       a_.sizes(),
       " and ",
       c_.sizes());
+  // Equal keys are one class, and the engine's per-class sums read classes as int64: a
+  // floating-point key would be truncated there ({0.2, 0.7} all class 0), so it is refused here.
+  for (const auto* side : {&a_, &c_}) {
+    const auto dtype = side->scalar_type();
+    TORCH_CHECK(
+        !at::isFloatingType(dtype) && !at::isComplexType(dtype),
+        "KeyMatchRule ('",
+        what_,
+        "'): the ",
+        side == &a_ ? "anchor" : "candidate",
+        " keys are class ids and must be an integer tensor (int64), got the floating-point dtype ",
+        dtype,
+        "; floating-point keys are refused rather than truncated (0.2 and 0.7 would both become "
+        "0)");
+  }
   TORCH_CHECK(
       !exclude_diagonal_ || a_.size(0) == c_.size(0),
       "KeyMatchRule: excluding the diagonal needs as many anchors as candidates, got ",

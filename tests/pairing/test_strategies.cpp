@@ -6,6 +6,8 @@
 #include <medcl/losses/nt_xent.h>
 #include <medcl/losses/supcon.h>
 #include <medcl/memory/memory_queue.h>
+#include <medcl/methods/moco.h>
+#include <medcl/methods/supcon.h>
 #include <medcl/pairing/strategy.h>
 
 #include "catch.h"
@@ -26,6 +28,16 @@ namespace F = medcl::functional;
 namespace {
 
 using Pred = std::function<bool(int64_t, int64_t)>;
+
+// The message of the error `f` throws ("" when it throws none).
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
 using Mask = std::vector<std::vector<bool>>;
 
 // Twelve hand-made samples: 4 patients, 6 studies, 2 sites, 2 leads, labels with unknowns (-1).
@@ -465,4 +477,155 @@ TEST_CASE("sample keys concatenate, select and repeat over views", "[pairing]") 
   REQUIRE(views.view.slice(0, c.n(), 2 * c.n()).eq(1).all().item<bool>());
   REQUIRE(views.instance.slice(0, 2 * c.n()).equal(torch::arange(c.n())));
   REQUIRE(only_patient.names() == "patient");
+}
+
+TEST_CASE(
+    "floating-point identity keys are refused by every loss, strategy and queue, never truncated",
+    "[pairing][errors]") {
+  Cohort c;
+  const int64_t n = c.n();
+  auto feats = torch::randn({n, 2, 3}, torch::kDouble);
+  // The report's labels: {0.2, 0.7, ...} were cast to class 0 and the loss was 0 with a warning.
+  auto soft = torch::rand({n}, torch::kDouble) * 0.9 + 0.05;
+  auto whole = torch::tensor(c.patient, torch::kFloat); // whole numbers stored as floats
+  const auto same_label = medcl::SupConLossOptions().pairing(PairingStrategy::same_label());
+  for (const auto& labels : {soft, whole}) {
+    REQUIRE_THROWS_WITH(
+        F::supcon_loss(feats, labels, same_label),
+        Contains("supcon_loss") && Contains("labels must be class ids") &&
+            Contains(labels.scalar_type() == torch::kDouble ? "Double" : "Float") &&
+            Contains("pairing strategy 'same label'") && Contains("refused rather than truncated"));
+    REQUIRE_THROWS_WITH(
+        F::supcon_loss(feats, labels),
+        Contains("supcon_loss") && Contains("int64 or int32") && Contains("truncated"));
+  }
+  // Integer labels of either width are accepted with a strategy, as without one.
+  auto int_labels = torch::tensor(c.patient, torch::kInt);
+  REQUIRE(
+      F::supcon_loss(feats, int_labels, same_label).item<double>() ==
+      Approx(F::supcon_loss(feats, int_labels).item<double>()).epsilon(1e-12));
+
+  // Every identity key of SampleKeys, through every keyed InfoNCE-family loss.
+  const auto z = torch::randn({n, 3}, torch::kDouble);
+  const auto scale = torch::tensor(10.0, torch::kDouble);
+  SampleKeys ints = c.keys();
+  ints.view = torch::zeros({n}, torch::kLong);
+  for (Key k : medcl::all_keys()) {
+    if (!medcl::is_identity_key(k)) {
+      continue;
+    }
+    const std::string name = medcl::key_name(k);
+    INFO(name);
+    SampleKeys keys = ints;
+    keys.get(k) = keys.get(k).to(torch::kFloat) + 0.25;
+    const auto refused = [&](const std::string& prefix, const std::function<void()>& f) {
+      REQUIRE_THAT(
+          error_of(f),
+          Contains(prefix + " key '" + name + "' must be int64") && Contains("Float") &&
+              Contains("refused rather than truncated"));
+    };
+    auto strategy = PairingStrategy::custom(PairExpr::same(k), "same " + name);
+    refused("supcon_loss: sample", [&] {
+      F::supcon_loss(feats, keys, medcl::SupConLossOptions().pairing(strategy));
+    });
+    refused("nt_xent_loss: sample", [&] {
+      F::nt_xent_loss(z, z, keys, medcl::NTXentLossOptions().pairing(strategy));
+    });
+    const auto info = medcl::InfoNCELossOptions().pairing(strategy);
+    refused("info_nce_loss: query", [&] {
+      F::info_nce_loss(z, z, at::Tensor(), keys, SampleKeys{}, info);
+    });
+    refused("info_nce_loss: negative", [&] { F::info_nce_loss(z, z, z, ints, keys, info); });
+    const auto clip = medcl::CLIPLossOptions().pairing(strategy);
+    refused("clip_loss: image", [&] { F::clip_loss(z, z, scale, keys, ints, clip); });
+    refused("clip_loss: text", [&] { F::clip_loss(z, z, scale, ints, keys, clip); });
+    // A strategy's rule, asked for directly, names itself, the key and the dtype.
+    const auto dev = torch::Device(torch::kCPU);
+    REQUIRE_THAT(
+        error_of([&] { strategy.rule(keys, ints, n, n, false, false, dev, "my_loss"); }),
+        Contains("my_loss: pairing strategy 'same " + name + "'") &&
+            Contains("key '" + name + "' as a class identity") && Contains("batch's key is Float"));
+    REQUIRE_THAT(
+        error_of([&] { strategy.rule(ints, keys, n, n, false, false, dev, "my_loss"); }),
+        Contains("candidates' key is Float"));
+    // And the memory queue, by name.
+    medcl::MemoryQueue q(8, 3);
+    REQUIRE_THAT(
+        error_of([&] {
+          q.enqueue(z.slice(0, 0, 4), {{name, keys.get(k).slice(0, 0, 4)}});
+        }),
+        Contains("MemoryQueue::enqueue: pairing key '" + name + "' must be an integer tensor") &&
+            Contains("Float") && Contains("truncated"));
+  }
+  // The false-negative control reads keys too: a float site refused through exclude_*.
+  SampleKeys float_site = c.keys();
+  float_site.site = float_site.site.to(torch::kDouble);
+  REQUIRE_THROWS_WITH(
+      F::info_nce_loss(
+          z,
+          z,
+          z,
+          c.keys(),
+          float_site,
+          medcl::InfoNCELossOptions().pairing(
+              PairingStrategy::none().exclude_same_site_negatives())),
+      Contains("key 'site' must be int64") && Contains("Double"));
+  // Time is the one floating key; an integer-valued class key in int32 is told how to convert.
+  SampleKeys int32_patient;
+  int32_patient.patient = torch::tensor(c.patient, torch::kInt);
+  REQUIRE_THROWS_WITH(
+      F::supcon_loss(feats, int32_patient), Contains("got Int (convert it with .to(at::kLong))"));
+  medcl::MemoryQueue timed(8, 3);
+  REQUIRE_NOTHROW(timed.enqueue(
+      z.slice(0, 0, 2),
+      {{"time", torch::tensor({0.5, 1.5})},
+       {"ward", torch::tensor({1, 2}, torch::kInt)},
+       {"patient", torch::tensor({3, 4})}}));
+  REQUIRE(timed.sample_keys().time.equal(torch::tensor({0.5, 1.5}, torch::kDouble)));
+  REQUIRE_THROWS_WITH(
+      medcl::MemoryQueue(8, 3).enqueue(z.slice(0, 0, 2), {{"ward", torch::tensor({0.5, 1.5})}}),
+      Contains("pairing key 'ward' must be an integer tensor") && Contains("Float"));
+  // A checkpoint whose queue holds a float identity key is refused on loading.
+  auto state = timed.state();
+  state["key.patient"] = state["key.patient"].to(torch::kFloat);
+  REQUIRE_THROWS_WITH(
+      medcl::MemoryQueue(8, 3).load_state(state),
+      Contains("MemoryQueue::load_state: pairing key 'patient' must be an integer tensor") &&
+          Contains("Float"));
+  // The rule the losses build directly refuses float class keys.
+  auto fk = torch::tensor({0.2, 0.7, 0.2});
+  REQUIRE_THROWS_WITH(
+      medcl::KeyMatchRule(fk, fk, true, "same label"),
+      Contains("KeyMatchRule ('same label')") && Contains("floating-point dtype Float"));
+}
+
+TEST_CASE(
+    "the methods refuse floating-point labels and keys as the losses do",
+    "[pairing][errors]") {
+  torch::manual_seed(3);
+  const int64_t b = 6;
+  auto encoder = [] { return torch::nn::Sequential(torch::nn::Linear(4, 8)); };
+  medcl::MethodBatch batch;
+  batch.views = {torch::randn({b, 4}), torch::randn({b, 4})};
+  batch.keys.label = torch::tensor({0.2, 0.7, 0.2, 0.7, 0.1, 0.9}, torch::kFloat);
+  medcl::SupCon<torch::nn::Sequential> supcon(
+      encoder(), medcl::SupConOptions(8).hidden_dim(16).projection_dim(4));
+  REQUIRE_THROWS_WITH(
+      supcon.training_loss(batch, {}),
+      Contains("supcon_loss") && Contains("key 'label' must be int64") && Contains("Float"));
+  medcl::SupCon<torch::nn::Sequential> paired(
+      encoder(),
+      medcl::SupConOptions(8).hidden_dim(16).projection_dim(4).loss(
+          medcl::SupConLossOptions().pairing(PairingStrategy::same_label())));
+  REQUIRE_THROWS_WITH(paired.training_loss(batch, {}), Contains("key 'label' must be int64"));
+  medcl::MethodBatch by_patient;
+  by_patient.views = batch.views;
+  by_patient.keys.patient = torch::tensor({1.0, 1.0, 2.0, 2.0, 3.0, 3.0}, torch::kDouble);
+  medcl::MoCo<torch::nn::Sequential> moco(
+      encoder(),
+      medcl::MoCoOptions::v2(8).hidden_dim(16).projection_dim(4).queue_size(12).loss(
+          medcl::InfoNCELossOptions().pairing(PairingStrategy::none().exclude_same_patient())));
+  REQUIRE_THROWS_WITH(
+      moco.training_loss(by_patient, {}),
+      Contains("info_nce_loss") && Contains("key 'patient' must be int64") && Contains("Double"));
 }

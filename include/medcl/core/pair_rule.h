@@ -36,6 +36,10 @@ struct SparsePairs {
 /// in SupCon (labels) or same-patient pairing: the engine then obtains positive counts and logit
 /// sums from per-class sums of the embeddings, O((N + M)·D), without any positive mask. Pairs
 /// listed by `PairRule::excluded_cols()` are removed from the positives too.
+///
+/// The keys are class ids of an integer dtype (int64; the engine reads them as int64): a rule must
+/// never return floating-point keys here, which would be truncated (KeyMatchRule and the pairing
+/// strategies refuse them).
 struct KeyClasses {
   at::Tensor anchor_keys;    // int64 [N]
   at::Tensor candidate_keys; // int64 [M]
@@ -98,7 +102,8 @@ using ::medcl::tile_mask_from_sparse; // earlier name, kept for one release
 /// This is SimCLR's rule with `keys` = instance ids (each instance's other views are its
 /// positives) and SupCon's with `keys` = labels.
 ///
-/// Shape: anchor_keys [N], candidate_keys [M], int64, on the embeddings' device.
+/// Shape: anchor_keys [N], candidate_keys [M], int64, on the embeddings' device. Floating-point
+/// keys are refused at construction (class ids are never truncated).
 class KeyMatchRule : public PairRule {
  public:
   KeyMatchRule(

@@ -45,6 +45,28 @@ check_supcon_inputs(const char* fn, const at::Tensor& features, const SupConLoss
   }
 }
 
+/// Refuses floating-point labels, naming the pairing strategy that would read them: they are
+/// class ids, and casting them would truncate ({0.2, 0.7, ...} would all become class 0). A float
+/// tensor of whole numbers is refused too (see check_identity_key): convert it with
+/// `.to(at::kLong)`.
+inline void
+check_label_ids(const char* fn, const at::Tensor& labels, const SupConLossOptions& options) {
+  const auto dtype = labels.scalar_type();
+  if (!at::isFloatingType(dtype) && !at::isComplexType(dtype)) {
+    return;
+  }
+  TORCH_CHECK(
+      false,
+      fn,
+      ": labels must be class ids of dtype int64 or int32, got the floating-point dtype ",
+      dtype,
+      options.pairing().has_value() ? " (read as the key 'label' by the pairing strategy '" +
+              options.pairing()->describe() + "')"
+                                    : std::string(),
+      ". Floating-point labels are refused rather than truncated (0.2 and 0.7 would both become "
+      "class 0): give integer class ids.");
+}
+
 /// The engine call shared by both forms: the B·V normalised views, in view-major order as the
 /// reference implementation's torch.cat(torch.unbind(features, 1)), against themselves.
 inline at::Tensor supcon_engine(
@@ -83,7 +105,8 @@ namespace functional {
 /// (a label seen once with V = 1) are left out of the mean (the reference code would give NaN
 /// or count them as 0); if none is left the loss is 0 with a warning.
 ///
-/// Shape: features [B, V, D], labels [B] int64/int32 or undefined -> 0-dim tensor.
+/// Shape: features [B, V, D], labels [B] int64/int32 or undefined -> 0-dim tensor. Floating-point
+/// labels are refused, with or without a pairing strategy (never truncated to class ids).
 ///
 /// Example:
 ///   auto feats = at::stack({proj(view0), proj(view1)}, 1);  // [B, 2, D]
@@ -97,18 +120,22 @@ inline at::Tensor supcon_loss(
     const at::Tensor& features,
     const at::Tensor& labels = {},
     const SupConLossOptions& options = {}) {
-  if (options.pairing().has_value()) {
-    SampleKeys keys;
-    keys.label = labels.defined() ? labels.to(at::kLong) : labels;
-    return supcon_loss(features, keys, options);
-  }
   constexpr const char* fn = "supcon_loss";
   detail::check_supcon_inputs(fn, features, options);
   const int64_t b = features.size(0);
   const int64_t v = features.size(1);
   if (labels.defined()) {
+    // The same refusal with and without a pairing strategy: labels are class ids, and a
+    // floating-point tensor is refused, never truncated ({0.2, 0.7} would all be class 0).
+    detail::check_label_ids(fn, labels, options);
     detail::check_labels(fn, "labels", labels, b, features.device());
-  } else {
+  }
+  if (options.pairing().has_value()) {
+    SampleKeys keys;
+    keys.label = labels.defined() ? labels.to(at::kLong) : labels;
+    return supcon_loss(features, keys, options);
+  }
+  if (!labels.defined()) {
     TORCH_CHECK(
         v >= 2,
         fn,

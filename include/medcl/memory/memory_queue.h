@@ -166,6 +166,7 @@ class MemoryQueue {
             "], got ",
             kv.second.sizes());
         const std::string name = kv.first.substr(4);
+        check_key_dtype(fn, name, kv.second.scalar_type());
         auto t = kv.second.to(buffer_.device()).clone();
         Key k = Key::Instance;
         if (standard_key(name, k)) {
@@ -244,6 +245,26 @@ class MemoryQueue {
     return s.empty() ? "none" : s;
   }
 
+  // Every pairing key but "time" is a class identity (patient, study, label, ...): a floating-point
+  // one is refused, never truncated to integers (0.2 and 0.7 would both become 0), the refusal the
+  // losses give for SampleKeys. Integer keys of any width are kept as int64.
+  static void check_key_dtype(const char* fn, const std::string& name, at::ScalarType dtype) {
+    if (name == "time") {
+      return;
+    }
+    TORCH_CHECK(
+        !at::isFloatingType(dtype) && !at::isComplexType(dtype),
+        fn,
+        ": pairing key '",
+        name,
+        "' must be an integer tensor (int64 ids), got ",
+        dtype,
+        ": it is a class identity (equal values are the same ",
+        name,
+        "), and floating-point values are refused rather than truncated (0.2 and 0.7 would both "
+        "become 0). Give integer ids; only 'time' is floating point.");
+  }
+
   // Adds a batch whose pairing keys are `standard` and `other` (names that are no standard key).
   void enqueue(
       const at::Tensor& keys,
@@ -305,12 +326,7 @@ class MemoryQueue {
           b,
           "], got ",
           kv.second.defined() ? kv.second.sizes() : at::IntArrayRef{});
-      TORCH_CHECK(
-          kv.first == "time" || !at::isFloatingType(kv.second.scalar_type()),
-          "MemoryQueue::enqueue: pairing key '",
-          kv.first,
-          "' must be an integer tensor, got ",
-          kv.second.scalar_type());
+      check_key_dtype("MemoryQueue::enqueue", kv.first, kv.second.scalar_type());
     }
     c10::NoGradGuard no_grad;
     const int64_t take = std::min(b, size_);

@@ -54,6 +54,47 @@ inline std::array<Key, 8> all_keys() {
       Key::Time};
 }
 
+/// Whether `k` is a class identity (every key but `time`): samples with equal values are "the
+/// same" label, patient, study, site, instance, view or lead.
+inline bool is_identity_key(Key k) {
+  return k != Key::Time;
+}
+
+/// Requires a class-identity key (every key but `time`) to be int64. A floating-point key is
+/// refused, never truncated to integers (labels {0.2, 0.7} would all become class 0), even when it
+/// holds whole numbers only: telling that would need its values (a device synchronisation), and a
+/// float key is far more often a score or a probability than ids stored as floats. Ids held as
+/// floats are converted by the caller (`.round().to(at::kLong)`), who knows what they mean.
+/// Messages start "<fn>: <what> key '<k>'", e.g. "supcon_loss: sample key 'label'".
+inline void check_identity_key(const char* fn, const char* what, Key k, at::ScalarType dtype) {
+  TORCH_CHECK(
+      !at::isFloatingType(dtype) && !at::isComplexType(dtype),
+      fn,
+      ": ",
+      what,
+      " key '",
+      key_name(k),
+      "' must be int64, got the floating-point dtype ",
+      dtype,
+      ": '",
+      key_name(k),
+      "' is a class identity (equal values are the same ",
+      key_name(k),
+      "), and floating-point values are refused rather than truncated (0.2 and 0.7 would both "
+      "become 0). Give integer ids (e.g. .round().to(at::kLong) if the values are whole numbers); "
+      "only 'time' is floating point.");
+  TORCH_CHECK(
+      dtype == at::kLong,
+      fn,
+      ": ",
+      what,
+      " key '",
+      key_name(k),
+      "' must be int64, got ",
+      dtype,
+      " (convert it with .to(at::kLong))");
+}
+
 /// The keys of N samples: each is undefined (the batch does not carry it) or a 1-D tensor of
 /// length N on the embeddings' device. A negative `label` means "unknown" (never equal to any
 /// label, so never a label positive and never excluded as a same-label negative).
@@ -121,7 +162,9 @@ struct SampleKeys {
     return s.empty() ? "none" : s;
   }
 
-  /// Requires every defined key to be 1-D of length `n` on `device`, int64 (time: floating).
+  /// Requires every defined key to be 1-D of length `n` on `device`, int64 (time: floating); a
+  /// floating-point identity key is refused (see check_identity_key). `fn` and `what` start the
+  /// messages: "supcon_loss: sample key 'label' must be int64, ...".
   void check(const char* fn, const char* what, int64_t n, const at::Device& device) const {
     for (Key k : all_keys()) {
       if (!has(k)) {
@@ -148,15 +191,7 @@ struct SampleKeys {
             " key 'time' must be floating point, got ",
             t.scalar_type());
       } else {
-        TORCH_CHECK(
-            t.scalar_type() == at::kLong,
-            fn,
-            ": ",
-            what,
-            " key '",
-            key_name(k),
-            "' must be int64, got ",
-            t.scalar_type());
+        check_identity_key(fn, what, k, t.scalar_type());
       }
       TORCH_CHECK(
           t.device() == device,

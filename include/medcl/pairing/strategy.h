@@ -452,7 +452,8 @@ class PairingStrategy {
 
   /// The engine rule for anchors × candidates with these keys. `same_set`: anchors and
   /// candidates are the same samples (the anchor itself is excluded); `diagonal_positive`: row i
-  /// and column i are a matched pair. Errors name the key a strategy needs and the batch lacks.
+  /// and column i are a matched pair. Errors name the key a strategy needs and the batch lacks, and
+  /// refuse a floating-point key the strategy compares for equality (every key but time).
   std::shared_ptr<const PairRule> rule(
       const SampleKeys& anchors,
       const SampleKeys& candidates,
@@ -483,6 +484,10 @@ class PairingStrategy {
           "', which the candidates lack (they carry: ",
           candidates.names(),
           ")");
+      if (is_identity_key(k)) {
+        check_identity_dtype(fn, k, anchors.get(k), "batch's");
+        check_identity_dtype(fn, k, candidates.get(k), "candidates'");
+      }
     }
     check_masks(*positive_.node_, rows, cols, device, fn);
     check_masks(*exclusion_.node_, rows, cols, device, fn);
@@ -516,6 +521,28 @@ class PairingStrategy {
     s.exclusion_names_.insert(
         s.exclusion_names_.end(), b.exclusion_names_.begin(), b.exclusion_names_.end());
     return s;
+  }
+
+  // A key compared for equality must hold ids: a floating-point one is refused, not truncated
+  // (the engine's per-class sums read classes as int64, so {0.2, 0.7} would all be class 0).
+  void check_identity_dtype(const char* fn, Key k, const at::Tensor& t, const char* side) const {
+    const auto dtype = t.scalar_type();
+    if (!at::isFloatingType(dtype) && !at::isComplexType(dtype)) {
+      return;
+    }
+    TORCH_CHECK(
+        false,
+        fn,
+        ": pairing strategy '",
+        describe(),
+        "' compares the key '",
+        key_name(k),
+        "' as a class identity, so it must be an integer tensor (int64), but the ",
+        side,
+        " key is ",
+        dtype,
+        ". Floating-point keys are refused rather than truncated (0.2 and 0.7 would both become "
+        "0): give integer ids; only 'time' is floating point.");
   }
 
   static void check_masks(
