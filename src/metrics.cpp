@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <utility>
@@ -254,7 +255,10 @@ AurocComparison compare_auroc_delong(
   const double half = normal_quantile(0.5 + level / 2) * sd;
   AurocComparison out;
   out.difference = {diff, diff - half, diff + half, level, "DeLong"};
-  out.z = sd > 0 ? diff / sd : 0.0;
+  // Zero variance: equal AUROCs give z = 0 (p = 1); different ones give z = ±Inf (p = 0), as
+  // pROC does, rather than a z of 0 beside a p of 0.
+  out.z = sd > 0 ? diff / sd
+                 : (diff == 0 ? 0.0 : std::copysign(std::numeric_limits<double>::infinity(), diff));
   out.p_value = sd > 0 ? std::erfc(std::abs(out.z) / std::sqrt(2.0)) : (diff == 0 ? 1.0 : 0.0);
   return out;
 }
@@ -343,8 +347,15 @@ Calibration calibration(
   for (size_t i = 0; i < probabilities.size(); ++i) {
     const double p = probabilities[i];
     TORCH_CHECK(p >= 0 && p <= 1, "calibration: probability ", i, " is outside [0, 1] (", p, ")");
-    auto b = std::min<int64_t>(
-        bins - 1, static_cast<int64_t>(std::floor(p * static_cast<double>(bins))));
+    const double nb = static_cast<double>(bins);
+    auto b = std::min<int64_t>(bins - 1, static_cast<int64_t>(std::floor(p * nb)));
+    // The bin whose reported edges [b/B, (b+1)/B) hold p (the last one closed): p·B can round
+    // across an edge (0.29·100 = 28.999999999999996).
+    if (b > 0 && p < static_cast<double>(b) / nb) {
+      --b;
+    } else if (b < bins - 1 && p >= static_cast<double>(b + 1) / nb) {
+      ++b;
+    }
     sum_p[static_cast<size_t>(b)] += p;
     sum_y[static_cast<size_t>(b)] += static_cast<double>(labels[i]);
     cnt[static_cast<size_t>(b)] += 1;
@@ -399,7 +410,10 @@ double c_index(
       continue;
     }
     for (size_t j = 0; j < times.size(); ++j) {
-      if (times[i] < times[j]) {
+      // Comparable: j outlived i's event, known when j's time is later, or equal and censored
+      // (a subject censored at the time of an event was still at risk then), as R's survival
+      // and Harrell's definition count; two events at the same time are not compared.
+      if (times[i] < times[j] || (times[i] == times[j] && events[j] == 0)) {
         comparable += 1;
         concordant += risk[i] > risk[j] ? 1.0 : (risk[i] == risk[j] ? 0.5 : 0.0);
       }

@@ -200,3 +200,53 @@ TEST_CASE("student_t_quantile agrees with R's qt and mean_interval uses it", "[e
   REQUIRE_THROWS_WITH(medcl::eval::student_t_quantile(1.0, 3), Contains("p must be in (0, 1)"));
   REQUIRE_THROWS_WITH(medcl::eval::student_t_quantile(0.9, 0), Contains("df must be finite"));
 }
+
+TEST_CASE("Reliability bins hold exactly the probabilities their edges say", "[eval][metrics]") {
+  // On a 0.01 grid p·B rounds below an edge for some p (0.29·100 = 28.999999999999996).
+  for (int64_t bins : {100, 50, 10}) {
+    std::vector<double> p;
+    std::vector<int64_t> y;
+    for (int i = 0; i <= 100; ++i) {
+      p.push_back(i / 100.0);
+      y.push_back(i % 3 == 0 ? 1 : 0);
+    }
+    const auto cal = E::calibration(p, y, bins);
+    int64_t counted = 0;
+    for (size_t b = 0; b < cal.count.size(); ++b) {
+      int64_t inside = 0;
+      for (double v : p) {
+        const bool last = cal.bin_upper[b] == 1.0;
+        inside += v >= cal.bin_lower[b] && (v < cal.bin_upper[b] || (last && v <= 1.0)) ? 1 : 0;
+      }
+      INFO("bins " << bins << ", bin [" << cal.bin_lower[b] << ", " << cal.bin_upper[b] << ")");
+      CHECK(cal.count[b] == inside);
+      counted += cal.count[b];
+    }
+    CHECK(counted == 101);
+  }
+}
+
+TEST_CASE("DeLong's paired test with zero variance", "[eval][metrics]") {
+  const std::vector<int64_t> y{0, 0, 0, 1, 1, 1, 1};
+  const std::vector<double> perfect{0.1, 0.2, 0.3, 0.7, 0.8, 0.9, 0.95};
+  const std::vector<double> constant(7, 0.5);
+  const auto up = E::compare_auroc_delong(perfect, constant, y);
+  CHECK(up.difference.estimate == 0.5);
+  CHECK(std::isinf(up.z));
+  CHECK(up.z > 0);
+  CHECK(up.p_value == 0.0);
+  const auto down = E::compare_auroc_delong(constant, perfect, y);
+  CHECK(std::isinf(down.z));
+  CHECK(down.z < 0);
+  const auto same = E::compare_auroc_delong(perfect, perfect, y);
+  CHECK(same.z == 0.0);
+  CHECK(same.p_value == 1.0);
+}
+
+TEST_CASE("C-index compares an event with a censoring at the same time", "[eval][metrics]") {
+  // As R's survival::concordance(Surv(t, e) ~ r, reverse = TRUE) counts (checked there).
+  CHECK(E::c_index({1, 2, 2, 3}, {1, 1, 0, 0}, {4, 3, 3.5, 1}) == Approx(0.8).epsilon(1e-15));
+  CHECK(
+      E::c_index({1, 2, 2, 2, 3, 4}, {1, 1, 1, 0, 1, 0}, {4, 3, 2, 3, 2, 2}) ==
+      Approx(0.75).epsilon(1e-15));
+}

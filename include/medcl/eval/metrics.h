@@ -80,6 +80,9 @@ Calibration calibration(
 
 /// Harrell's concordance index for survival: among comparable pairs (the shorter time had the
 /// event), the fraction where the higher risk has the shorter time; tied risks count one half.
+/// Tied times follow R's `survival::concordance` (and Harrell's definition): an event and a
+/// censoring at the same time are compared (the censored subject was still at risk), two events at
+/// the same time are not.
 double c_index(
     const std::vector<double>& times,
     const std::vector<int64_t>& events,
