@@ -43,19 +43,33 @@ std::string data_number(double v) {
   return os.str();
 }
 
-/// Single-quoted gnuplot string ('' stands for one quote).
-std::string gp_quote(const std::string& s) {
-  std::string out = "'";
+std::string one_line(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
   for (char c : s) {
-    if (c == '\'') {
-      out += "''";
-    } else if (c == '\n' || c == '\r') {
-      out += ' ';
+    const auto u = static_cast<unsigned char>(c);
+    out += (u < 0x20 || u == 0x7f) ? ' ' : c;
+  }
+  return out;
+}
+
+/// A double-quoted gnuplot string on one line. Not single-quoted: gnuplot 5.4 misreads a doubled
+/// quote next to another ('it''''s' is a syntax error), so a name with quotes could not be written
+/// there. In double quotes backslash and '"' are escaped, and the backquote, which would run a
+/// shell command there, is written as its octal escape \140; '@' (macros) stays literal.
+std::string gp_quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : one_line(s)) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '`') {
+      out += "\\140";
     } else {
       out += c;
     }
   }
-  return out + "'";
+  return out + "\"";
 }
 
 /// The gnuplot program as a path, or "" when it cannot be found or run.
@@ -87,13 +101,15 @@ std::string image_extension(const std::string& terminal) {
 }
 
 std::string data_file(const Report::Figure& f) {
-  std::string out = "# " + f.title + " (medcl report figure '" + f.name + "')\n";
+  // Names and titles are free text: in a comment they must stay on its line (a line break would
+  // start a line of "data" that gnuplot refuses).
+  std::string out = "# " + one_line(f.title) + " (medcl report figure '" + f.name + "')\n";
   for (size_t s = 0; s < f.series.size(); ++s) {
     const auto& series = f.series[s];
     if (s > 0) {
       out += "\n\n"; // gnuplot's index separator
     }
-    out += "# series " + std::to_string(s) + ": " + series.name + "\n";
+    out += "# series " + std::to_string(s) + ": " + one_line(series.name) + "\n";
     const bool bars = !series.lower.empty();
     out += bars ? "# x y lower upper\n" : "# x y\n";
     for (size_t i = 0; i < series.x.size(); ++i) {
@@ -111,7 +127,8 @@ std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
   const std::string image = f.name + image_extension(o.terminal());
   std::ostringstream gp;
   gp.imbue(std::locale::classic());
-  gp << "# " << f.title << ": drawn by medcl's report with gnuplot; data in " << f.name << ".dat\n";
+  gp << "# " << one_line(f.title) << ": drawn by medcl's report with gnuplot; data in " << f.name
+     << ".dat\n";
   gp << "set terminal " << o.terminal() << " size " << o.width() << "," << o.height()
      << " noenhanced\n";
   gp << "set output " << gp_quote(image) << "\n";
@@ -124,7 +141,7 @@ std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
   if (f.kind == "roc" || f.kind == "reliability") {
     gp << "set xrange [0:1]\nset yrange [0:1]\nset size ratio -1\nset key bottom right\n";
     lead = std::string("x with lines dt 2 lc rgb 'gray' title ") +
-        (f.kind == "roc" ? "'chance'" : "'perfect calibration'") + ", ";
+        gp_quote(f.kind == "roc" ? "chance" : "perfect calibration") + ", ";
     style = f.kind == "roc" ? "with lines lw 2" : "with linespoints lw 2 pt 7";
   } else if (f.kind == "label_efficiency") {
     bool positive = true;

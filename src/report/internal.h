@@ -27,6 +27,9 @@ std::string number_text(double v);
 std::string sh_quote(const std::string& s);
 
 // ---- gnuplot.cpp ----
+/// Free text (a title, a series name) on one line: every control character (line breaks, tabs,
+/// NUL) becomes a space, so that it cannot end a comment or a quoted string early.
+std::string one_line(const std::string& s);
 /// ".png" or ".svg" for a gnuplot terminal.
 std::string image_extension(const std::string& terminal);
 /// A gnuplot program's path ("" when not found).
