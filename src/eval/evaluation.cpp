@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <set>
@@ -171,9 +172,7 @@ ModelEvaluation ClinicalEvaluation::evaluate(
           .seeds(o.fraction_seeds())
           .level(o.level())
           .probe(o.probe()));
-  for (const auto& pt : r.label_efficiency) {
-    report.add_label_fraction(task, model, "AUROC", pt.fraction, pt.auroc);
-  }
+  record_label_efficiency(report, task, model, r.label_efficiency);
   if (!analyses) {
     return r;
   }
@@ -381,6 +380,44 @@ AurocComparison ClinicalEvaluation::compare(
                         .reference_model(b.model)
                         .detail("paired DeLong test of the AUROC difference"));
   return c;
+}
+
+void record_label_efficiency(
+    Report& report,
+    const std::string& task,
+    const std::string& model,
+    const std::vector<LabelEfficiencyPoint>& curve,
+    const std::string& metric) {
+  for (const auto& pt : curve) {
+    std::vector<int64_t> seeds;
+    for (uint64_t s : pt.seeds) {
+      TORCH_CHECK(
+          s <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+          "record_label_efficiency: ",
+          task,
+          "/",
+          model,
+          " at fraction ",
+          pt.fraction,
+          ": seed ",
+          s,
+          " does not fit report.json's int64 integers");
+      seeds.push_back(static_cast<int64_t>(s));
+    }
+    LabelFractionResult row(task, model, metric, pt.fraction, pt.auroc);
+    row.seeds(seeds)
+        .patients(pt.patients)
+        .records(pt.records)
+        .fixed_subset(pt.fixed_subset)
+        .same_patients_as(pt.same_patients_as);
+    if (pt.available_patients > 0) {
+      row.available_patients(pt.available_patients);
+    }
+    if (pt.available_records > 0) {
+      row.available_records(pt.available_records);
+    }
+    report.add_label_fraction(row);
+  }
 }
 
 void record_representation(

@@ -91,6 +91,37 @@ std::string sh_quote(const std::string& s) {
   return out + "'";
 }
 
+/// What a label-efficiency row was trained on: "2 of 24 (8.3%)", "2–3 of 24 (10.4%)" (the
+/// share is the mean over the repeats), "5–7 of 61", "—" when not recorded.
+std::string used_text(const Json& counts, const Json& available, bool share) {
+  if (!counts.is_array() || counts.size() == 0) {
+    return "—";
+  }
+  int64_t lo = counts[0].as_int64();
+  int64_t hi = lo;
+  double sum = 0;
+  for (const auto& c : counts.elements()) {
+    lo = std::min(lo, c.as_int64());
+    hi = std::max(hi, c.as_int64());
+    sum += static_cast<double>(c.as_int64());
+  }
+  std::string out = std::to_string(lo) + (hi > lo ? "–" + std::to_string(hi) : std::string());
+  if (available.is_integer()) {
+    out += " of " + std::to_string(available.as_int64());
+    if (share) {
+      std::ostringstream os;
+      os.imbue(std::locale::classic());
+      os.setf(std::ios::fixed);
+      const double pct = 100 * sum / static_cast<double>(counts.size()) /
+          static_cast<double>(available.as_int64());
+      os.precision(pct == std::floor(pct) ? 0 : 1);
+      os << pct;
+      out += " (" + os.str() + "%)";
+    }
+  }
+  return out;
+}
+
 void md_figures(std::string& md, const Json& section, const std::string& kind) {
   if (!section.contains("figures")) {
     return;
@@ -101,11 +132,19 @@ void md_figures(std::string& md, const Json& section, const std::string& kind) {
     }
     const std::string& name = f.at("name").as_string();
     const bool drawn = !f.contains("drawn") || f.at("drawn").as_bool();
+    // The title is free text: on one line, and brackets escaped so that it cannot end the link.
+    std::string title;
+    for (char c : one_line(f.at("title").as_string())) {
+      if (c == '[' || c == ']' || c == '*' || c == '\\') {
+        title += '\\';
+      }
+      title += c;
+    }
     if (drawn) {
-      md += "![" + f.at("title").as_string() + "](" + f.at("image").as_string() + ")\n\n";
+      md += "![" + title + "](" + f.at("image").as_string() + ")\n\n";
     } else {
-      md += "*Figure \"" + f.at("title").as_string() +
-          "\" not drawn: " + f.at("reason").as_string() + "*\n\n";
+      md +=
+          "*Figure \"" + title + "\" not drawn: " + one_line(f.at("reason").as_string()) + "*\n\n";
     }
     md += "Data: [" + name + ".dat](" + name + ".dat), gnuplot script: [" + name + ".gp](" + name +
         ".gp)\n\n";
@@ -269,17 +308,41 @@ std::string Report::render_markdown(const Json& doc) const {
   md += "### Label efficiency\n\n";
   if (e.contains("label_efficiency")) {
     md +=
-        "| task | model | metric | fraction | repeats | mean | sd | interval |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
+        "| task | model | metric | fraction | patients used | records used | repeats | mean | sd | "
+        "interval | notes |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    bool collapsed = false;
+    bool fixed = false;
     for (const auto& task : e.at("label_efficiency").items()) {
       for (const auto& row : task.second.elements()) {
+        auto field = [&](const char* key) { return row.contains(key) ? row.at(key) : Json(); };
+        collapsed = collapsed ||
+            (field("same_count_as").is_array() && field("same_count_as").size() > 0) ||
+            (field("same_patients_as").is_array() && field("same_patients_as").size() > 0);
+        fixed = fixed || (field("fixed_subset").is_bool() && field("fixed_subset").as_bool());
         md += "| " + cell(task.first) + " | " + cell(row.at("model").as_string()) + " | " +
             cell(row.at("metric").as_string()) + " | " + value_text(row.at("fraction")) + " | " +
+            used_text(field("patients"), field("available_patients"), true) + " | " +
+            used_text(field("records"), field("available_records"), false) + " | " +
             std::to_string(row.at("repeats").size()) + " | " + value_text(row.at("mean")) + " | " +
-            value_text(row.at("sd")) + " | " + cell(interval_text(row)) + " |\n";
+            value_text(row.at("sd")) + " | " + cell(interval_text(row)) + " | " +
+            cell(field("note").is_string() ? field("note").as_string() : std::string()) + " |\n";
       }
     }
     md += "\n";
+    if (collapsed) {
+      md +=
+          "**Note:** some requested fractions collapse onto the same subset size for this cohort "
+          "(see the notes: each stratum gets at least one patient, so small fractions of a small "
+          "cohort draw the same few patients). Read such rows as one point of the curve, not as "
+          "a flat stretch of it.\n\n";
+    }
+    if (fixed) {
+      md +=
+          "Rows without an interval whose repeats were all trained on the same patients (a "
+          "fraction of 1 uses every patient whatever the seed) differ at most by the probe's own "
+          "randomness: their spread says nothing about the choice of labelled patients.\n\n";
+    }
   } else {
     md_none(md);
   }

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iterator>
 #include <locale>
 #include <sstream>
@@ -156,6 +157,190 @@ Json result_json(const Result& r) {
   j["detail"] = text_or_null(r.detail());
   return j;
 }
+
+namespace {
+
+/// The rows of `evaluation.label_efficiency` (task -> rows). The fields added with the patient and
+/// record counts (seeds ... note) may be absent: a report written before them is still version 2.
+void validate_label_efficiency(
+    const Json& le,
+    const std::function<void(const std::string&, const std::string&)>& bad) {
+  auto got = [](const Json& j) { return std::string(", got ") + j.dump(); };
+  const std::string base = "evaluation.label_efficiency";
+  if (!le.is_object()) {
+    bad(base, "expected an object (task -> rows)" + got(le));
+    return;
+  }
+  auto finite = [](const Json& j) { return j.is_number() && std::isfinite(j.as_double()); };
+  auto fraction_ok = [&](const Json& j) {
+    return finite(j) && j.as_double() > 0 && j.as_double() <= 1;
+  };
+  for (const auto& task : le.items()) {
+    const std::string at_task = base + "." + task.first;
+    if (!task.second.is_array()) {
+      bad(at_task, "expected an array of rows" + got(task.second));
+      continue;
+    }
+    for (size_t i = 0; i < task.second.size(); ++i) {
+      const Json& row = task.second[i];
+      const std::string at = at_task + "[" + std::to_string(i) + "]";
+      if (!row.is_object()) {
+        bad(at, "expected an object" + got(row));
+        continue;
+      }
+      bool complete = true;
+      for (const char* f : {"model", "metric", "fraction", "repeats", "mean", "sd", "interval"}) {
+        if (!row.contains(f)) {
+          bad(at + "." + f, "missing");
+          complete = false;
+        }
+      }
+      if (!complete) {
+        continue;
+      }
+      if (!row.at("model").is_string()) {
+        bad(at + ".model", "expected a string" + got(row.at("model")));
+      }
+      if (!row.at("metric").is_string() || row.at("metric").as_string().empty()) {
+        bad(at + ".metric", "expected a non-empty string" + got(row.at("metric")));
+      }
+      if (!fraction_ok(row.at("fraction"))) {
+        bad(at + ".fraction", "expected a number in (0, 1]" + got(row.at("fraction")));
+      }
+      const Json& repeats = row.at("repeats");
+      size_t n = 0;
+      double sum = 0;
+      bool repeats_ok = repeats.is_array() && repeats.size() > 0;
+      for (size_t k = 0; repeats_ok && k < repeats.size(); ++k) {
+        repeats_ok = finite(repeats[k]);
+        sum += repeats_ok ? repeats[k].as_double() : 0;
+      }
+      if (!repeats_ok) {
+        bad(at + ".repeats", "expected a non-empty array of finite numbers" + got(repeats));
+      } else {
+        n = repeats.size();
+      }
+      const Json& mean = row.at("mean");
+      if (!finite(mean)) {
+        bad(at + ".mean", "expected a finite number" + got(mean));
+      } else if (
+          n > 0 &&
+          std::fabs(mean.as_double() - sum / static_cast<double>(n)) >
+              1e-9 * std::max(1.0, std::fabs(mean.as_double()))) {
+        bad(at + ".mean",
+            "expected the mean of the repeats (" + std::to_string(sum / static_cast<double>(n)) +
+                ")" + got(mean));
+      }
+      const Json& sd = row.at("sd");
+      if (n == 1 && !sd.is_null()) {
+        bad(at + ".sd", "expected null with one repeat" + got(sd));
+      } else if (n > 1 && !(finite(sd) && sd.as_double() >= 0)) {
+        bad(at + ".sd", "expected a finite number >= 0" + got(sd));
+      }
+      // Optional fields (see above).
+      auto opt = [&](const char* f) { return row.contains(f) ? row.at(f) : Json(); };
+      const bool fixed = opt("fixed_subset").is_bool() && opt("fixed_subset").as_bool();
+      if (row.contains("fixed_subset") && !row.at("fixed_subset").is_bool()) {
+        bad(at + ".fixed_subset", "expected true or false" + got(row.at("fixed_subset")));
+      }
+      const Json& iv = row.at("interval");
+      if (!iv.is_null()) {
+        bool ok = iv.is_object();
+        for (const char* f : {"lower", "upper", "level"}) {
+          ok = ok && iv.contains(f) && finite(iv.at(f));
+        }
+        ok = ok && iv.contains("method") && iv.at("method").is_string();
+        if (!ok) {
+          bad(at + ".interval",
+              "expected null or {lower, upper, level: finite numbers, method: string}" + got(iv));
+        } else {
+          if (finite(mean) &&
+              !(iv.at("lower").as_double() <= mean.as_double() &&
+                mean.as_double() <= iv.at("upper").as_double())) {
+            bad(at + ".interval", "expected lower <= mean <= upper");
+          }
+          if (!(iv.at("level").as_double() > 0 && iv.at("level").as_double() < 1)) {
+            bad(at + ".interval.level", "expected a level in (0, 1)");
+          }
+        }
+        if (n == 1) {
+          bad(at + ".interval", "expected null with one repeat");
+        }
+        if (fixed) {
+          bad(at + ".interval",
+              "expected null: every repeat used the same patients (fixed_subset), so the repeats "
+              "cannot vary with the label subset");
+        }
+      }
+      const Json& seeds = opt("seeds");
+      if (!seeds.is_null()) {
+        bool ok = seeds.is_array() && seeds.size() == n;
+        for (size_t k = 0; ok && k < seeds.size(); ++k) {
+          ok = seeds[k].is_integer();
+          for (size_t j = 0; ok && j < k; ++j) {
+            ok = seeds[j].as_int64() != seeds[k].as_int64();
+          }
+        }
+        if (!ok) {
+          bad(at + ".seeds",
+              "expected null or distinct integers, one per repeat (" + std::to_string(n) + ")" +
+                  got(seeds));
+        }
+      }
+      auto counts = [&](const char* f, const char* avail) {
+        const Json& c = opt(f);
+        const Json& a = opt(avail);
+        if (!a.is_null() && !(a.is_integer() && a.as_int64() > 0)) {
+          bad(at + "." + avail, "expected null or a positive integer" + got(a));
+        }
+        if (c.is_null()) {
+          return true;
+        }
+        bool ok = c.is_array() && c.size() == n;
+        for (size_t k = 0; ok && k < c.size(); ++k) {
+          ok = c[k].is_integer() && c[k].as_int64() > 0 &&
+              (!a.is_integer() || c[k].as_int64() <= a.as_int64());
+        }
+        if (!ok) {
+          bad(at + "." + f,
+              std::string("expected null or positive integers, one per repeat (") +
+                  std::to_string(n) + "), none above " + avail + got(c));
+        }
+        return ok;
+      };
+      const bool patients_ok = counts("patients", "available_patients");
+      const bool records_ok = counts("records", "available_records");
+      const Json& p = opt("patients");
+      const Json& r = opt("records");
+      if (patients_ok && records_ok && p.is_array() && r.is_array()) {
+        for (size_t k = 0; k < n; ++k) {
+          if (r[k].as_int64() < p[k].as_int64()) {
+            bad(at + ".records",
+                "expected at least one record per patient, got " + r[k].dump() + " records of " +
+                    p[k].dump() + " patients in repeat " + std::to_string(k));
+            break;
+          }
+        }
+      }
+      for (const char* f : {"same_patients_as", "same_count_as"}) {
+        const Json& list = opt(f);
+        bool ok = list.is_null() || list.is_array();
+        for (size_t k = 0; ok && list.is_array() && k < list.size(); ++k) {
+          ok = fraction_ok(list[k]);
+        }
+        if (!ok) {
+          bad(at + "." + f, "expected an array of fractions in (0, 1]" + got(list));
+        }
+      }
+      const Json& note = opt("note");
+      if (!note.is_null() && !(note.is_string() && !note.as_string().empty())) {
+        bad(at + ".note", "expected a non-empty string or null" + got(note));
+      }
+    }
+  }
+}
+
+} // namespace
 
 } // namespace report_detail
 
@@ -306,6 +491,10 @@ std::vector<std::string> validate_report(const Json& doc) {
         }
       }
     }
+  }
+  if (doc.contains("evaluation") && doc.at("evaluation").is_object() &&
+      doc.at("evaluation").contains("label_efficiency")) {
+    validate_label_efficiency(doc.at("evaluation").at("label_efficiency"), bad);
   }
   if (doc.contains("checklist")) {
     const Json& c = doc.at("checklist");

@@ -121,6 +121,101 @@ void write_file(const fs::path& path, const std::string& text) {
   TORCH_CHECK(!out.fail(), "Report::write: writing ", path.string(), " failed");
 }
 
+/// "0.01", "0.01 and 0.1", "0.01, 0.05 and 0.1".
+std::string fraction_list(const std::vector<double>& fractions) {
+  std::string out;
+  for (size_t i = 0; i < fractions.size(); ++i) {
+    out += (i == 0 ? "" : i + 1 == fractions.size() ? " and " : ", ") + number_text(fractions[i]);
+  }
+  return out;
+}
+
+std::vector<double> doubles(const Json& a) {
+  std::vector<double> out;
+  for (const auto& v : a.elements()) {
+    out.push_back(v.as_double());
+  }
+  return out;
+}
+
+/// The parts of a label-efficiency row that depend on the other rows of its task (`same_count_as`:
+/// the fractions of the same model and metric whose repeats, seed for seed, used as many patients)
+/// and the row's note, in words: why it has no interval, which fractions it collapses with.
+void refresh_label_rows(Json& rows) {
+  // Rows put there through Report::set may lack fields: they are left as they are.
+  static const Json null_value;
+  auto field = [](const Json& row, const char* key) -> const Json& {
+    return row.is_object() && row.contains(key) ? row.at(key) : null_value;
+  };
+  auto ours = [&](const Json& row) {
+    return row.is_object() && field(row, "model").is_string() && field(row, "metric").is_string() &&
+        field(row, "fraction").is_number() && field(row, "repeats").is_array() &&
+        field(row, "fixed_subset").is_bool() && field(row, "same_patients_as").is_array();
+  };
+  for (size_t a = 0; a < rows.size(); ++a) {
+    Json& row = rows[a];
+    if (!ours(row)) {
+      continue;
+    }
+    std::vector<double> same_count;
+    for (size_t b = 0; b < rows.size(); ++b) {
+      const Json& other = rows[b];
+      if (a != b && ours(other) && !field(row, "patients").is_null() &&
+          other.at("model").as_string() == row.at("model").as_string() &&
+          other.at("metric").as_string() == row.at("metric").as_string() &&
+          field(other, "seeds") == field(row, "seeds") &&
+          field(other, "patients") == field(row, "patients")) {
+        same_count.push_back(other.at("fraction").as_double());
+      }
+    }
+    std::sort(same_count.begin(), same_count.end());
+    row["same_count_as"] = Json::array_of(same_count);
+
+    const size_t n = row.at("repeats").size();
+    const Json& patients = field(row, "patients");
+    const Json& available = field(row, "available_patients");
+    std::vector<std::string> notes;
+    if (n == 1) {
+      notes.push_back("one repeat: no interval");
+    } else if (row.at("fixed_subset").as_bool()) {
+      std::string who = "the same patients";
+      if (!patients.is_null()) {
+        const int64_t p = patients[0].as_int64();
+        who = !available.is_null() && p == available.as_int64()
+            ? "all " + std::to_string(p) + " training patients"
+            : "the same " + std::to_string(p) + " patient" + (p == 1 ? "" : "s");
+      }
+      notes.push_back(
+          "no interval: every repeat was trained on " + who +
+          ", so the repeats cannot vary with the label subset");
+    } else if (row.at("interval").is_null()) {
+      notes.push_back("no interval: all " + std::to_string(n) + " repeats gave the same value");
+    }
+    const auto same_patients = doubles(row.at("same_patients_as"));
+    std::vector<double> count_only;
+    for (double f : same_count) {
+      if (std::find(same_patients.begin(), same_patients.end(), f) == same_patients.end()) {
+        count_only.push_back(f);
+      }
+    }
+    if (!same_patients.empty()) {
+      notes.push_back(
+          std::string("same patients as fraction") + (same_patients.size() > 1 ? "s " : " ") +
+          fraction_list(same_patients) + " in every repeat: these rows measure the same subsets");
+    }
+    if (!count_only.empty()) {
+      notes.push_back(
+          std::string("as many patients as fraction") + (count_only.size() > 1 ? "s " : " ") +
+          fraction_list(count_only) + " in every repeat");
+    }
+    std::string note;
+    for (const auto& t : notes) {
+      note += (note.empty() ? "" : "; ") + t;
+    }
+    row["note"] = note.empty() ? Json() : Json(note);
+  }
+}
+
 } // namespace
 
 Report::Report(ReportOptions options) : options_(std::move(options)) {
@@ -351,15 +446,31 @@ void Report::add_label_fraction(
     const std::string& metric,
     double fraction,
     const std::vector<double>& repeats) {
+  add_label_fraction(LabelFractionResult(task, model, metric, fraction, repeats));
+}
+
+void Report::add_label_fraction(const LabelFractionResult& r) {
   const char* fn = "Report::add_label_fraction";
-  const std::string what = "label fraction " + task + "/" + model + "/" + metric;
+  const std::string what = "label fraction " + r.task() + "/" + r.model() + "/" + r.metric() +
+      " at " + number_text(r.fraction());
   TORCH_CHECK(
-      std::isfinite(fraction) && fraction > 0 && fraction <= 1,
+      !r.task().empty() && !r.metric().empty(),
+      fn,
+      ": ",
+      what,
+      ": expected a task and a metric name, got \"",
+      r.task(),
+      "\" and \"",
+      r.metric(),
+      "\"");
+  TORCH_CHECK(
+      std::isfinite(r.fraction()) && r.fraction() > 0 && r.fraction() <= 1,
       fn,
       ": ",
       what,
       ": expected a fraction in (0, 1], got ",
-      fraction);
+      r.fraction());
+  const auto& repeats = r.repeats();
   TORCH_CHECK(!repeats.empty(), fn, ": ", what, ": expected at least one repeat, got none");
   double mean = 0;
   for (size_t i = 0; i < repeats.size(); ++i) {
@@ -368,20 +479,128 @@ void Report::add_label_fraction(
   }
   const auto n = static_cast<int64_t>(repeats.size());
   mean /= static_cast<double>(n);
+  auto one_per_repeat = [&](const char* name, size_t size) {
+    TORCH_CHECK(
+        size == 0 || size == repeats.size(),
+        fn,
+        ": ",
+        what,
+        ": expected one ",
+        name,
+        " per repeat (",
+        repeats.size(),
+        ") or none, got ",
+        size);
+  };
+  one_per_repeat("seed", r.seeds().size());
+  one_per_repeat("patient count", r.patients().size());
+  one_per_repeat("record count", r.records().size());
+  for (size_t i = 0; i < r.seeds().size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      TORCH_CHECK(
+          r.seeds()[i] != r.seeds()[j],
+          fn,
+          ": ",
+          what,
+          ": seed ",
+          r.seeds()[i],
+          " appears twice (a repeated seed draws the same subset: not a repeat)");
+    }
+  }
+  auto positive = [&](const char* name, int64_t v) {
+    TORCH_CHECK(v > 0, fn, ": ", what, ": expected ", name, " >= 1, got ", v);
+  };
+  const auto& ap = r.available_patients();
+  const auto& ar = r.available_records();
+  if (ap) {
+    positive("available patients", *ap);
+  }
+  if (ar) {
+    positive("available records", *ar);
+    TORCH_CHECK(
+        !ap || *ar >= *ap,
+        fn,
+        ": ",
+        what,
+        ": expected available records >= available patients, got ",
+        *ar,
+        " and ",
+        *ap);
+  }
+  for (size_t i = 0; i < r.patients().size(); ++i) {
+    const int64_t p = r.patients()[i];
+    positive("patients", p);
+    TORCH_CHECK(
+        !ap || p <= *ap,
+        fn,
+        ": ",
+        what,
+        ": repeat ",
+        i,
+        " used ",
+        p,
+        " patients, more than the ",
+        ap.value_or(0),
+        " available");
+  }
+  for (size_t i = 0; i < r.records().size(); ++i) {
+    const int64_t c = r.records()[i];
+    positive("records", c);
+    TORCH_CHECK(
+        r.patients().empty() || c >= r.patients()[i],
+        fn,
+        ": ",
+        what,
+        ": repeat ",
+        i,
+        " used ",
+        c,
+        " records of ",
+        r.patients().empty() ? 0 : r.patients()[i],
+        " patients (each patient has at least one record)");
+    TORCH_CHECK(
+        !ar || c <= *ar,
+        fn,
+        ": ",
+        what,
+        ": repeat ",
+        i,
+        " used ",
+        c,
+        " records, more than the ",
+        ar.value_or(0),
+        " available");
+  }
+  for (double f : r.same_patients_as()) {
+    TORCH_CHECK(
+        std::isfinite(f) && f > 0 && f <= 1 && f != r.fraction(),
+        fn,
+        ": ",
+        what,
+        ": expected same_patients_as to list other fractions in (0, 1], got ",
+        f);
+  }
+  const bool equal =
+      std::all_of(repeats.begin(), repeats.end(), [&](double v) { return v == repeats.front(); });
   Json row = Json::object();
-  row["model"] = model;
-  row["metric"] = metric;
-  row["fraction"] = fraction;
+  row["model"] = r.model();
+  row["metric"] = r.metric();
+  row["fraction"] = r.fraction();
   row["repeats"] = Json::array_of(repeats);
   row["mean"] = mean;
   if (n > 1) {
     double ss = 0;
-    for (double r : repeats) {
-      ss += (r - mean) * (r - mean);
+    for (double v : repeats) {
+      ss += (v - mean) * (v - mean);
     }
-    const double sd = std::sqrt(ss / static_cast<double>(n - 1));
+    row["sd"] = std::sqrt(ss / static_cast<double>(n - 1));
+  } else {
+    row["sd"] = Json();
+  }
+  // No interval where the repeats could not vary: a t interval of identical values has width 0
+  // and would read as certainty.
+  if (n > 1 && !r.fixed_subset() && !equal) {
     const Interval iv = mean_interval(repeats, 0.95);
-    row["sd"] = sd;
     Json i = Json::object();
     i["lower"] = iv.lower;
     i["upper"] = iv.upper;
@@ -389,21 +608,41 @@ void Report::add_label_fraction(
     i["method"] = "t interval of the mean over " + std::to_string(n) + " repeats";
     row["interval"] = std::move(i);
   } else {
-    row["sd"] = Json();
     row["interval"] = Json();
   }
-  Json& rows = doc_["evaluation"]["label_efficiency"][task];
+  auto list_or_null = [](const std::vector<int64_t>& v) {
+    return v.empty() ? Json() : Json::array_of(v);
+  };
+  row["seeds"] = list_or_null(r.seeds());
+  row["patients"] = list_or_null(r.patients());
+  row["records"] = list_or_null(r.records());
+  row["available_patients"] = ap ? Json(*ap) : Json();
+  row["available_records"] = ar ? Json(*ar) : Json();
+  row["fixed_subset"] = r.fixed_subset();
+  std::vector<double> same = r.same_patients_as();
+  std::sort(same.begin(), same.end());
+  same.erase(std::unique(same.begin(), same.end()), same.end());
+  row["same_patients_as"] = Json::array_of(same);
+  row["same_count_as"] = Json::array();
+  row["note"] = Json();
+  Json& rows = doc_["evaluation"]["label_efficiency"][r.task()];
   if (rows.is_null()) {
     rows = Json::array();
   }
-  for (size_t k = 0; k < rows.size(); ++k) {
-    if (rows[k].at("model").as_string() == model && rows[k].at("metric").as_string() == metric &&
-        rows[k].at("fraction").as_double() == fraction) {
+  bool replaced = false;
+  for (size_t k = 0; k < rows.size() && !replaced; ++k) {
+    const Json& old = rows[k];
+    if (old.is_object() && old.contains("model") && old.contains("metric") &&
+        old.contains("fraction") && old.at("model") == Json(r.model()) &&
+        old.at("metric") == Json(r.metric()) && old.at("fraction") == Json(r.fraction())) {
       rows[k] = std::move(row);
-      return;
+      replaced = true;
     }
   }
-  rows.push_back(std::move(row));
+  if (!replaced) {
+    rows.push_back(std::move(row));
+  }
+  refresh_label_rows(rows);
 }
 
 void Report::add_subgroup(
@@ -586,12 +825,20 @@ std::vector<Report::Figure> Report::figures() const {
   }
   if (ev.contains("label_efficiency")) {
     for (const auto& task : ev.at("label_efficiency").items()) {
+      // Against the share of the training patients the repeats actually used when every row
+      // says (fractions that collapse onto one subset size then share a point), else against the
+      // fraction requested.
+      bool counted = true;
+      for (const auto& row : task.second.elements()) {
+        counted = counted && row.contains("patients") && !row.at("patients").is_null() &&
+            row.contains("available_patients") && !row.at("available_patients").is_null();
+      }
       Figure f{
           "label_efficiency_" + task.first,
           "label_efficiency",
           "evaluation",
           "Label efficiency: " + task.first,
-          "fraction of labels",
+          counted ? "share of training patients used (mean over repeats)" : "fraction of labels",
           "metric (mean over repeats, 95% interval)",
           {}};
       std::map<std::string, size_t> index;
@@ -606,7 +853,16 @@ std::vector<Report::Figure> Report::figures() const {
         Series& s = f.series[it->second];
         const double mean = row.at("mean").as_double();
         const Json& i = row.at("interval");
-        s.x.push_back(row.at("fraction").as_double());
+        double x = row.at("fraction").as_double();
+        if (counted) {
+          double used = 0;
+          for (const auto& p : row.at("patients").elements()) {
+            used += static_cast<double>(p.as_int64());
+          }
+          x = used / static_cast<double>(row.at("patients").size()) /
+              static_cast<double>(row.at("available_patients").as_int64());
+        }
+        s.x.push_back(x);
         s.y.push_back(mean);
         s.lower.push_back(i.is_null() ? mean : i.at("lower").as_double());
         s.upper.push_back(i.is_null() ? mean : i.at("upper").as_double());
@@ -616,7 +872,8 @@ std::vector<Report::Figure> Report::figures() const {
         for (size_t k = 0; k < order.size(); ++k) {
           order[k] = k;
         }
-        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.x[a] < s.x[b]; });
+        std::stable_sort(
+            order.begin(), order.end(), [&](size_t a, size_t b) { return s.x[a] < s.x[b]; });
         Series sorted{s.name, {}, {}, {}, {}};
         for (size_t k : order) {
           sorted.x.push_back(s.x[k]);

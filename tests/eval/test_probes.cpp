@@ -1,8 +1,10 @@
+#include <medcl/eval/clinical_evaluation.h>
 #include <medcl/eval/embed.h>
 #include <medcl/eval/fine_tune.h>
 #include <medcl/eval/label_fractions.h>
 #include <medcl/eval/linear_probe.h>
 #include <medcl/eval/metrics.h>
+#include <medcl/eval/report.h>
 
 #include <torch/torch.h>
 #include "catch.h"
@@ -286,6 +288,9 @@ TEST_CASE("label fractions: whole patients, stratified, seeded", "[eval][label_f
   auto f1 = E::sample_label_fraction(patients, labels, 2, 0.01, 0);
   check_whole(f1);
   REQUIRE(f1.patients.size() == 2); // one per class even below one patient
+  REQUIRE(f1.available_patients == 50);
+  REQUIRE(f1.target_patients == 1); // round(0.5), at least 1: the strata raise it to 2
+  REQUIRE(f10.target_patients == 5);
   auto all = E::sample_label_fraction(patients, labels, 2, 1.0, 3);
   REQUIRE(all.indices.size() == patients.size());
   REQUIRE(all.patients.size() == 50);
@@ -374,4 +379,170 @@ TEST_CASE("label efficiency: per-fraction mean, sd and per-seed AUROC", "[eval][
   REQUIRE_THROWS_WITH(
       E::label_efficiency(tr.x, tr.y, {1, 2}, va.x, va.y, te.x, te.y, opts),
       Contains("expected 200 patient ids (one per training row), got 2"));
+}
+
+TEST_CASE(
+    "label efficiency: patients and records used, collapsed fractions and fixed subsets",
+    "[eval][label_fractions]") {
+  // 24 training patients with 1-4 records, 8 of them positive: 1 % (round(0.24) = 0) and 10 %
+  // (round(2.4) = 2) both draw one patient per class, the same one for a given seed; 100 % draws
+  // every patient whatever the seed.
+  torch::manual_seed(5);
+  std::vector<int64_t> patients;
+  std::vector<int64_t> labels;
+  for (int64_t p = 0; p < 24; ++p) {
+    for (int64_t r = 0; r <= p % 4; ++r) {
+      patients.push_back(1000 + p);
+      labels.push_back(p % 3 == 0 ? 1 : 0);
+    }
+  }
+  const auto n = static_cast<int64_t>(patients.size());
+  auto ytr = torch::tensor(labels, torch::kLong);
+  auto xtr = torch::randn({n, 4}) + ytr.to(torch::kFloat).unsqueeze(1) * 1.5;
+  auto yte = torch::tensor(std::vector<int64_t>{0, 1, 0, 1, 0, 1, 0, 0, 1, 0}, torch::kLong);
+  auto xte = torch::randn({10, 4}) + yte.to(torch::kFloat).unsqueeze(1) * 1.5;
+  E::ProbeScorer mean_scorer =
+      [](const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& xt) {
+        auto dir = (x * (y.to(torch::kFloat).unsqueeze(1) * 2 - 1)).mean(0);
+        return to_dvec(xt.mv(dir));
+      };
+  const std::vector<uint64_t> seeds = {0, 1, 2, 3, 4};
+  auto opts = E::LabelEfficiencyOptions().fractions({0.01, 0.1, 1.0}).seeds(seeds);
+  auto curve = E::label_efficiency(xtr, ytr, patients, {}, {}, xte, yte, opts, mean_scorer);
+  REQUIRE(curve.size() == 3);
+  for (const auto& pt : curve) {
+    CHECK(pt.available_patients == 24);
+    CHECK(pt.available_records == n);
+  }
+  // The counts are those of the subsets actually drawn, seed by seed.
+  for (size_t s = 0; s < seeds.size(); ++s) {
+    auto a = E::sample_label_fraction(patients, labels, 2, 0.01, seeds[s]);
+    auto b = E::sample_label_fraction(patients, labels, 2, 0.1, seeds[s]);
+    REQUIRE(a.patients == b.patients);
+    CHECK(curve[0].patients[s] == 2);
+    CHECK(curve[0].records[s] == static_cast<int64_t>(a.indices.size()));
+    CHECK(curve[1].records[s] == static_cast<int64_t>(b.indices.size()));
+    CHECK(curve[2].patients[s] == 24);
+    CHECK(curve[2].records[s] == n);
+  }
+  CHECK(curve[0].same_patients_as == std::vector<double>{0.1});
+  CHECK(curve[1].same_patients_as == std::vector<double>{0.01});
+  CHECK(curve[0].same_count_as == std::vector<double>{0.1});
+  CHECK(curve[2].same_patients_as.empty());
+  CHECK(curve[2].same_count_as.empty());
+  CHECK_FALSE(curve[0].fixed_subset); // five seeds, different patients
+  CHECK(curve[2].fixed_subset);
+  CHECK(curve[2].sd == 0);
+
+  // Into a report: counts per fraction, the collapse flagged, no interval at 100 %.
+  medcl::eval::Report report(medcl::eval::ReportOptions().draw_figures(false));
+  E::record_label_efficiency(report, "death", "probe", curve);
+  const auto doc = report.json();
+  INFO(doc.dump(2));
+  CHECK(E::validate_report(doc).empty());
+  const auto& le = doc.at("evaluation").at("label_efficiency").at("death");
+  REQUIRE(le.size() == 3);
+  CHECK(le[0].at("metric").as_string() == "AUROC");
+  CHECK(le[0].at("seeds") == medcl::Json::array({0, 1, 2, 3, 4}));
+  CHECK(le[0].at("patients") == medcl::Json::array({2, 2, 2, 2, 2}));
+  CHECK(le[0].at("records") == medcl::Json::array_of(curve[0].records));
+  CHECK(le[0].at("available_patients").as_int64() == 24);
+  CHECK(le[0].at("available_records").as_int64() == n);
+  CHECK(le[0].at("same_patients_as") == medcl::Json::array({0.1}));
+  CHECK(le[1].at("same_count_as") == medcl::Json::array({0.01}));
+  CHECK_THAT(le[0].at("note").as_string(), Contains("same patients as fraction 0.1"));
+  CHECK(le[2].at("interval").is_null());
+  CHECK_THAT(
+      le[2].at("note").as_string(),
+      Contains("every repeat was trained on all 24 training patients"));
+  const std::string md = report.markdown();
+  CHECK_THAT(md, Contains("| death | probe | AUROC | 0.01 | 2 of 24 (8.3%) |"));
+  CHECK_THAT(md, Contains("| death | probe | AUROC | 1 | 24 of 24 (100%) |"));
+  CHECK_THAT(md, Contains("**Note:** some requested fractions collapse"));
+
+  // Repeated fractions or seeds are refused before anything is fitted.
+  REQUIRE_THROWS_WITH(
+      E::label_efficiency(
+          xtr, ytr, patients, {}, {}, xte, yte, opts.fractions({0.1, 0.5, 0.1}), mean_scorer),
+      Contains("fraction 0.1 is requested twice"));
+  REQUIRE_THROWS_WITH(
+      E::label_efficiency(
+          xtr,
+          ytr,
+          patients,
+          {},
+          {},
+          xte,
+          yte,
+          E::LabelEfficiencyOptions().seeds({3, 1, 3}),
+          mean_scorer),
+      Contains("seed 3 is requested twice"));
+  REQUIRE_THROWS_WITH(
+      E::label_efficiency(
+          xtr,
+          ytr,
+          patients,
+          {},
+          {},
+          xte,
+          yte,
+          E::LabelEfficiencyOptions().fractions({0.1, 1.5}),
+          mean_scorer),
+      Contains("fractions must be in (0, 1], got 1.5"));
+}
+
+TEST_CASE(
+    "ClinicalEvaluation: the label-efficiency rows carry the patients and records used",
+    "[eval][label_fractions]") {
+  // 40 patients with 2 records each; a third positive. The training split holds about 24
+  // patients: 1 % and 10 % collapse onto one patient per class.
+  torch::manual_seed(11);
+  E::EvaluationCohort cohort;
+  for (int64_t p = 0; p < 40; ++p) {
+    for (int r = 0; r < 2; ++r) {
+      cohort.patients.push_back(p);
+      cohort.labels.push_back(p % 3 == 0 ? 1 : 0);
+    }
+  }
+  auto y = torch::tensor(cohort.labels, torch::kLong).to(torch::kFloat);
+  auto z = torch::randn({80, 6}) + y.unsqueeze(1) * 1.5;
+  E::ClinicalEvaluation ev(
+      cohort,
+      E::EvaluationOptions()
+          .fraction_seeds({0, 1, 2})
+          .bootstrap(20)
+          .embedding_map(false)
+          .retrieval_examples(0)
+          .probe(E::LinearProbeOptions().l2_grid({1e-2, 1})));
+  medcl::eval::Report report(medcl::eval::ReportOptions().draw_figures(false));
+  ev.describe_data(report);
+  auto r = ev.evaluate("probe", z, report, /*analyses=*/false);
+  const auto& train = ev.splits().patients[ev.splits().at("train")];
+  const auto train_patients = static_cast<int64_t>(train.size());
+  const auto train_records =
+      static_cast<int64_t>(ev.splits().indices[ev.splits().at("train")].size());
+  REQUIRE(r.label_efficiency.size() == 3);
+  const auto doc = report.json();
+  INFO(doc.dump(2));
+  CHECK(E::validate_report(doc).empty());
+  const auto& le = doc.at("evaluation").at("label_efficiency").at("outcome");
+  REQUIRE(le.size() == 3);
+  for (size_t k = 0; k < 3; ++k) {
+    INFO(k);
+    CHECK(le[k].at("available_patients").as_int64() == train_patients);
+    CHECK(le[k].at("available_records").as_int64() == train_records);
+    CHECK(le[k].at("patients") == medcl::Json::array_of(r.label_efficiency[k].patients));
+    CHECK(le[k].at("records") == medcl::Json::array_of(r.label_efficiency[k].records));
+    CHECK(le[k].at("seeds") == medcl::Json::array({0, 1, 2}));
+  }
+  // 1 % and 10 % of about 24 patients: one patient per class, the same ones.
+  CHECK(le[0].at("patients") == medcl::Json::array({2, 2, 2}));
+  CHECK(le[0].at("same_patients_as") == medcl::Json::array({0.1}));
+  CHECK(le[1].at("same_patients_as") == medcl::Json::array({0.01}));
+  // 100 %: every training patient in every repeat: no interval, and why.
+  CHECK(le[2].at("fixed_subset").as_bool());
+  CHECK(le[2].at("interval").is_null());
+  CHECK_THAT(
+      le[2].at("note").as_string(),
+      Contains("all " + std::to_string(train_patients) + " training patients"));
 }

@@ -302,7 +302,7 @@ TEST_CASE("Report: report.md lists metrics with intervals, tables and the checkl
   CHECK_THAT(md, Contains("| train | 1000 | 15000 |"));
   CHECK_THAT(md, Contains("Patient leakage check: **passed**"));
   CHECK_THAT(md, Contains("| af | SimCLR | 0.07 | 2 |"));
-  CHECK_THAT(md, Contains("| af | SimCLR | auroc | 0.01 | 3 | 0.72 |"));
+  CHECK_THAT(md, Contains("| af | SimCLR | auroc | 0.01 | — | — | 3 | 0.72 |"));
   CHECK_THAT(
       md, Contains("| af |  | sex | female | auroc | 0.9 | 0.86 – 0.94 (95%, DeLong) | 480 |  |"));
   CHECK_THAT(md, Contains("| af |  | Chapman | auroc | 0.88 | 0.87 – 0.89 (95%) | 10000 |  |"));
@@ -571,4 +571,294 @@ TEST_CASE("Report: validate_report finds every planted schema violation", "[repo
   one([](Json& d) { d["checklist"][0]["status"] = "maybe"; },
       "checklist[0].status: expected \"present\" or \"missing\", got \"maybe\"");
   CHECK_FALSE(validate_report(Json(3)).empty());
+}
+
+namespace {
+
+/// A label-efficiency study of 24 training patients (61 records) where 1 % and 10 % both draw one
+/// patient per class, and 100 % draws every patient whatever the seed.
+Report collapsed_fractions_report(bool uncounted_row = true) {
+  using medcl::eval::LabelFractionResult;
+  Report r(ReportOptions().draw_figures(false));
+  r.add_label_fraction(LabelFractionResult("af", "SimCLR", "AUROC", 0.01, {0.70, 0.74, 0.72})
+                           .seeds({0, 1, 2})
+                           .patients({2, 2, 2})
+                           .records({5, 6, 4})
+                           .available_patients(24)
+                           .available_records(61)
+                           .same_patients_as({0.1}));
+  r.add_label_fraction(LabelFractionResult("af", "SimCLR", "AUROC", 0.1, {0.70, 0.74, 0.72})
+                           .seeds({0, 1, 2})
+                           .patients({2, 2, 2})
+                           .records({5, 6, 4})
+                           .available_patients(24)
+                           .available_records(61)
+                           .same_patients_as({0.01}));
+  r.add_label_fraction(LabelFractionResult("af", "SimCLR", "AUROC", 1.0, {0.91, 0.91, 0.91})
+                           .seeds({0, 1, 2})
+                           .patients({24, 24, 24})
+                           .records({61, 61, 61})
+                           .available_patients(24)
+                           .available_records(61)
+                           .fixed_subset(true));
+  if (uncounted_row) {
+    // Without counts: equal repeats still get no zero-width interval.
+    r.add_label_fraction("af", "supervised", "AUROC", 0.5, {0.8, 0.8});
+  }
+  return r;
+}
+
+} // namespace
+
+TEST_CASE(
+    "Report: label fractions keep the patients and records used and flag collapsed fractions",
+    "[report][label_efficiency]") {
+  const Report r = collapsed_fractions_report();
+  const Json doc = r.json();
+  INFO(doc.dump(2));
+  CHECK(medcl::eval::validate_report(doc).empty());
+  const Json& le = doc.at("evaluation").at("label_efficiency").at("af");
+  REQUIRE(le.size() == 4);
+  // What each repeat was trained on.
+  CHECK(le[0].at("seeds") == Json::array({0, 1, 2}));
+  CHECK(le[0].at("patients") == Json::array({2, 2, 2}));
+  CHECK(le[0].at("records") == Json::array({5, 6, 4}));
+  CHECK(le[0].at("available_patients").as_int64() == 24);
+  CHECK(le[0].at("available_records").as_int64() == 61);
+  CHECK_FALSE(le[0].at("fixed_subset").as_bool());
+  // 1 % and 10 % collapse: flagged both ways, by the caller (same patients) and by the report
+  // (same counts, seed for seed).
+  CHECK(le[0].at("same_patients_as") == Json::array({0.1}));
+  CHECK(le[0].at("same_count_as") == Json::array({0.1}));
+  CHECK(le[1].at("same_count_as") == Json::array({0.01}));
+  CHECK(le[2].at("same_count_as").size() == 0);
+  CHECK_THAT(
+      le[0].at("note").as_string(), Contains("same patients as fraction 0.1 in every repeat"));
+  CHECK_THAT(le[1].at("note").as_string(), Contains("same patients as fraction 0.01"));
+  CHECK_FALSE(le[0].at("interval").is_null()); // the subsets varied with the seed
+  // 100 %: every repeat used every patient: no interval, and the note says why.
+  CHECK(le[2].at("interval").is_null());
+  CHECK(le[2].at("sd").as_double() == 0);
+  CHECK(le[2].at("fixed_subset").as_bool());
+  CHECK_THAT(
+      le[2].at("note").as_string(),
+      Contains("no interval: every repeat was trained on all 24 training patients"));
+  // Equal repeats without counts: no zero-width interval either.
+  CHECK(le[3].at("interval").is_null());
+  CHECK(le[3].at("patients").is_null());
+  CHECK(le[3].at("same_count_as").size() == 0);
+  CHECK_THAT(
+      le[3].at("note").as_string(), Contains("no interval: all 2 repeats gave the same value"));
+
+  // report.md shows what was used, the notes and a visible note on the collapse.
+  const std::string md = r.markdown();
+  CHECK_THAT(
+      md,
+      Contains("| af | SimCLR | AUROC | 0.01 | 2 of 24 (8.3%) | 4–6 of 61 | 3 | 0.72 | 0.02 |"));
+  CHECK_THAT(
+      md, Contains("| af | SimCLR | AUROC | 1 | 24 of 24 (100%) | 61 of 61 | 3 | 0.91 | 0 | — |"));
+  CHECK_THAT(md, Contains("| af | supervised | AUROC | 0.5 | — | — | 2 | 0.8 | 0 | — |"));
+  CHECK_THAT(md, Contains("**Note:** some requested fractions collapse onto the same subset size"));
+  CHECK_THAT(md, Contains("their spread says nothing about the choice of labelled patients"));
+
+  // The curve is drawn against the share of patients used when every row has its counts (1 %
+  // and 10 % then share one point), else against the fraction requested.
+  const auto figs = collapsed_fractions_report(false).figures();
+  REQUIRE(figs.size() == 1);
+  CHECK(figs[0].xlabel == "share of training patients used (mean over repeats)");
+  REQUIRE(figs[0].series.size() == 1);
+  CHECK(figs[0].series[0].x == std::vector<double>{2.0 / 24, 2.0 / 24, 1.0});
+  CHECK(figs[0].series[0].lower[2] == figs[0].series[0].upper[2]); // no interval: no bar
+  const auto mixed = r.figures();
+  REQUIRE(mixed.size() == 1);
+  CHECK(mixed[0].xlabel == "fraction of labels");
+  CHECK(mixed[0].series[0].x == std::vector<double>{0.01, 0.1, 1.0});
+
+  // Replacing the 10 % row with other counts clears the collapse on both rows.
+  Report again = collapsed_fractions_report();
+  again.add_label_fraction(
+      medcl::eval::LabelFractionResult("af", "SimCLR", "AUROC", 0.1, {0.75, 0.78, 0.8})
+          .seeds({0, 1, 2})
+          .patients({3, 3, 3})
+          .records({7, 8, 6})
+          .available_patients(24)
+          .available_records(61));
+  const Json le2 = again.json().at("evaluation").at("label_efficiency").at("af");
+  CHECK(le2.size() == 4);
+  CHECK(le2[0].at("same_count_as").size() == 0);
+  CHECK(le2[1].at("same_count_as").size() == 0);
+  CHECK(le2[1].at("note").is_null());
+}
+
+TEST_CASE(
+    "Report: label fractions with inconsistent counts are errors naming the row",
+    "[report]") {
+  using medcl::eval::LabelFractionResult;
+  Report r;
+  auto row = [] { return LabelFractionResult("af", "m", "AUROC", 0.1, {0.7, 0.72, 0.75}); };
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction(row().seeds({0, 1})),
+      Contains(
+          "label fraction af/m/AUROC at 0.1: expected one seed per repeat (3) or none, got 2"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction(row().seeds({0, 1, 1})), Contains("seed 1 appears twice"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction(row().patients({2, 0, 2})), Contains("expected patients >= 1, got 0"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction(row().patients({2, 30, 2}).available_patients(24)),
+      Contains("repeat 1 used 30 patients, more than the 24 available"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction(row().patients({2, 2, 2}).records({2, 1, 2})),
+      Contains("repeat 1 used 1 records of 2 patients"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction(row().records({5, 5, 70}).available_records(61)),
+      Contains("repeat 2 used 70 records, more than the 61 available"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction(row().available_patients(30).available_records(20)),
+      Contains("expected available records >= available patients, got 20 and 30"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction(row().same_patients_as({0.1})),
+      Contains("expected same_patients_as to list other fractions in (0, 1], got 0.1"));
+  REQUIRE_THROWS_WITH(
+      r.add_label_fraction(LabelFractionResult("af", "m", "", 0.1, {0.7})),
+      Contains("expected a task and a metric name"));
+  CHECK_FALSE(r.json().at("evaluation").contains("label_efficiency"));
+}
+
+TEST_CASE(
+    "Report: validate_report checks the label-efficiency rows",
+    "[report][label_efficiency]") {
+  using medcl::eval::validate_report;
+  const Json good = collapsed_fractions_report().json();
+  REQUIRE(validate_report(good).empty());
+  auto row = [](Json& d, int i) -> Json& { return d["evaluation"]["label_efficiency"]["af"][i]; };
+  auto one = [&](const std::function<void(Json&)>& plant, const std::string& expected) {
+    Json doc = good;
+    plant(doc);
+    std::string all;
+    for (const auto& p : validate_report(doc)) {
+      all += p + "\n";
+    }
+    INFO(expected);
+    INFO(all);
+    CHECK(all.find(expected) != std::string::npos);
+  };
+  // A zero-width interval on repeats that could not vary.
+  one(
+      [&](Json& d) {
+        Json iv = Json::object();
+        iv["lower"] = 0.91;
+        iv["upper"] = 0.91;
+        iv["level"] = 0.95;
+        iv["method"] = "t interval";
+        row(d, 2)["interval"] = iv;
+      },
+      "label_efficiency.af[2].interval: expected null: every repeat used the same patients");
+  one(
+      [&](Json& d) {
+        row(d, 0)["patients"] = Json::array({2, 2});
+      },
+      "label_efficiency.af[0].patients: expected null or positive integers, one per repeat (3)");
+  one(
+      [&](Json& d) {
+        row(d, 0)["patients"] = Json::array({2, 25, 2});
+      },
+      "label_efficiency.af[0].patients: expected null or positive integers");
+  one(
+      [&](Json& d) {
+        row(d, 0)["records"] = Json::array({1, 6, 4});
+      },
+      "label_efficiency.af[0].records: expected at least one record per patient");
+  one(
+      [&](Json& d) {
+        row(d, 0)["seeds"] = Json::array({0, 0, 2});
+      },
+      "label_efficiency.af[0].seeds: expected null or distinct integers");
+  one([&](Json& d) { row(d, 0)["mean"] = 0.9; },
+      "label_efficiency.af[0].mean: expected the mean of the repeats");
+  one([&](Json& d) { row(d, 0)["same_count_as"] = Json::array({0}); },
+      "label_efficiency.af[0].same_count_as: expected an array of fractions in (0, 1]");
+  one([&](Json& d) { row(d, 0)["fixed_subset"] = "no"; },
+      "label_efficiency.af[0].fixed_subset: expected true or false");
+  one([&](Json& d) { row(d, 3)["sd"] = Json(); }, "label_efficiency.af[3].sd: expected a finite");
+  one([&](Json& d) { row(d, 1)["fraction"] = 0; },
+      "label_efficiency.af[1].fraction: expected a number in (0, 1]");
+  one([&](Json& d) { d["evaluation"]["label_efficiency"]["af"] = 3; },
+      "evaluation.label_efficiency.af: expected an array of rows");
+  // A row written before the counts existed (the same schema version) is still valid.
+  Json old = good;
+  Json& r0 = row(old, 0);
+  Json bare = Json::object();
+  for (const char* f : {"model", "metric", "fraction", "repeats", "mean", "sd", "interval"}) {
+    bare[f] = r0.at(f);
+  }
+  r0 = bare;
+  CHECK(validate_report(old).empty());
+}
+
+TEST_CASE(
+    "Report: series and figure names with line breaks and quotes give valid gnuplot files",
+    "[report][gnuplot]") {
+  TempDir tmp;
+  Report r;
+  const std::string odd = "train\nsecond line 'single' \"double\" `echo hi` @x \\ end\r\t|";
+  r.add_loss_curve({0, 1, 2}, {3.0, 2.0, 1.5}, odd);
+  r.add_loss_curve({0, 1, 2}, {3.5, 2.5, 2.0}, "validation 'it''s'\n");
+  r.add_roc_curve("af\ntask", "model 'a'\r\nb", {0, 0.5, 1}, {0, 0.8, 1});
+  const auto files = r.write(tmp.path.string());
+  REQUIRE(files.figures.size() == 2);
+  // Every line of a data file is a comment, empty (index separators) or numbers.
+  for (const char* name : {"loss.dat", "roc_af_task.dat"}) {
+    INFO(name);
+    std::istringstream in(read_text(tmp.path / name));
+    std::string line;
+    int numbers = 0;
+    while (std::getline(in, line)) {
+      INFO(line);
+      if (line.empty() || line[0] == '#') {
+        continue;
+      }
+      std::istringstream fields(line);
+      double v = 0;
+      int count = 0;
+      while (fields >> v) {
+        ++count;
+      }
+      CHECK(fields.eof());
+      CHECK(count == 2);
+      ++numbers;
+    }
+    CHECK(numbers == (std::string(name) == "loss.dat" ? 6 : 3));
+  }
+  CHECK_THAT(
+      read_text(tmp.path / "loss.dat"),
+      Contains("# series 0: train second line 'single' \"double\""));
+  // The script: each name one double-quoted gnuplot string on its line, with '"' and '\'
+  // escaped and the backquote (a shell command in double quotes) as its octal escape.
+  const std::string gp = read_text(tmp.path / "loss.gp");
+  CHECK_THAT(
+      gp,
+      Contains(
+          "title \"train second line 'single' \\\"double\\\" \\140echo hi\\140 @x \\\\ end  |\""));
+  CHECK_THAT(gp, Contains("title \"validation 'it''s' \""));
+  const std::string roc_gp = read_text(tmp.path / "roc_af_task.gp");
+  CHECK_THAT(roc_gp, Contains("set title \"ROC curve: af task\""));
+  CHECK_THAT(roc_gp, Contains("title \"model 'a'  b\""));
+  // report.json keeps the names as given; report.md keeps the figure title on its line.
+  const Json doc = Json::parse(read_text(files.json_path));
+  CHECK(doc.at("pretraining").at("figures")[0].at("series")[0].at("name").as_string() == odd);
+  CHECK(medcl::eval::validate_report(doc).empty());
+  const std::string md = read_text(files.markdown_path);
+  CHECK(md.find("ROC curve: af\ntask") == std::string::npos);
+  CHECK_THAT(md, Contains("ROC curve: af task"));
+  if (!gnuplot_available()) {
+    WARN("gnuplot is not installed: the scripts were not run");
+    return;
+  }
+  for (const auto& f : files.figures) {
+    INFO(f.name << ": " << f.reason);
+    CHECK(f.drawn);
+    CHECK(f.reason.empty());
+    CHECK(fs::exists(tmp.path / f.image));
+  }
 }

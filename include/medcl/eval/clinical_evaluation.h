@@ -74,8 +74,10 @@ struct EvaluationOptions {
   TORCH_ARG(double, specificity) = 0.9;
   /// Bins of the reliability curve. Default: 10
   TORCH_ARG(int64_t, calibration_bins) = 10;
-  /// Label fractions of the training patients and the repeats (seeds) of each. Default: 1%, 10%,
-  /// 100%; seeds 0..4
+  /// Label fractions of the training patients and the repeats (seeds) of each; distinct values.
+  /// A fraction of a small training split can draw as few patients as another (each stratum
+  /// gets at least one): the report then flags the rows, with the patients and records each
+  /// repeat used. Default: 1%, 10%, 100%; seeds 0..4
   TORCH_ARG(std::vector<double>, fractions) = std::vector<double>({0.01, 0.1, 1.0});
   TORCH_ARG(std::vector<uint64_t>, fraction_seeds) = std::vector<uint64_t>({0, 1, 2, 3, 4});
   /// The linear probe (L2 grid, selection). Default: LinearProbeOptions()
@@ -109,6 +111,22 @@ struct ModelEvaluation {
   ExternalValidationResult external;
   SiteAuditResult site_audit;
 };
+
+/// Writes a label-efficiency curve into the report: one row per fraction (`add_label_fraction`)
+/// with the metric of each seed, the seeds, the training patients and records each seed used, the
+/// patients and records available, whether the subset depended on the seed (`fixed_subset`: then
+/// no interval) and the fractions that drew the same patients (`same_patients_as`). Seeds above
+/// INT64_MAX are an error (report.json keeps int64 integers).
+///
+/// Example:
+///   auto curve = medcl::eval::label_efficiency(z_tr, y_tr, patients_tr, z_va, y_va, z_te, y_te);
+///   medcl::eval::record_label_efficiency(report, "death", "SimCLR", curve);
+void record_label_efficiency(
+    Report& report,
+    const std::string& task,
+    const std::string& model,
+    const std::vector<LabelEfficiencyPoint>& curve,
+    const std::string& metric = "AUROC");
 
 /// A clinical evaluation of frozen embeddings on one cohort: the patient-level split (train /
 /// validation / test, stratified by outcome, checked for leakage) is made once, so that every model
@@ -221,9 +239,7 @@ class ClinicalEvaluation {
             .seeds(o.fraction_seeds())
             .level(o.level()),
         scorer);
-    for (const auto& pt : r.label_efficiency) {
-      report.add_label_fraction(o.task(), model, "AUROC", pt.fraction, pt.auroc);
-    }
+    record_label_efficiency(report, o.task(), model, r.label_efficiency);
     return r;
   }
 

@@ -31,6 +31,12 @@ struct LabelFraction {
   std::vector<int64_t> indices;
   /// The chosen patients, ascending.
   std::vector<int64_t> patients;
+  /// Training patients the fraction was taken of.
+  int64_t available_patients = 0;
+  /// round(fraction · available_patients), at least 1: what the fraction asked for. `patients`
+  /// can hold more (at least one patient per stratum, one more per class held only as a
+  /// minority label), e.g. 2 patients for 1 % of 24.
+  int64_t target_patients = 0;
 };
 
 /// Samples `fraction` (in (0, 1]) of the training patients — not records: all records of a chosen
@@ -153,6 +159,8 @@ inline LabelFraction sample_label_fraction(
   LabelFraction out;
   out.fraction = fraction;
   out.seed = seed;
+  out.available_patients = static_cast<int64_t>(groups.size());
+  out.target_patients = target;
   for (size_t g = 0; g < groups.size(); ++g) {
     if (chosen[g]) {
       out.patients.push_back(patients[groups[g].front()]);
@@ -186,23 +194,42 @@ struct LabelEfficiencyOptions {
 
 /// Test AUROC at one fraction of the training patients.
 struct LabelEfficiencyPoint {
+  /// The fraction requested (what the subset sizes came from; see `patients` for what was used).
   double fraction = 0;
   /// Mean and sample standard deviation (n - 1; 0 with one seed) of the per-seed AUROCs.
   double mean = 0;
   double sd = 0;
   /// Per seed (in the order of `seeds`): the seed, the AUROC with its DeLong interval, and how many
-  /// patients and records the subset held.
+  /// training patients and records the subset held (what the probe was actually trained on).
   std::vector<uint64_t> seeds;
   std::vector<double> auroc;
   std::vector<Interval> intervals;
   std::vector<int64_t> patients;
   std::vector<int64_t> records;
+  /// Training patients and records the fractions were taken of.
+  int64_t available_patients = 0;
+  int64_t available_records = 0;
+  /// Whether the subset did not depend on the seed: every training patient was drawn, or two or
+  /// more seeds all drew the same patients. The repeats then differ at most by the probe's own
+  /// randomness, not by the label subset: the report gives such a fraction no interval.
+  bool fixed_subset = false;
+  /// The other requested fractions whose subsets held the same patients as this one for every
+  /// seed (e.g. 0.01 and 0.1 of 24 patients both draw one patient per class): their rows measure
+  /// the same thing. In the order of `fractions`.
+  std::vector<double> same_patients_as;
+  /// The other requested fractions whose subsets held as many patients as this one for every seed
+  /// (a superset of `same_patients_as`).
+  std::vector<double> same_count_as;
 };
 
 /// For every fraction × seed: samples the training patients (`sample_label_fraction`, two classes),
 /// fits a probe on their records, scores the test rows and computes the test AUROC with its DeLong
 /// interval. The probe is `scorer` when given; otherwise the linear probe with its L2 strength
 /// chosen on the validation rows (which then must be given; they stay whole at every fraction).
+/// Each point records what was drawn: the patients and records per seed, whether the subset
+/// depended on the seed at all (`fixed_subset`), and which other fractions collapsed onto the same
+/// patients or the same count (`same_patients_as`, `same_count_as`) — small cohorts make 1 % and
+/// 10 % draw the same one patient per class. Fractions and seeds must be distinct.
 ///
 /// Shape: train_x [N, D], train_y [N] int64 0/1, train_patients N entries; val_x [V, D], val_y [V];
 /// test_x [M, D], test_y [M] holding both classes.
@@ -232,6 +259,33 @@ inline std::vector<LabelEfficiencyPoint> label_efficiency(
       train_patients.size());
   TORCH_CHECK(!options.fractions().empty(), fn, ": no fractions requested");
   TORCH_CHECK(!options.seeds().empty(), fn, ": no seeds requested");
+  const auto& fractions = options.fractions();
+  const auto& seeds = options.seeds();
+  for (size_t i = 0; i < fractions.size(); ++i) {
+    TORCH_CHECK(
+        std::isfinite(fractions[i]) && fractions[i] > 0 && fractions[i] <= 1,
+        fn,
+        ": fractions must be in (0, 1], got ",
+        fractions[i]);
+    for (size_t j = 0; j < i; ++j) {
+      TORCH_CHECK(
+          fractions[j] != fractions[i],
+          fn,
+          ": fraction ",
+          fractions[i],
+          " is requested twice (each fraction is one row of the curve)");
+    }
+  }
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      TORCH_CHECK(
+          seeds[j] != seeds[i],
+          fn,
+          ": seed ",
+          seeds[i],
+          " is requested twice (a repeated seed draws the same subset: not a repeat)");
+    }
+  }
   if (!scorer) {
     TORCH_CHECK(
         val_x.defined() && val_y.defined(),
@@ -255,11 +309,20 @@ inline std::vector<LabelEfficiencyPoint> label_efficiency(
       static_cast<int64_t>(yte.size()) - pos,
       " negative(s)");
   std::vector<LabelEfficiencyPoint> out;
-  for (double f : options.fractions()) {
+  // The patients drawn per fraction and seed, to find the fractions that collapse together.
+  std::vector<std::vector<std::vector<int64_t>>> drawn(fractions.size());
+  const auto available_records = static_cast<int64_t>(train_patients.size());
+  const auto available_patients =
+      static_cast<int64_t>(std::set<int64_t>(train_patients.begin(), train_patients.end()).size());
+  for (size_t fi = 0; fi < fractions.size(); ++fi) {
+    const double f = fractions[fi];
     LabelEfficiencyPoint point;
     point.fraction = f;
-    for (uint64_t seed : options.seeds()) {
+    point.available_patients = available_patients;
+    point.available_records = available_records;
+    for (uint64_t seed : seeds) {
       auto sub = sample_label_fraction(train_patients, ytr, 2, f, seed);
+      drawn[fi].push_back(sub.patients);
       auto idx = at::tensor(sub.indices, at::kLong).to(train_x.device());
       auto xs = train_x.index_select(0, idx);
       auto ys = train_y.index_select(0, idx.to(train_y.device()));
@@ -296,7 +359,26 @@ inline std::vector<LabelEfficiencyPoint> label_efficiency(
     point.mean = m;
     point.sd =
         point.auroc.size() > 1 ? std::sqrt(v / static_cast<double>(point.auroc.size() - 1)) : 0.0;
+    const auto& d = drawn[fi];
+    const bool all_patients = static_cast<int64_t>(d.front().size()) == available_patients;
+    point.fixed_subset = all_patients ||
+        (d.size() > 1 && std::all_of(d.begin(), d.end(), [&](const std::vector<int64_t>& p) {
+                           return p == d.front();
+                         }));
     out.push_back(point);
+  }
+  for (size_t a = 0; a < out.size(); ++a) {
+    for (size_t b = 0; b < out.size(); ++b) {
+      if (a == b) {
+        continue;
+      }
+      if (out[a].patients == out[b].patients) {
+        out[a].same_count_as.push_back(out[b].fraction);
+      }
+      if (drawn[a] == drawn[b]) {
+        out[a].same_patients_as.push_back(out[b].fraction);
+      }
+    }
   }
   return out;
 }

@@ -108,6 +108,55 @@ struct Result {
   TORCH_ARG(std::string, detail) = "";
 };
 
+/// One fraction of a label-efficiency study (`Report::add_label_fraction`): the metric of each
+/// repeat (a different label subset, usually a different seed) and what each repeat was trained
+/// on. Everything but the repeats is optional; what is given is kept in report.json and shown in
+/// report.md, so that a reader sees the patients and records a fraction actually used, not only
+/// the fraction asked for.
+///
+/// Example:
+///   report.add_label_fraction(medcl::eval::LabelFractionResult("af", "SimCLR", "AUROC", 0.1,
+///                                                               {0.71, 0.74, 0.72})
+///                                 .seeds({0, 1, 2}).patients({2, 2, 2}).records({5, 6, 4})
+///                                 .available_patients(24).available_records(61)
+///                                 .same_patients_as({0.01}));
+struct LabelFractionResult {
+  LabelFractionResult(
+      std::string task,
+      std::string model,
+      std::string metric,
+      double fraction,
+      std::vector<double> repeats)
+      : task_(std::move(task)),
+        model_(std::move(model)),
+        metric_(std::move(metric)),
+        fraction_(fraction),
+        repeats_(std::move(repeats)) {}
+  TORCH_ARG(std::string, task);
+  TORCH_ARG(std::string, model);
+  TORCH_ARG(std::string, metric);
+  /// The fraction of the training labels requested, in (0, 1].
+  TORCH_ARG(double, fraction);
+  /// The metric of each repeat (at least one).
+  TORCH_ARG(std::vector<double>, repeats);
+  /// The seed of each repeat (one per repeat, distinct). Default: not recorded
+  TORCH_ARG(std::vector<int64_t>, seeds) = {};
+  /// Training patients and records each repeat was trained on (one per repeat). Default: not
+  /// recorded
+  TORCH_ARG(std::vector<int64_t>, patients) = {};
+  TORCH_ARG(std::vector<int64_t>, records) = {};
+  /// Training patients and records the fraction was taken of. Default: not recorded
+  TORCH_ARG(std::optional<int64_t>, available_patients) = std::nullopt;
+  TORCH_ARG(std::optional<int64_t>, available_records) = std::nullopt;
+  /// Whether every repeat was trained on the same patients (a fraction of 1, or one no seed
+  /// changes): the repeats cannot vary with the label subset, so the row gets no interval.
+  /// Default: false
+  TORCH_ARG(bool, fixed_subset) = false;
+  /// Other fractions of the same model and metric whose repeats were trained on the very same
+  /// patients, repeat by repeat (the rows measure the same subsets). Default: none
+  TORCH_ARG(std::vector<double>, same_patients_as) = {};
+};
+
 /// Checks a report.json document against the schema of docs/reporting.md: the schema name and
 /// version, the five sections in order, and every result record (fields, types, finite values,
 /// intervals that contain their value, qualifiers both-or-neither). Returns one line per problem
@@ -158,7 +207,8 @@ struct ReportFiles {
 ///  - `evaluation`: `results` (one record per metric value: task, model, metric, value, interval,
 ///    n, patients, fraction, seed, subgroup, cohort, reference model, detail), `calibration` (task
 ///    -> model -> ECE and reliability bins), `label_efficiency` (task -> rows per model and
-///    fraction with the repeats), `audits`, `retrieval_examples`, `figures`;
+///    fraction with the repeats and the patients and records each used), `audits`,
+///    `retrieval_examples`, `figures`;
 ///  - `checklist`: the reporting checklist, item by item, present or missing, and where.
 ///
 /// Nothing is invented: a checklist item whose value was never given is reported as missing.
@@ -256,9 +306,20 @@ class Report {
       const std::string& model,
       const eval::Calibration& calibration);
   /// One label fraction (in (0, 1]) of a label-efficiency study: the metric of each repeat
-  /// (different label subsets / seeds). The report keeps the repeats, their mean, standard
-  /// deviation and a t interval of the mean (95%), and draws the label-efficiency curve of the
-  /// task (fraction -> mean with interval, one series per model).
+  /// (different label subsets / seeds), and optionally what each repeat was trained on (see
+  /// LabelFractionResult). The report keeps the repeats, their mean, standard deviation and a t
+  /// interval of the mean (95%) — none (null, with the reason in `note`) when there is one repeat,
+  /// when every repeat used the same patients (`fixed_subset`) or when all repeats are equal —,
+  /// flags the fractions of the same model and metric whose repeats used as many patients
+  /// (`same_count_as`) or the same patients (`same_patients_as`), and draws the label-efficiency
+  /// curve of the task (one series per model: mean with interval against the share of training
+  /// patients used when the counts are given, else against the requested fraction). A row of the
+  /// same task, model, metric and fraction is replaced. Errors name the row: an empty task or
+  /// metric, a fraction outside (0, 1], no repeats, non-finite repeats, seeds, patients or records
+  /// not one per repeat, repeated seeds, counts < 1, records < patients, counts above the
+  /// available ones.
+  void add_label_fraction(const LabelFractionResult& result);
+  /// The same with the repeats only (nothing known of what they were trained on).
   void add_label_fraction(
       const std::string& task,
       const std::string& model,
