@@ -265,13 +265,17 @@ ModelEvaluation ClinicalEvaluation::evaluate(
     report.add_embedding_map(slug(model) + "_pca", pca.pc1, pca.pc2, label_text, site_text);
   }
   if (o.retrieval_examples() > 0) {
-    const int64_t q = std::min<int64_t>(o.retrieval_examples(), te.size(0));
-    auto nb = nearest_neighbours(xte.slice(0, 0, q), xtr, 5);
+    // Queries from distinct test patients spread over the test set (not its first records, which
+    // are often one patient's).
+    const auto queries = example_queries(pick(cohort_.patients, "test"), o.retrieval_examples());
+    const auto q = static_cast<int64_t>(queries.size());
+    auto nb = nearest_neighbours(xte.index_select(0, at::tensor(queries, at::kLong)), xtr, 5);
     const auto train_rows = splits_.indices[splits_.at("train")];
     const auto test_rows = splits_.indices[splits_.at("test")];
     for (int64_t i = 0; i < q; ++i) {
       auto j = Json::object();
-      const auto qi = static_cast<size_t>(test_rows[static_cast<size_t>(i)]);
+      const auto qi =
+          static_cast<size_t>(test_rows[static_cast<size_t>(queries[static_cast<size_t>(i)])]);
       j["model"] = model;
       j["query_record"] = static_cast<int64_t>(qi);
       j["query_patient"] = cohort_.patients[qi];

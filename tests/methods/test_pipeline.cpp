@@ -5,7 +5,12 @@
 #include "methods/planted.h"
 
 #include <medcl/augment/tabular.h>
+#include <medcl/eval/embed.h>
 #include <medcl/eval/evaluation.h>
+#include <medcl/eval/retrieval.h>
+#include <medcl/methods/byol.h>
+#include <medcl/methods/dino.h>
+#include <medcl/methods/moco.h>
 #include <medcl/methods/simclr.h>
 #include <medcl/train/record.h>
 
@@ -15,7 +20,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 using medcl_test::Planted;
 using medcl_test::TempDir;
@@ -278,4 +287,231 @@ TEST_CASE("ROC points and the patient bootstrap", "[methods][report]") {
           1,
           0.95),
       medcl_test::Contains("resamples must be >= 10"));
+}
+
+namespace {
+
+// An encoder whose output depends on the mode: batch normalisation (batch statistics and moving
+// running statistics in training) and dropout.
+torch::nn::Sequential bn_encoder() {
+  return torch::nn::Sequential(
+      torch::nn::Linear(Planted::kDim, 32),
+      torch::nn::BatchNorm1d(32),
+      torch::nn::ReLU(),
+      torch::nn::Dropout(0.5),
+      torch::nn::Linear(32, 16));
+}
+
+// The training flag of the module and of each submodule, in order.
+std::vector<bool> modes(torch::nn::Module& m) {
+  std::vector<bool> out{m.is_training()};
+  for (const auto& sub : m.modules(/*include_self=*/false)) {
+    out.push_back(sub->is_training());
+  }
+  return out;
+}
+
+std::map<std::string, at::Tensor> buffers(const torch::nn::Module& m) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& b : m.named_buffers(true)) {
+    out[b.key()] = b.value().clone();
+  }
+  return out;
+}
+
+bool same_buffers(const std::map<std::string, at::Tensor>& before, const torch::nn::Module& m) {
+  const auto now = buffers(m);
+  if (now.size() != before.size()) {
+    return false;
+  }
+  for (const auto& [name, t] : before) {
+    if (!at::equal(t, now.at(name))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// What the examples do by hand: eval(), no gradient, the backbone, then training mode again.
+at::Tensor backbone_in_eval_mode(medcl::MethodBase& m, const at::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  m.eval();
+  auto z = m.backbone_features(x);
+  m.train();
+  return z;
+}
+
+// `embed` and `extract_embeddings(method, ...)` between training steps: the method's buffers
+// (batch-norm running statistics) do not move, the result needs no gradient, each module's mode
+// comes back (training, eval, mixed, and after an error) and the result is the backbone's in eval
+// mode.
+void check_safe_embed(medcl::MethodBase& m, const char* who) {
+  INFO(who);
+  REQUIRE(torch::GradMode::is_enabled());
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
+  auto x = at::randn({40, Planted::kDim}, gen, at::kFloat);
+  const auto expected = backbone_in_eval_mode(m, x);
+
+  m.train();
+  const auto state = buffers(m);
+  const auto training = modes(m);
+  auto z = m.embed(x);
+  CHECK_FALSE(z.requires_grad());
+  CHECK(same_buffers(state, m));
+  CHECK(modes(m) == training);
+  CHECK(at::allclose(z, expected, 1e-5, 1e-6));
+  auto chunked = medcl::eval::extract_embeddings(m, x, 7);
+  CHECK_FALSE(chunked.requires_grad());
+  CHECK(chunked.scalar_type() == at::kFloat);
+  CHECK(at::allclose(chunked, expected, 1e-5, 1e-6));
+  CHECK(same_buffers(state, m));
+  CHECK(modes(m) == training);
+
+  // Called in eval mode, it stays there.
+  m.eval();
+  const auto evaluating = modes(m);
+  CHECK(at::allclose(m.embed(x), expected, 1e-5, 1e-6));
+  CHECK(modes(m) == evaluating);
+
+  // A module kept in eval mode inside a training method stays in eval mode.
+  m.train();
+  auto subs = m.modules(/*include_self=*/false);
+  REQUIRE(subs.size() >= 2);
+  subs[1]->eval();
+  const auto mixed = modes(m);
+  m.embed(x);
+  CHECK(modes(m) == mixed);
+  (void)medcl::eval::extract_embeddings(m, x);
+  CHECK(modes(m) == mixed);
+
+  // Errors (the encoder refuses 5 features) restore the mode too.
+  auto bad = at::randn({4, 5});
+  for (bool train : {true, false}) {
+    m.train(train);
+    const auto before = modes(m);
+    CHECK_THROWS(m.embed(bad));
+    CHECK(modes(m) == before);
+    CHECK_THROWS(medcl::eval::extract_embeddings(m, bad));
+    CHECK(modes(m) == before);
+  }
+  CHECK(same_buffers(state, m));
+  m.train();
+}
+
+} // namespace
+
+TEST_CASE(
+    "embed gives the backbone in eval mode without gradient and restores the mode",
+    "[methods]") {
+  torch::manual_seed(3);
+  auto encoder = bn_encoder();
+  medcl::SimCLR<torch::nn::Sequential> simclr(
+      encoder, medcl::SimCLROptions(16).hidden_dim(32).projection_dim(8));
+  check_safe_embed(simclr, "SimCLR");
+
+  // The same numbers as extract_embeddings of the encoder (put in eval mode by it).
+  auto x = at::randn({30, Planted::kDim});
+  simclr.train();
+  CHECK(at::allclose(simclr.embed(x), medcl::eval::extract_embeddings(encoder, x), 1e-5, 1e-6));
+  CHECK(simclr.is_training());
+  CHECK(encoder->is_training());
+
+  // What embed used to do, and backbone_features still does for training: the training mode's
+  // batch statistics and dropout, running statistics moved, a result with gradient.
+  auto bn = encoder->ptr(1)->as<torch::nn::BatchNorm1d>();
+  REQUIRE(bn != nullptr);
+  const auto mean = bn->running_mean.clone();
+  auto raw = simclr.backbone_features(x);
+  CHECK(raw.requires_grad());
+  CHECK_FALSE(at::equal(bn->running_mean, mean));
+  CHECK_FALSE(at::allclose(raw, simclr.embed(x), 1e-3, 1e-3));
+
+  medcl::MoCo<torch::nn::Sequential> moco(
+      bn_encoder(), medcl::MoCoOptions::v2(16).hidden_dim(32).projection_dim(8).queue_size(64));
+  check_safe_embed(moco, "MoCo v2");
+  medcl::BYOL<torch::nn::Sequential> byol(
+      bn_encoder(), medcl::BYOLOptions(16).hidden_dim(32).projection_dim(8));
+  check_safe_embed(byol, "BYOL");
+  medcl::DINO<torch::nn::Sequential> dino(
+      bn_encoder(), medcl::DINOOptions(16).output_dim(32).hidden_dim(32).bottleneck_dim(8));
+  check_safe_embed(dino, "DINO");
+  // DINO's embedding is the teacher's backbone.
+  dino.train();
+  CHECK(at::allclose(
+      dino.embed(x), medcl::eval::extract_embeddings(dino.teacher_encoder(), x), 1e-5, 1e-6));
+}
+
+TEST_CASE(
+    "Retrieval example queries come from distinct patients spread evenly",
+    "[methods][report]") {
+  namespace E = medcl::eval;
+  // Patients by first appearance: 7 (records 0-2), 3 (3-4), 9 (5-6), 1 (7-9).
+  const std::vector<int64_t> patients{7, 7, 7, 3, 3, 9, 9, 1, 1, 1};
+  CHECK(E::example_queries(patients, 0).empty());
+  CHECK(E::example_queries({}, 3).empty());
+  CHECK(E::example_queries(patients, 1) == std::vector<int64_t>{5});       // patient 2 of 4
+  CHECK(E::example_queries(patients, 2) == std::vector<int64_t>{3, 7});    // patients 1 and 3 of 4
+  CHECK(E::example_queries(patients, 3) == std::vector<int64_t>{0, 5, 7}); // 1, 3, 4 of 4
+  CHECK(E::example_queries(patients, 4) == std::vector<int64_t>{0, 3, 5, 7});
+  // More examples than patients: each patient's next record, round by round.
+  CHECK(E::example_queries(patients, 6) == std::vector<int64_t>{0, 3, 5, 7, 1, 4});
+  CHECK(E::example_queries(patients, 50) == std::vector<int64_t>{0, 3, 5, 7, 1, 4, 6, 8, 2, 9});
+  CHECK_THROWS_WITH(E::example_queries(patients, -1), medcl_test::Contains("count must be >= 0"));
+  // One patient per example across a large set, in ascending record order.
+  std::vector<int64_t> many;
+  for (int64_t i = 0; i < 1000; ++i) {
+    many.push_back(i / 4);
+  }
+  const auto q = E::example_queries(many, 10);
+  REQUIRE(q.size() == 10);
+  std::set<int64_t> distinct;
+  for (size_t i = 0; i < q.size(); ++i) {
+    distinct.insert(many[static_cast<size_t>(q[i])]);
+    if (i > 0) {
+      CHECK(q[i] > q[i - 1]);
+    }
+  }
+  CHECK(distinct.size() == 10);
+  CHECK(q.front() >= 40); // not the first records
+  CHECK(q.back() >= 900); // spread to the end
+
+  // The clinical evaluation's examples: each patient has two consecutive records, so the first
+  // test records came from the same patients.
+  Cohort co(300);
+  E::ClinicalEvaluation ev(
+      co.cohort,
+      E::EvaluationOptions()
+          .bootstrap(20)
+          .fractions({1.0})
+          .fraction_seeds({0})
+          .site_analyses(false)
+          .embedding_map(false)
+          .retrieval_examples(4));
+  const auto& test_rows = ev.splits().indices[ev.splits().at("test")];
+  REQUIRE(test_rows.size() >= 8);
+  std::set<int64_t> first_four;
+  for (size_t i = 0; i < 4; ++i) {
+    first_four.insert(co.cohort.patients[static_cast<size_t>(test_rows[i])]);
+  }
+  CHECK(first_four.size() < 4); // what the examples used to show
+  medcl::Report report;
+  ev.evaluate("raw features", co.x, report);
+  const auto examples = report.json().at("evaluation").at("retrieval_examples").elements();
+  REQUIRE(examples.size() == 4);
+  std::set<int64_t> shown, test_set(test_rows.begin(), test_rows.end());
+  std::vector<int64_t> test_patients;
+  for (int64_t r : test_rows) {
+    test_patients.push_back(co.cohort.patients[static_cast<size_t>(r)]);
+  }
+  const auto expected = E::example_queries(test_patients, 4);
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const auto& e = examples[i];
+    const int64_t record = e.at("query_record").as_int64();
+    CHECK(test_set.count(record) == 1);
+    CHECK(record == test_rows[static_cast<size_t>(expected[i])]);
+    CHECK(e.at("query_patient").as_int64() == co.cohort.patients[static_cast<size_t>(record)]);
+    shown.insert(e.at("query_patient").as_int64());
+    CHECK(e.at("neighbours").elements().size() == 5);
+  }
+  CHECK(shown.size() == 4);
 }

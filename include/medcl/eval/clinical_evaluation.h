@@ -87,7 +87,8 @@ struct EvaluationOptions {
   TORCH_ARG(bool, site_analyses) = true;
   /// A PCA map of the test embeddings. Default: true
   TORCH_ARG(bool, embedding_map) = true;
-  /// Retrieval examples (test queries and their nearest training records). Default: 3
+  /// Retrieval examples (test queries and their nearest training records); the queries come from
+  /// distinct test patients spread evenly over the test set (`example_queries`). Default: 3
   TORCH_ARG(int64_t, retrieval_examples) = 3;
 };
 

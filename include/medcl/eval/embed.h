@@ -1,8 +1,9 @@
 #pragma once
 
 /// \file
-/// Embeddings of a frozen encoder: the encoder's forward run over the inputs in chunks, without
-/// gradient, gathered as one [N, D] float tensor for the probes, retrieval and audits.
+/// Embeddings of a frozen encoder: the encoder's forward (or a method's backbone) run over the
+/// inputs in chunks, in eval mode without gradient, gathered as one [N, D] float tensor for the
+/// probes, retrieval and audits.
 
 #include <medcl/core/checks.h>
 
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -28,14 +30,24 @@ template <typename T>
 struct is_module_holder<T, std::void_t<typename T::ContainedType>>
     : std::is_base_of<torch::nn::ModuleHolder<typename T::ContainedType>, T> {};
 
-// Sets eval() for the lifetime of the guard and restores the previous mode, also on error.
+// Puts a module in eval mode for the guard's lifetime and then restores the training mode of the
+// module and of each submodule as it was (a module may keep parts of itself in eval mode), also
+// when an error is thrown.
 class EvalModeGuard {
  public:
   explicit EvalModeGuard(torch::nn::Module& m) : module_(m), was_training_(m.is_training()) {
+    // Pre-order: restoring in this order leaves each submodule with its own flag, since
+    // `train(on)` also sets every descendant.
+    for (const auto& sub : m.modules(/*include_self=*/false)) {
+      submodules_.emplace_back(sub, sub->is_training());
+    }
     module_.eval();
   }
   ~EvalModeGuard() {
     module_.train(was_training_);
+    for (auto& [sub, on] : submodules_) {
+      sub->train(on);
+    }
   }
   EvalModeGuard(const EvalModeGuard&) = delete;
   EvalModeGuard& operator=(const EvalModeGuard&) = delete;
@@ -43,6 +55,7 @@ class EvalModeGuard {
  private:
   torch::nn::Module& module_;
   bool was_training_;
+  std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> submodules_;
 };
 
 } // namespace detail
@@ -59,7 +72,9 @@ class EvalModeGuard {
 ///       [&](const at::Tensor& x) { return encoder->forward(x.to(at::kCUDA)); }, x_test, 512);
 template <
     typename Fn,
-    typename = std::enable_if_t<!detail::is_module_holder<std::decay_t<Fn>>::value>>
+    typename = std::enable_if_t<
+        !detail::is_module_holder<std::decay_t<Fn>>::value &&
+        std::is_invocable<Fn&, const at::Tensor&>::value>>
 at::Tensor extract_embeddings(
     Fn&& fn,
     const at::Tensor& inputs,
@@ -113,8 +128,10 @@ at::Tensor extract_embeddings(
 
 /// Embeddings of `inputs` by a module (a `torch::nn::ModuleHolder` such as
 /// `torch::nn::Sequential`): the module is put in eval() mode for the extraction (dropout off,
-/// batch-norm running statistics) and its previous training mode is restored afterwards, also when
-/// an error is thrown.
+/// batch-norm running statistics) and the previous training mode of it and of each submodule is
+/// restored afterwards, also when an error is thrown. A self-supervised method
+/// (`medcl::MethodBase`) has its own overload, declared with it in `medcl/methods/method.h`:
+/// `extract_embeddings(method, x)` embeds with the method's backbone (as `method.embed`).
 ///
 /// Shape: inputs [N, ...] -> [N, D] float32.
 ///

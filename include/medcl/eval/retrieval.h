@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <vector>
 
 namespace medcl {
@@ -220,6 +221,52 @@ inline Neighbours nearest_neighbours(
     idx.push_back(std::get<1>(top).to(at::kCPU));
   }
   return {at::cat(idx), at::cat(sims)};
+}
+
+/// Which records to show as retrieval examples, spread across patients: positions into `patients`
+/// (the patient id of each candidate record, e.g. the test records in order). The distinct patients
+/// are taken in order of first appearance; `count` of them, evenly spaced (the patient at
+/// floor((2i + 1) P / (2 count)) of the P, i = 0 .. count - 1), each give their first record, so no
+/// two examples share a patient while there are patients to spare. When `count` exceeds P, every
+/// patient's first record is taken and then, round by round, each patient's next record, until
+/// min(count, N) positions are chosen. Deterministic (no seed); positions of the first round come
+/// in ascending order.
+///
+/// Example:
+///   auto q = medcl::eval::example_queries(test_patients, 3); // three records, three patients
+///   auto nn = medcl::eval::nearest_neighbours(
+///       z_test.index_select(0, at::tensor(q, at::kLong)), z_train, 5);
+inline std::vector<int64_t> example_queries(const std::vector<int64_t>& patients, int64_t count) {
+  TORCH_CHECK(count >= 0, "example_queries: count must be >= 0, got ", count);
+  // The positions of each distinct patient's records, patients by first appearance.
+  std::vector<std::vector<int64_t>> records;
+  std::map<int64_t, size_t> slot_of; // patient -> index into `records`
+  for (size_t i = 0; i < patients.size(); ++i) {
+    const auto [it, added] = slot_of.emplace(patients[i], records.size());
+    if (added) {
+      records.emplace_back();
+    }
+    records[it->second].push_back(static_cast<int64_t>(i));
+  }
+  const auto n_patients = static_cast<int64_t>(records.size());
+  const int64_t want = std::min<int64_t>(count, static_cast<int64_t>(patients.size()));
+  std::vector<int64_t> out;
+  out.reserve(static_cast<size_t>(want));
+  if (want <= n_patients) {
+    for (int64_t i = 0; i < want; ++i) {
+      const int64_t slot = (2 * i + 1) * n_patients / (2 * want);
+      out.push_back(records[static_cast<size_t>(slot)].front());
+    }
+    return out;
+  }
+  for (size_t round = 0; static_cast<int64_t>(out.size()) < want; ++round) {
+    for (const auto& r : records) {
+      if (round < r.size() && static_cast<int64_t>(out.size()) < want) {
+        out.push_back(r[round]);
+      }
+    }
+  }
+  return out;
 }
 
 /// Alignment of positive pairs (Wang & Isola 2020, https://arxiv.org/abs/2005.10242) on normalised

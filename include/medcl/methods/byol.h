@@ -80,7 +80,7 @@ class BYOL : public MethodBase {
     momentum_schedule_.update(*projector_, *target_projector_);
   }
 
-  at::Tensor embed(const at::Tensor& x) override {
+  at::Tensor backbone_features(const at::Tensor& x) override {
     return encoder_->forward(x);
   }
 

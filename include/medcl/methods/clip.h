@@ -83,17 +83,20 @@ class CLIP : public MethodBase {
     return loss_->forward(image, text);
   }
 
-  /// Joint-space embedding of the first modality (not normalised), [B, embed_dim].
+  /// Joint-space embedding of the first modality (not normalised), [B, embed_dim], as the method is
+  /// now (the training path: current mode, gradient when grad mode is on). For evaluation, call it
+  /// after `eval()` under `NoGradGuard`, as `embed` does for the backbone.
   at::Tensor embed_image(const at::Tensor& x) {
     return image_projection_->forward(image_encoder_->forward(x));
   }
-  /// Joint-space embedding of the second modality (not normalised), [B, embed_dim].
+  /// Joint-space embedding of the second modality (not normalised), [B, embed_dim]; as
+  /// `embed_image`, the training path.
   at::Tensor embed_text(const at::Tensor& t) {
     return text_projection_->forward(text_encoder_->forward(t));
   }
 
-  /// The image encoder's features (for probes on the first modality).
-  at::Tensor embed(const at::Tensor& x) override {
+  /// The image encoder's features (for probes on the first modality); `embed` runs it in eval mode.
+  at::Tensor backbone_features(const at::Tensor& x) override {
     return image_encoder_->forward(x);
   }
 

@@ -126,8 +126,8 @@ class DINO : public MethodBase {
     momentum_schedule_.update(*head_, *teacher_head_);
   }
 
-  /// The teacher's backbone features are DINO's usual evaluation embedding.
-  at::Tensor embed(const at::Tensor& x) override {
+  /// The teacher's backbone features are DINO's usual evaluation embedding (what `embed` returns).
+  at::Tensor backbone_features(const at::Tensor& x) override {
     return teacher_encoder_->forward(x);
   }
 

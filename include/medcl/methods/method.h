@@ -5,9 +5,11 @@
 /// and the updates that follow an optimiser step (EMA teachers, queues, prototypes, centres).
 
 #include <medcl/core/json.h>
+#include <medcl/eval/embed.h>
 #include <medcl/nn/heads.h>
 #include <medcl/pairing/sample_keys.h>
 
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -61,7 +63,8 @@ struct StepContext {
 ///
 /// The trainer calls, per step: `training_loss` (forward), backward, `before_optimizer_step`
 /// (gradient changes such as frozen prototypes), the optimiser, then `after_optimizer_step`
-/// (EMA updates, enqueueing).
+/// (EMA updates, enqueueing). For evaluation, `embed(x)` gives the backbone's features in eval mode
+/// without gradient; a method implements `backbone_features(x)`, which `embed` runs.
 class MethodBase : public torch::nn::Module {
  public:
   /// "SimCLR", "MoCo v2", ... (also the kind recorded in checkpoints: "medcl." + name()).
@@ -76,8 +79,25 @@ class MethodBase : public torch::nn::Module {
   virtual void after_optimizer_step(const StepContext& ctx) {
     (void)ctx;
   }
-  /// Backbone features of the encoder for downstream evaluation (no head), [B, D].
-  virtual at::Tensor embed(const at::Tensor& x) = 0;
+  /// Backbone features of the encoder for downstream evaluation (no head), [B, D], the safe way:
+  /// the method is put in eval mode (batch normalisation uses its running statistics, which do not
+  /// move; dropout is off) and run under `NoGradGuard` (the result does not require grad), and the
+  /// training mode of the method and of each of its submodules is restored afterwards, also when an
+  /// error is thrown. Calling it between training steps does not change training. For whole data
+  /// sets in chunks, gathered on the CPU: `medcl::eval::extract_embeddings(method, x)`.
+  ///
+  /// Example:
+  ///   trainer.fit(next_batch);
+  ///   auto z = method.embed(x_test); // [N, D], eval mode, no gradient; method still training
+  at::Tensor embed(const at::Tensor& x) {
+    eval::detail::EvalModeGuard eval_mode(*this);
+    c10::NoGradGuard no_grad;
+    return backbone_features(x);
+  }
+  /// What `embed` runs, and what a method implements: the backbone's features of `x` (no head),
+  /// [B, D], as the method is now, in its current training mode and with gradient when grad mode is
+  /// on (for fine-tuning or an objective of one's own). For evaluation use `embed`.
+  virtual at::Tensor backbone_features(const at::Tensor& x) = 0;
   /// Every option of the method, its heads and its loss, for reports.
   virtual Json describe() const = 0;
   /// Scalars of the last step worth logging (EMA momentum, temperature, ...). Default: none.
@@ -209,5 +229,35 @@ Json describe_contrastive(const char* loss, const LossOptions& o) {
 }
 
 } // namespace detail
+
+namespace eval {
+
+/// Embeddings of `inputs` by a self-supervised method (`medcl::MethodBase`: SimCLR, MoCo, ...), the
+/// method's overload of `extract_embeddings` (`medcl/eval/embed.h`): its backbone features
+/// (`backbone_features`, what `method.embed` returns; DINO's teacher) in chunks of `batch_size`, in
+/// eval mode and without gradient, gathered as float32 on `device`. The training mode of the method
+/// and of each submodule is restored afterwards, also when an error is thrown, so this can run
+/// between training steps.
+///
+/// Shape: inputs [N, ...] -> [N, D] float32.
+///
+/// Example:
+///   trainer.fit(next_batch);
+///   auto z = medcl::eval::extract_embeddings(method, x_test);
+///   ev.evaluate("SimCLR", z, report);
+inline at::Tensor extract_embeddings(
+    MethodBase& method,
+    const at::Tensor& inputs,
+    int64_t batch_size = 256,
+    at::Device device = at::kCPU) {
+  detail::EvalModeGuard guard(method);
+  return extract_embeddings(
+      [&](const at::Tensor& x) -> at::Tensor { return method.backbone_features(x); },
+      inputs,
+      batch_size,
+      device);
+}
+
+} // namespace eval
 
 } // namespace medcl

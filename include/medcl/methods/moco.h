@@ -178,7 +178,7 @@ class MoCo : public MethodBase {
     pending_sample_keys_ = SampleKeys();
   }
 
-  at::Tensor embed(const at::Tensor& x) override {
+  at::Tensor backbone_features(const at::Tensor& x) override {
     return encoder_->forward(x);
   }
 

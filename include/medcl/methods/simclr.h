@@ -74,7 +74,7 @@ class SimCLR : public MethodBase {
     return loss_->forward(z0, z1);
   }
 
-  at::Tensor embed(const at::Tensor& x) override {
+  at::Tensor backbone_features(const at::Tensor& x) override {
     return encoder_->forward(x);
   }
 

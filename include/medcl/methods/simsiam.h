@@ -61,7 +61,7 @@ class SimSiam : public MethodBase {
         p.slice(0, 0, b), p.slice(0, b, 2 * b), z.slice(0, 0, b), z.slice(0, b, 2 * b));
   }
 
-  at::Tensor embed(const at::Tensor& x) override {
+  at::Tensor backbone_features(const at::Tensor& x) override {
     return encoder_->forward(x);
   }
 

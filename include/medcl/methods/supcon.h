@@ -68,7 +68,7 @@ class SupCon : public MethodBase {
     return loss_->forward(features, at::Tensor());
   }
 
-  at::Tensor embed(const at::Tensor& x) override {
+  at::Tensor backbone_features(const at::Tensor& x) override {
     return encoder_->forward(x);
   }
 

@@ -116,7 +116,7 @@ class SwAV : public MethodBase {
     pending_.clear();
   }
 
-  at::Tensor embed(const at::Tensor& x) override {
+  at::Tensor backbone_features(const at::Tensor& x) override {
     return encoder_->forward(x);
   }
 
