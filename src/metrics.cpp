@@ -378,6 +378,124 @@ Calibration calibration(
   return c;
 }
 
+namespace {
+
+// Newton-Raphson for the logistic regression y ~ a + b·x (slope fitted) or y ~ a + offset(x)
+// (slope fixed at 1). Returns the coefficients and their covariance (the inverse information).
+void fit_logistic(
+    const std::vector<double>& x,
+    const std::vector<int64_t>& y,
+    bool with_slope,
+    double* coef,
+    double cov[2][2]) {
+  constexpr const char* fn = "logistic_calibration";
+  // Start from the outcome rate: a = logit(rate) (minus the mean offset when the slope is 1).
+  double rate = 0;
+  for (auto v : y) {
+    rate += static_cast<double>(v);
+  }
+  rate /= static_cast<double>(y.size());
+  double a = std::log(rate / (1 - rate));
+  double b = 0;
+  if (!with_slope) {
+    b = 1;
+    double mx = 0;
+    for (auto v : x) {
+      mx += v;
+    }
+    a -= mx / static_cast<double>(x.size());
+  }
+  for (int it = 0; it < 100; ++it) {
+    double g0 = 0, g1 = 0, h00 = 0, h01 = 0, h11 = 0, dev = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double eta = a + b * x[i];
+      const double mu = 1 / (1 + std::exp(-eta));
+      const double w = mu * (1 - mu);
+      const double r = static_cast<double>(y[i]) - mu;
+      g0 += r;
+      g1 += r * x[i];
+      h00 += w;
+      h01 += w * x[i];
+      h11 += w * x[i] * x[i];
+      // -2 log-likelihood, computed stably.
+      dev += 2 *
+          (std::log1p(std::exp(-std::abs(eta))) + std::max(eta, 0.0) -
+           static_cast<double>(y[i]) * eta);
+    }
+    if (with_slope) {
+      const double det = h00 * h11 - h01 * h01;
+      TORCH_CHECK(
+          std::isfinite(det) && det > 0,
+          fn,
+          ": the fit of y ~ a + b·logit(p) is singular (all logits equal, or perfect separation)");
+      const double da = (h11 * g0 - h01 * g1) / det;
+      const double db = (h00 * g1 - h01 * g0) / det;
+      a += da;
+      b += db;
+      cov[0][0] = h11 / det;
+      cov[0][1] = cov[1][0] = -h01 / det;
+      cov[1][1] = h00 / det;
+      if (std::abs(da) + std::abs(db) < 1e-13 * (1 + std::abs(a) + std::abs(b))) {
+        break;
+      }
+    } else {
+      TORCH_CHECK(h00 > 0 && std::isfinite(h00), fn, ": the calibration-in-the-large fit failed");
+      const double da = g0 / h00;
+      a += da;
+      cov[0][0] = 1 / h00;
+      if (std::abs(da) < 1e-13 * (1 + std::abs(a))) {
+        break;
+      }
+    }
+    TORCH_CHECK(
+        it < 99 && std::isfinite(a) && std::isfinite(b),
+        fn,
+        ": the logistic fit did not converge (deviance ",
+        dev,
+        "; perfect separation of the outcomes by logit(p)?)");
+  }
+  coef[0] = a;
+  coef[1] = b;
+}
+
+} // namespace
+
+LogisticCalibration logistic_calibration(
+    const std::vector<double>& probabilities,
+    const std::vector<int64_t>& labels,
+    double level) {
+  constexpr const char* fn = "logistic_calibration";
+  check_binary(fn, probabilities, labels, true);
+  check_level(fn, level);
+  std::vector<double> x(probabilities.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double p = probabilities[i];
+    TORCH_CHECK(
+        p > 0 && p < 1,
+        fn,
+        ": probability ",
+        i,
+        " is ",
+        p,
+        "; it must be in (0, 1) to have a logit");
+    x[i] = std::log(p / (1 - p));
+  }
+  const double zq = normal_quantile(0.5 + level / 2);
+  auto wald = [&](double est, double var) {
+    const double half = zq * std::sqrt(var);
+    return Interval{est, est - half, est + half, level, "Wald"};
+  };
+  LogisticCalibration out;
+  double coef[2];
+  double cov[2][2] = {{0, 0}, {0, 0}};
+  fit_logistic(x, labels, true, coef, cov);
+  out.intercept = wald(coef[0], cov[0][0]);
+  out.slope = wald(coef[1], cov[1][1]);
+  fit_logistic(x, labels, false, coef, cov);
+  out.in_the_large = wald(coef[0], cov[0][0]);
+  return out;
+}
+
 double c_index(
     const std::vector<double>& times,
     const std::vector<int64_t>& events,

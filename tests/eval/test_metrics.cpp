@@ -250,3 +250,39 @@ TEST_CASE("C-index compares an event with a censoring at the same time", "[eval]
       E::c_index({1, 2, 2, 2, 3, 4}, {1, 1, 1, 0, 1, 0}, {4, 3, 2, 3, 2, 2}) ==
       Approx(0.75).epsilon(1e-15));
 }
+
+TEST_CASE("Calibration slope, intercept and in-the-large agree with R's glm", "[eval][metrics]") {
+  // R: x <- qlogis(p); ctl <- glm.control(epsilon = 1e-16, maxit = 200);
+  // confint.default(glm(y ~ x, binomial, control = ctl)) and
+  // glm(y ~ 1 + offset(x), binomial, control = ctl), printed with 17 significant digits. At
+  // glm's default tolerance R stops 1e-9 short of the maximum; rms::val.prob's intercept and
+  // slope agree to about 1e-6 (its lrm.fit stops earlier still).
+  const int n = 40;
+  std::vector<double> p;
+  std::vector<int64_t> y;
+  for (int i = 0; i < n; ++i) {
+    p.push_back(0.05 + 0.9 * i / 39.0);
+    y.push_back((i * 7) % 10 < 10 * p.back() ? 1 : 0);
+  }
+  const auto c = E::logistic_calibration(p, y);
+  CHECK(c.intercept.estimate == Approx(0.42838106296261352).epsilon(1e-9));
+  CHECK(c.slope.estimate == Approx(1.0342827206143073).epsilon(1e-9));
+  CHECK(c.intercept.lower == Approx(-0.32998097165387991).epsilon(1e-6));
+  CHECK(c.intercept.upper == Approx(1.1867430975791069).epsilon(1e-6));
+  CHECK(c.slope.lower == Approx(0.33911028503785901).epsilon(1e-6));
+  CHECK(c.slope.upper == Approx(1.7294551561907556).epsilon(1e-6));
+  CHECK(c.in_the_large.estimate == Approx(0.42149704277610706).epsilon(1e-9));
+  CHECK(c.in_the_large.lower == Approx(-0.31772205890700261).epsilon(1e-6));
+  CHECK(c.in_the_large.upper == Approx(1.1607161444592167).epsilon(1e-6));
+  CHECK(c.slope.method == "Wald");
+
+  using medcl_test::Contains;
+  CHECK_THROWS_WITH(
+      E::logistic_calibration({0.2, 1.0}, {0, 1}),
+      Contains("probability 1 is 1; it must be in (0, 1) to have a logit"));
+  CHECK_THROWS_WITH(E::logistic_calibration({0.2, 0.3}, {1, 1}), Contains("logistic_calibration"));
+  CHECK_THROWS_WITH(
+      E::logistic_calibration({0.2, 0.3, 0.4}, {0, 1}), Contains("3 scores but 2 labels"));
+  CHECK_THROWS_WITH(
+      E::logistic_calibration({0.1, 0.2, 0.8, 0.9}, {0, 0, 1, 1}), Contains("perfect separation"));
+}

@@ -78,6 +78,29 @@ Calibration calibration(
     const std::vector<int64_t>& labels,
     int64_t bins = 10);
 
+/// Logistic recalibration of predicted probabilities p against 0/1 outcomes y, as
+/// `rms::val.prob` reports it: the logistic regression y ~ a + b·logit(p) gives the calibration
+/// slope b (1 when the predictions are neither too extreme, b < 1, nor too timid, b > 1) and
+/// its intercept a; calibration-in-the-large is the intercept of y ~ a + offset(logit(p)) (0
+/// when the mean prediction matches the outcome rate). Fitted by Newton-Raphson to machine
+/// precision; the intervals are Wald intervals from the fit's information at `level` (R:
+/// `confint.default(glm(...))`).
+///
+/// Errors: one class only, lengths that differ, a probability outside (0, 1) (0 and 1 have no
+/// logit), a fit that does not converge (perfect separation by logit(p)), a level outside (0, 1).
+struct LogisticCalibration {
+  /// b of y ~ a + b·logit(p).
+  Interval slope;
+  /// a of y ~ a + b·logit(p) (`val.prob`'s "Intercept").
+  Interval intercept;
+  /// a of y ~ a + offset(logit(p)).
+  Interval in_the_large;
+};
+LogisticCalibration logistic_calibration(
+    const std::vector<double>& probabilities,
+    const std::vector<int64_t>& labels,
+    double level = 0.95);
+
 /// Harrell's concordance index for survival: among comparable pairs (the shorter time had the
 /// event), the fraction where the higher risk has the shorter time; tied risks count one half.
 /// Tied times follow R's `survival::concordance` (and Harrell's definition): an event and a
