@@ -496,6 +496,61 @@ LogisticCalibration logistic_calibration(
   return out;
 }
 
+DecisionCurve decision_curve(
+    const std::vector<double>& probabilities,
+    const std::vector<int64_t>& labels,
+    std::vector<double> thresholds) {
+  constexpr const char* fn = "decision_curve";
+  check_binary(fn, probabilities, labels, false);
+  for (size_t i = 0; i < probabilities.size(); ++i) {
+    TORCH_CHECK(
+        probabilities[i] >= 0 && probabilities[i] <= 1,
+        fn,
+        ": probability ",
+        i,
+        " is outside [0, 1] (",
+        probabilities[i],
+        ")");
+  }
+  if (thresholds.empty()) {
+    for (int k = 1; k <= 99; ++k) {
+      thresholds.push_back(k / 100.0);
+    }
+  }
+  for (size_t k = 0; k < thresholds.size(); ++k) {
+    const double t = thresholds[k];
+    TORCH_CHECK(t > 0 && t < 1, fn, ": threshold ", k, " is ", t, "; thresholds must be in (0, 1)");
+    TORCH_CHECK(
+        k == 0 || t > thresholds[k - 1],
+        fn,
+        ": thresholds must increase, got ",
+        thresholds[k - 1],
+        " then ",
+        t);
+  }
+  const double n = static_cast<double>(labels.size());
+  double positives = 0;
+  for (auto l : labels) {
+    positives += static_cast<double>(l);
+  }
+  const double prevalence = positives / n;
+  DecisionCurve out;
+  out.thresholds = thresholds;
+  for (double t : thresholds) {
+    double tp = 0, fp = 0;
+    for (size_t i = 0; i < labels.size(); ++i) {
+      if (probabilities[i] >= t) {
+        (labels[i] == 1 ? tp : fp) += 1;
+      }
+    }
+    const double odds = t / (1 - t);
+    out.net_benefit.push_back(tp / n - fp / n * odds);
+    out.treat_all.push_back(prevalence - (1 - prevalence) * odds);
+    out.treat_none.push_back(0.0);
+  }
+  return out;
+}
+
 double c_index(
     const std::vector<double>& times,
     const std::vector<int64_t>& events,

@@ -286,3 +286,26 @@ TEST_CASE("Calibration slope, intercept and in-the-large agree with R's glm", "[
   CHECK_THROWS_WITH(
       E::logistic_calibration({0.1, 0.2, 0.8, 0.9}, {0, 0, 1, 1}), Contains("perfect separation"));
 }
+
+TEST_CASE("Decision curve: net benefit against treat-all and treat-none", "[eval][metrics]") {
+  using medcl_test::Contains;
+  const std::vector<double> p{0.05, 0.2, 0.3, 0.45, 0.6, 0.8, 0.9, 0.1};
+  const std::vector<int64_t> y{0, 0, 1, 0, 1, 1, 1, 0};
+  const auto d = E::decision_curve(p, y, {0.25, 0.5});
+  REQUIRE(d.thresholds == std::vector<double>{0.25, 0.5});
+  // t = 0.25: treated p >= 0.25: 0.3 (1), 0.45 (0), 0.6, 0.8, 0.9 (1): TP 4, FP 1; odds 1/3.
+  CHECK(d.net_benefit[0] == Approx(4.0 / 8 - 1.0 / 8 / 3).epsilon(1e-15));
+  // t = 0.5: 0.6, 0.8, 0.9: TP 3, FP 0; odds 1.
+  CHECK(d.net_benefit[1] == Approx(3.0 / 8).epsilon(1e-15));
+  CHECK(d.treat_all[0] == Approx(0.5 - 0.5 / 3).epsilon(1e-15));
+  CHECK(d.treat_all[1] == Approx(0.0).margin(1e-15));
+  CHECK(d.treat_none == std::vector<double>{0.0, 0.0});
+  CHECK(E::decision_curve(p, y).thresholds.size() == 99);
+  CHECK_THROWS_WITH(
+      E::decision_curve(p, y, {0.5, 1.0}),
+      Contains("threshold 1 is 1; thresholds must be in (0, 1)"));
+  CHECK_THROWS_WITH(
+      E::decision_curve(p, y, {0.5, 0.2}), Contains("thresholds must increase, got 0.5 then 0.2"));
+  CHECK_THROWS_WITH(
+      E::decision_curve({1.2}, {1}), Contains("probability 0 is outside [0, 1] (1.2)"));
+}

@@ -96,6 +96,24 @@ struct LogisticCalibration {
   /// a of y ~ a + offset(logit(p)).
   Interval in_the_large;
 };
+/// Decision-curve analysis (Vickers & Elkin 2006): the net benefit of treating the patients whose
+/// predicted probability is at least each threshold t, NB(t) = TP/n − FP/n · t/(1 − t), beside
+/// treating everyone (prevalence − (1 − prevalence) · t/(1 − t)) and no one (0).
+struct DecisionCurve {
+  std::vector<double> thresholds;
+  std::vector<double> net_benefit;
+  std::vector<double> treat_all;
+  /// Always 0; kept so that a table or figure has the three curves side by side.
+  std::vector<double> treat_none;
+};
+/// `thresholds` must lie in (0, 1) and increase; the default runs from 0.01 to 0.99 by 0.01.
+/// Errors: lengths that differ, a probability outside [0, 1], a threshold outside (0, 1) or out
+/// of order, no probabilities.
+DecisionCurve decision_curve(
+    const std::vector<double>& probabilities,
+    const std::vector<int64_t>& labels,
+    std::vector<double> thresholds = {});
+
 LogisticCalibration logistic_calibration(
     const std::vector<double>& probabilities,
     const std::vector<int64_t>& labels,
