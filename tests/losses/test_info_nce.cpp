@@ -2,6 +2,7 @@
 #include "support.h"
 
 #include <medcl/losses/info_nce.h>
+#include <medcl/memory/memory_queue.h>
 
 #include "catch.h"
 
@@ -59,4 +60,28 @@ TEST_CASE(
   auto cand = make_mask(6, 6, [](int64_t, int64_t) { return true; });
   const double ref = medcl_test::ref_loss(q, k, pos, cand, 0.07, {});
   REQUIRE(F::info_nce_loss(q, k).item<double>() == Approx(ref).epsilon(1e-11));
+}
+
+TEST_CASE("InfoNCE names an empty queue, and an undefined one uses the batch", "[losses]") {
+  torch::manual_seed(0);
+  auto q = torch::randn({8, 16}), k = torch::randn({8, 16});
+  medcl::MemoryQueue queue(32, 16);
+  REQUIRE(queue.filled() == 0);
+  const auto message =
+      medcl_test::Contains("negative_keys has no rows (shape [0, 16]): an empty queue?");
+  CHECK_THROWS_WITH(F::info_nce_loss(q, k, queue.keys()), message);
+  medcl::SampleKeys keys;
+  keys.patient = torch::arange(8, torch::kLong);
+  CHECK_THROWS_WITH(
+      F::info_nce_loss(
+          q,
+          k,
+          queue.keys(),
+          keys,
+          queue.sample_keys(),
+          medcl::InfoNCELossOptions().pairing(
+              medcl::PairingStrategy::none().exclude_same_patient())),
+      message);
+  // Undefined: the other rows' keys are the negatives, as in MoCo's first step.
+  CHECK(torch::allclose(F::info_nce_loss(q, k, torch::Tensor()), F::info_nce_loss(q, k)));
 }

@@ -61,6 +61,13 @@ inline void check_negative_keys(
     const at::Tensor& query,
     const at::Tensor& negative_keys,
     const InfoNCELossOptions& options) {
+  TORCH_CHECK(
+      !(negative_keys.dim() == 2 && negative_keys.size(0) == 0),
+      fn,
+      ": negative_keys has no rows (shape ",
+      negative_keys.sizes(),
+      "): an empty queue? A MemoryQueue holds no keys until the first enqueue; pass an undefined "
+      "tensor until then and the batch's other keys serve as negatives, as the MoCo method does");
   detail::check_embedding(fn, "negative_keys", negative_keys, 2);
   TORCH_CHECK(
       negative_keys.size(1) == query.size(1),
