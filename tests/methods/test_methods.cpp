@@ -16,8 +16,11 @@
 
 #include <torch/torch.h>
 #include "catch.h"
+#include "support.h"
 
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -653,4 +656,27 @@ TEST_CASE("Every method trains under bfloat16 autocast on the CPU", "[methods]")
         small_encoder(), small_encoder(), medcl::CLIPOptions(16, 16).embed_dim(8));
     autocast_steps(clip, 0, true);
   }
+}
+
+TEST_CASE(
+    "The loss curve of a method with a queue says that the loss rises while it fills",
+    "[methods][report]") {
+  torch::manual_seed(13);
+  Planted data(256, 13);
+  medcl::MoCo<torch::nn::Sequential> moco(
+      medcl_test::small_encoder(),
+      medcl::MoCoOptions::v2(16).hidden_dim(32).projection_dim(8).queue_size(64));
+  medcl::train::Trainer trainer(moco, medcl::train::TrainerOptions(2).progress(false));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto make = two_views(data);
+  trainer.fit([&](int64_t) { return make(at::arange(32), gen); });
+  medcl::Report report(medcl::ReportOptions().draw_figures(false));
+  medcl::train::record_pretraining(report, moco, trainer, {medcl::Json(), "MLP", ""});
+  medcl_test::TempDir dir;
+  const auto files = report.write(dir.path.string());
+  std::ifstream in(files.json_path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  INFO(text);
+  CHECK(
+      text.find("MoCo v2 (the loss rises while its queue of 64 keys fills)") != std::string::npos);
 }

@@ -84,7 +84,15 @@ inline void record_pretraining(
   for (size_t i = 0; i < steps.size(); ++i) {
     steps[i] = static_cast<double>(i);
   }
-  report.add_loss_curve(steps, losses, method.name());
+  // A queue of negatives (MoCo v2, SwAV) makes the loss rise while it fills: say so beside the
+  // curve, so that a reader does not take it for divergence.
+  std::string series = method.name();
+  if (d.contains("queue_size") && d.at("queue_size").is_integer() &&
+      d.at("queue_size").as_int64() > 0) {
+    series += " (the loss rises while its queue of " +
+        std::to_string(d.at("queue_size").as_int64()) + " keys fills)";
+  }
+  report.add_loss_curve(steps, losses, series);
 }
 
 } // namespace train
