@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
 
   // ---- summary ----
   std::printf(
-      "\n%-30s %-22s %-22s %-22s %-8s %-6s\n",
+      "\n%-30s %-28s %-28s %-22s %-8s %-6s\n",
       "model",
       "AUROC 1% labels",
       "AUROC 10% labels",
@@ -288,16 +288,13 @@ int main(int argc, char** argv) {
   for (const auto& r : results) {
     std::string cells[3];
     for (size_t k = 0; k < r.label_efficiency.size() && k < 3; ++k) {
-      const auto& p = r.label_efficiency[k];
-      char buf[64];
-      std::snprintf(buf, sizeof(buf), "%.3f ± %.3f", p.mean, p.sd);
-      cells[k] = buf;
+      cells[k] = example::fraction_cell(r.label_efficiency[k]);
     }
     char full[64];
     std::snprintf(
         full, sizeof(full), "%.3f [%.3f, %.3f]", r.auroc.estimate, r.auroc.lower, r.auroc.upper);
     std::printf(
-        "%-30s %-22s %-22s %-22s %-8.3f %-6.3f\n",
+        "%-30s %-28s %-28s %-22s %-8.3f %-6.3f\n",
         r.model.c_str(),
         cells[0].c_str(),
         cells[1].c_str(),

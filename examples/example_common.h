@@ -3,6 +3,7 @@
 // What the examples on real data share: their command line and the check of the report they write.
 
 #include <medcl/core/json.h>
+#include <medcl/eval/label_fractions.h>
 #include <medcl/eval/report.h>
 
 #include <algorithm>
@@ -16,6 +17,25 @@
 #include <string>
 
 namespace example {
+
+/// One label fraction's cell for a console table: "0.712 ± 0.031, 3 pts"; without "± sd" when the
+/// subset did not depend on the seed (every patient, or the same patients for every seed), and
+/// "= 1%" when another fraction drew the same patients (report.md says the same at more length).
+inline std::string fraction_cell(const medcl::eval::LabelEfficiencyPoint& p) {
+  char buf[96];
+  const long long pts = p.patients.empty() ? 0 : static_cast<long long>(p.patients.front());
+  if (p.fixed_subset) {
+    std::snprintf(buf, sizeof(buf), "%.3f, %lld pts", p.mean, pts);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.3f ± %.3f, %lld pts", p.mean, p.sd, pts);
+  }
+  std::string cell = buf;
+  if (!p.same_patients_as.empty()) {
+    std::snprintf(buf, sizeof(buf), " = %g%%", 100 * p.same_patients_as.front());
+    cell += buf;
+  }
+  return cell;
+}
 
 struct Args {
   /// Where ./scripts/fetch-data put the data (default: $MEDCL_DATA_DIR, else build/data).

@@ -248,17 +248,16 @@ Outcome run_task(
       ev.splits().describe().c_str(),
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   std::printf(
-      "  %-32s %-16s %-16s %-24s %s\n",
+      "  %-32s %-26s %-26s %-24s %s\n",
       "model",
       "AUROC 10%",
       "AUROC 25%",
       "AUROC 100% [95% CI]",
       analyses ? "batch audit (macro AUROC) / mean leave-one-batch-out AUROC" : "");
   for (const auto& r : out.results) {
-    char c[3][48] = {"", "", ""};
+    std::string c[3];
     for (size_t k = 0; k < r.label_efficiency.size() && k < 3; ++k) {
-      std::snprintf(
-          c[k], sizeof(c[k]), "%.3f ± %.3f", r.label_efficiency[k].mean, r.label_efficiency[k].sd);
+      c[k] = example::fraction_cell(r.label_efficiency[k]);
     }
     char full[64];
     std::snprintf(
@@ -284,7 +283,13 @@ Outcome run_task(
           cnt);
       extra = buf;
     }
-    std::printf("  %-32s %-16s %-16s %-24s %s\n", r.model.c_str(), c[0], c[1], full, extra.c_str());
+    std::printf(
+        "  %-32s %-26s %-26s %-24s %s\n",
+        r.model.c_str(),
+        c[0].c_str(),
+        c[1].c_str(),
+        full,
+        extra.c_str());
     for (double v : {r.auroc.estimate, r.auroc.lower, r.auroc.upper, r.brier.estimate}) {
       out.missing += std::isfinite(v) ? 0 : 1;
     }
