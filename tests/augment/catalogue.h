@@ -131,7 +131,7 @@ inline std::vector<TransformItem> all_transforms() {
       {std::make_shared<RandomAffine>(15, 0.1, 0.1), Modality::Image3D},
       {std::make_shared<BiasField>(0.3, 3), Modality::Image2D},
       {std::make_shared<Cutout>(0.25, 1), Modality::Image2D},
-      {std::make_shared<Flip>(0), Modality::ChestRadiograph, false},
+      {std::make_shared<Flip>(0), Modality::Image2D, false}, // refused for chest films
       {std::make_shared<AmplitudeScale>(0.5, 1.5, true), Modality::EEG},
       {std::make_shared<GaussianJitter>(0.1), Modality::EEG},
       {std::make_shared<BaselineWander>(0.2, 0.5, 100), Modality::ECG},

@@ -361,3 +361,60 @@ TEST_CASE(
                     .views(medcl_test::transform_sample(Modality::Tabular), 1));
   CHECK(legacy.parameters() == p);
 }
+
+TEST_CASE(
+    "nested compositions name the innermost offending transform and its path",
+    "[augment][errors]") {
+  auto seq = [](std::vector<TransformPtr> steps) {
+    return std::make_shared<Sequence>(std::move(steps));
+  };
+  // The report's case: a signal transform inside a Sequence for chest films was reported as
+  // "transform 'sequence' is not valid for modality 'chest_radiograph'".
+  auto chest = seq(
+      {std::make_shared<BrightnessContrast>(0.1, 0.1),
+       std::make_shared<OneOf>(std::vector<TransformPtr>{
+           std::make_shared<GaussianNoise>(0.05), std::make_shared<TimeReversal>()})});
+  try {
+    Policy(Modality::ChestRadiograph, chest, 1);
+    FAIL("a signal transform inside a chest film's policy was accepted");
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    CHECK_THAT(
+        msg,
+        Contains(
+            "Policy: transform 'time_reversal' (at sequence > one_of > time_reversal) is not valid "
+            "for modality 'chest_radiograph'; it accepts: ecg, eeg"));
+    CHECK(msg.find("'sequence'") == std::string::npos);
+    CHECK(msg.find("'one_of'") == std::string::npos);
+  }
+  // A clinically invalid transform deep in the tree: named with its path, and the name that
+  // allows it.
+  auto ecg = seq(
+      {std::make_shared<GaussianJitter>(0.1),
+       std::make_shared<OneOf>(std::vector<TransformPtr>{
+           std::make_shared<AmplitudeScale>(0.8, 1.2, false),
+           std::make_shared<RandomApply>(std::make_shared<TimeReversal>(), 0.5)})});
+  REQUIRE_THROWS_WITH(
+      Policy(Modality::ECG, ecg, 1),
+      Contains("transform 'time_reversal' (at sequence > one_of > random_apply > time_reversal) is "
+               "clinically invalid for ecg") &&
+          Contains("Pass 'time_reversal' in allow_invalid"));
+  REQUIRE_NOTHROW(Policy(Modality::ECG, ecg, 1, {"time_reversal"}));
+  // The first offending step is named, wherever it sits; a flip of a chest film inside a
+  // composition too.
+  REQUIRE_THROWS_WITH(
+      Policy(
+          Modality::ChestRadiograph,
+          seq(
+              {std::make_shared<Gamma>(0.8, 1.2),
+               std::make_shared<RandomApply>(std::make_shared<Flip>(0), 0.5)}),
+          1),
+      Contains("transform 'flip' (at sequence > random_apply > flip) is clinically invalid for "
+               "chest_radiograph") &&
+          Contains("upside-down"));
+  // A transform at the root is named without a path.
+  REQUIRE_THROWS_WITH(
+      Policy(Modality::Tabular, std::make_shared<TimeReversal>(), 1),
+      Contains("Policy: transform 'time_reversal' is not valid for modality 'tabular'; it "
+               "accepts: ecg, eeg"));
+}

@@ -114,19 +114,29 @@ TEST_CASE("image transforms deliver what they promise", "[augment][image]") {
   REQUIRE(span.min().item<double>() >= 0.69);
 }
 
-TEST_CASE("a left-right flip of a chest radiograph is refused unless allowed", "[augment][image]") {
+TEST_CASE(
+    "a flip of a chest radiograph is refused along either axis unless allowed",
+    "[augment][image]") {
   auto lr = std::make_shared<Flip>(1);
+  auto ud = std::make_shared<Flip>(0);
   REQUIRE_THROWS_WITH(
       Policy(Modality::ChestRadiograph, lr, 1),
-      Contains("clinically invalid for chest_radiograph") && Contains("heart"));
-  REQUIRE_NOTHROW(Policy(Modality::ChestRadiograph, std::make_shared<Flip>(0), 1));
+      Contains("transform 'flip' is clinically invalid for chest_radiograph") &&
+          Contains("left-right flip (axis 1)") && Contains("heart") &&
+          Contains("Pass 'flip' in allow_invalid"));
+  // Upside down is as implausible as left-right (the report's Flip(0) was accepted).
+  REQUIRE_THROWS_WITH(
+      Policy(Modality::ChestRadiograph, ud, 1),
+      Contains("transform 'flip' is clinically invalid for chest_radiograph") &&
+          Contains("upside-down flip (axis 0)") && Contains("diaphragm"));
+  // A generic 2-D image refuses neither: declare chest films as ChestRadiograph.
   REQUIRE_NOTHROW(Policy(Modality::Image2D, lr, 1));
+  REQUIRE_NOTHROW(Policy(Modality::Image2D, ud, 1));
   auto b = images2d(2);
   Policy allowed(Modality::ChestRadiograph, lr, 1, {"flip"});
   REQUIRE(allowed.views(b, 1)[0].values.equal(b.values.flip({3})));
-  REQUIRE_THROWS_WITH(
-      Policy(Modality::Image2D, std::make_shared<Flip>(2), 1).views(b, 1),
-      Contains("axis 2 does not exist"));
+  Policy allowed_ud(Modality::ChestRadiograph, ud, 1, {"flip"});
+  REQUIRE(allowed_ud.views(b, 1)[0].values.equal(b.values.flip({2})));
   REQUIRE_THROWS_WITH(
       Policy(Modality::Image3D, std::make_shared<Gamma>(1, 2), 1).views(b, 1),
       Contains("image3d batch has layout [B, C, D, H, W]"));
@@ -135,6 +145,43 @@ TEST_CASE("a left-right flip of a chest radiograph is refused unless allowed", "
   REQUIRE_THROWS_WITH(
       Policy(Modality::ECG, std::make_shared<Gamma>(1, 2), 1),
       Contains("not valid for modality 'ecg'"));
+}
+
+TEST_CASE(
+    "Flip refuses an axis the image lacks when built or when the policy fixes the modality",
+    "[augment][image][errors]") {
+  // What is known at construction: the axis is a spatial axis 0, 1 or 2.
+  REQUIRE_THROWS_WITH(
+      Flip(-1), Contains("Flip: axis must be a spatial axis") && Contains("got -1"));
+  REQUIRE_THROWS_WITH(Flip(3), Contains("got 3"));
+  // What the modality fixes: a 2-D image has no axis 2. Refused when the policy is built (not at
+  // the first views()), naming the transform and the axis, and allow_invalid does not lift it.
+  for (Modality m : {Modality::Image2D, Modality::ChestRadiograph}) {
+    REQUIRE_THROWS_WITH(
+        Policy(m, std::make_shared<Flip>(2), 1, {"flip"}),
+        Contains(
+            "Policy: transform 'flip' cannot be applied to modality '" +
+            std::string(modality_name(m)) + "'") &&
+            Contains("axis 2 does not exist") && Contains("spatial axes are 0 (H, up-down)"));
+  }
+  REQUIRE_THROWS_WITH(
+      Policy(
+          Modality::Image2D,
+          std::make_shared<Sequence>(std::vector<TransformPtr>{
+              std::make_shared<Gamma>(0.8, 1.2),
+              std::make_shared<RandomApply>(std::make_shared<Flip>(2), 0.5)}),
+          1),
+      Contains("transform 'flip' (at sequence > random_apply > flip) cannot be applied") &&
+          Contains("axis 2 does not exist"));
+  // A volume has it.
+  auto v = images3d(2);
+  Policy volume(Modality::Image3D, std::make_shared<Flip>(2), 1);
+  REQUIRE(volume.views(v, 1)[0].values.equal(v.values.flip({4})));
+  // Applied outside a policy, the transform still names the axis and the shape.
+  auto gen = at::detail::createCPUGenerator(1);
+  REQUIRE_THROWS_WITH(
+      Flip(2).apply(images2d(2), Modality::Image2D, gen),
+      Contains("Flip: axis 2 does not exist in an image of shape [2, 1, 32, 32]"));
 }
 
 TEST_CASE(

@@ -526,13 +526,21 @@ class Cutout : public Transform {
   int64_t count_;
 };
 
-/// Flips along `axis` (a spatial axis: 0 = the first after channels). Clinically invalid for a
-/// chest radiograph on its left-right axis (the last): it moves the heart to the right.
+/// Flips along `axis`, a spatial axis counted after [B, C]: for a 2-D image [B, C, H, W] 0 is
+/// up-down (H) and 1 left-right (W); for a volume [B, C, D, H, W] 0 is D, 1 H and 2 W. Axis 2 only
+/// exists in volumes: a policy for a 2-D modality refuses Flip(2) at construction.
+///
+/// Clinically invalid for a chest radiograph along either axis: left-right puts the heart on the
+/// right (dextrocardia), up-down puts the diaphragm above the lung apices; neither is an anatomy
+/// the model should learn to ignore. Allow them with allow_invalid {"flip"} (both axes).
 class Flip : public Transform {
  public:
   explicit Flip(int64_t axis) : axis_(axis) {
     TORCH_CHECK(
-        axis_ >= 0 && axis_ <= 2, "Flip: axis must be a spatial axis 0, 1 or 2, got ", axis_);
+        axis_ >= 0 && axis_ <= 2,
+        "Flip: axis must be a spatial axis 0, 1 or 2 (counted after [B, C]: 0 = H of an image "
+        "[B, C, H, W], D of a volume [B, C, D, H, W]; negative axes are not accepted), got ",
+        axis_);
   }
   std::string name() const override {
     return "flip";
@@ -546,12 +554,24 @@ class Flip : public Transform {
   Json parameters() const override {
     return detail::json_object({{"axis", axis_}});
   }
-  std::string invalid_for(Modality m) const override {
-    if (m == Modality::ChestRadiograph && axis_ == 1) {
-      return "a left-right flip moves the heart to the right side (dextrocardia) and swaps the "
-             "lungs' anatomy";
+  std::string unsupported_for(Modality m) const override {
+    const int64_t spatial = m == Modality::Image3D ? 3 : 2;
+    if (axis_ < spatial) {
+      return "";
     }
-    return "";
+    return "axis " + std::to_string(axis_) + " does not exist in a " + modality_name(m) +
+        " image [B, C, H, W], whose spatial axes are 0 (H, up-down) and 1 (W, left-right)";
+  }
+  std::string invalid_for(Modality m) const override {
+    if (m != Modality::ChestRadiograph) {
+      return "";
+    }
+    if (axis_ == 1) {
+      return "a left-right flip (axis 1) moves the heart to the right side (dextrocardia) and "
+             "swaps the lungs' anatomy";
+    }
+    return "an upside-down flip (axis " + std::to_string(axis_) +
+        ") puts the diaphragm and abdomen above the lung apices, an orientation no chest film has";
   }
   Batch apply(const Batch& in, Modality, at::Generator&) const override {
     const int64_t dim = 2 + axis_;
@@ -560,7 +580,8 @@ class Flip : public Transform {
         "Flip: axis ",
         axis_,
         " does not exist in an image of shape ",
-        in.values.sizes());
+        in.values.sizes(),
+        " (spatial axes are counted after [B, C])");
     return {in.values.flip({dim}), in.mask.defined() ? in.mask.flip({dim}) : at::Tensor()};
   }
 

@@ -28,7 +28,12 @@ namespace augment {
 
 /// A policy: the modality it is for, its transform (tree), a seed, and the transforms explicitly
 /// allowed although clinically invalid for this modality. Construction refuses a transform that
-/// does not accept the modality, or that is clinically invalid for it and not allowed.
+/// does not accept the modality, that cannot work on its layout (Flip along an axis the layout
+/// lacks), or that is clinically invalid for it and not allowed; the error names the innermost
+/// offending transform and its path in the tree ("sequence > one_of > time_reversal").
+///
+/// Declare what the data are: a chest film is Modality::ChestRadiograph, not the generic Image2D,
+/// which refuses nothing clinically (flips included).
 ///
 /// Example:
 ///   auto policy = medcl::augment::Policy(Modality::ECG, std::make_shared<Sequence>(...), 7);
@@ -124,29 +129,56 @@ class Policy {
   }
 
  private:
-  void validate(const Transform& t) const {
+  // Checks the tree depth first, so that an error names the innermost offending transform and
+  // its path from the root ("sequence > one_of > time_reversal"), not the composite around it
+  // (whose modalities are its steps' intersection).
+  void validate(const Transform& t, const std::string& parent = "") const {
+    const std::string name = t.name();
+    const std::string path = parent.empty() ? name : parent + " > " + name;
+    for (const auto& c : t.children()) {
+      TORCH_CHECK(c != nullptr, "Policy: transform '", name, "' (at ", path, ") has a null child");
+      validate(*c, path);
+    }
+    // "transform 'flip'" at the root, "transform 'flip' (at sequence > flip)" inside a composite.
+    const std::string where =
+        "transform '" + name + "'" + (parent.empty() ? std::string() : " (at " + path + ")");
     const auto ms = t.modalities();
+    if (std::find(ms.begin(), ms.end(), modality_) == ms.end()) {
+      std::string accepted;
+      for (Modality m : ms) {
+        accepted += (accepted.empty() ? "" : ", ") + std::string(modality_name(m));
+      }
+      TORCH_CHECK(
+          false,
+          "Policy: ",
+          where,
+          " is not valid for modality '",
+          modality_name(modality_),
+          "'; it accepts: ",
+          accepted.empty() ? "none" : accepted);
+    }
+    const auto unsupported = t.unsupported_for(modality_);
     TORCH_CHECK(
-        std::find(ms.begin(), ms.end(), modality_) != ms.end(),
-        "Policy: transform '",
-        t.name(),
-        "' is not valid for modality '",
+        unsupported.empty(),
+        "Policy: ",
+        where,
+        " cannot be applied to modality '",
         modality_name(modality_),
-        "'");
+        "': ",
+        unsupported);
     const auto why = t.invalid_for(modality_);
     if (!why.empty()) {
       TORCH_CHECK(
-          std::find(allowed_.begin(), allowed_.end(), t.name()) != allowed_.end(),
-          "Policy: transform '",
-          t.name(),
-          "' is clinically invalid for ",
+          std::find(allowed_.begin(), allowed_.end(), name) != allowed_.end(),
+          "Policy: ",
+          where,
+          " is clinically invalid for ",
           modality_name(modality_),
           ": ",
           why,
-          ". Pass it in allow_invalid to use it anyway.");
-    }
-    for (const auto& c : t.children()) {
-      validate(*c);
+          ". Pass '",
+          name,
+          "' in allow_invalid to use it anyway.");
     }
   }
 

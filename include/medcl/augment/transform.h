@@ -118,8 +118,9 @@ class DefaultDescription {
 /// A batched random transform. Implementations draw every random number from `gen` (whose device
 /// is the batch's), never from a global generator, so a seeded policy reproduces its views.
 ///
-/// A transform overrides name(), modalities(), invariances(), parameters() and apply(), and
-/// invalid_for() where it is clinically invalid for a modality.
+/// A transform overrides name(), modalities(), invariances(), parameters() and apply(),
+/// invalid_for() where it is clinically invalid for a modality, and unsupported_for() where a
+/// parameter rules out a modality's layout (known once the policy fixes the modality).
 class Transform {
  public:
   virtual ~Transform() = default;
@@ -161,8 +162,15 @@ class Transform {
     }
     return out;
   }
-  /// Why the transform is clinically invalid for `m` (empty when it is valid).
+  /// Why the transform is clinically invalid for `m` (empty when it is valid). Policy refuses it
+  /// unless its name is in the policy's allow_invalid.
   virtual std::string invalid_for(Modality /*m*/) const {
+    return "";
+  }
+  /// Why the transform cannot work on `m`'s layout although it accepts the modality, e.g. a flip
+  /// along an axis a 2-D image does not have (empty when it can). Policy refuses it at
+  /// construction; allow_invalid does not lift this.
+  virtual std::string unsupported_for(Modality /*m*/) const {
     return "";
   }
   /// Applies the transform to every sample of the batch (each with its own random draw).
