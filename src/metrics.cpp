@@ -496,6 +496,104 @@ LogisticCalibration logistic_calibration(
   return out;
 }
 
+double time_dependent_auroc(
+    const std::vector<double>& times,
+    const std::vector<int64_t>& events,
+    const std::vector<double>& risk,
+    double horizon) {
+  constexpr const char* fn = "time_dependent_auroc";
+  TORCH_CHECK(!times.empty(), fn, ": no subjects");
+  TORCH_CHECK(
+      times.size() == events.size() && times.size() == risk.size(),
+      fn,
+      ": expected equal lengths, got ",
+      times.size(),
+      " times, ",
+      events.size(),
+      " events and ",
+      risk.size(),
+      " risk scores");
+  TORCH_CHECK(std::isfinite(horizon), fn, ": the horizon is not finite (", horizon, ")");
+  for (size_t i = 0; i < times.size(); ++i) {
+    TORCH_CHECK(
+        std::isfinite(times[i]) && std::isfinite(risk[i]), fn, ": non-finite time or risk at ", i);
+    TORCH_CHECK(
+        events[i] == 0 || events[i] == 1,
+        fn,
+        ": events must be 0 or 1, got ",
+        events[i],
+        " at ",
+        i);
+  }
+  // Kaplan-Meier of the censoring distribution: G(s) = prod over censoring times u <= s of
+  // (1 - censored at u / at risk at u). At a time with both, events come first (as in
+  // riskRegression/prodlim): the risk set at u is every subject with a later time, and those
+  // censored at u.
+  std::vector<double> distinct;
+  for (size_t i = 0; i < times.size(); ++i) {
+    if (events[i] == 0) {
+      distinct.push_back(times[i]);
+    }
+  }
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  std::vector<double> g_after(distinct.size()); // G just after each censoring time
+  double g = 1;
+  for (size_t k = 0; k < distinct.size(); ++k) {
+    double at_risk = 0, censored = 0;
+    for (size_t i = 0; i < times.size(); ++i) {
+      at_risk += times[i] > distinct[k] || (times[i] == distinct[k] && events[i] == 0) ? 1 : 0;
+      censored += (times[i] == distinct[k] && events[i] == 0) ? 1 : 0;
+    }
+    g *= 1 - censored / at_risk;
+    g_after[k] = g;
+  }
+  // G(s) (right-continuous) and G(s-) (left limit).
+  auto G = [&](double s, bool left) {
+    double v = 1;
+    for (size_t k = 0; k < distinct.size() && (left ? distinct[k] < s : distinct[k] <= s); ++k) {
+      v = g_after[k];
+    }
+    return v;
+  };
+  double case_weight = 0, controls = 0, concordant = 0;
+  std::vector<size_t> control_index;
+  for (size_t j = 0; j < times.size(); ++j) {
+    if (times[j] > horizon) {
+      control_index.push_back(j);
+    }
+  }
+  controls = static_cast<double>(control_index.size());
+  for (size_t i = 0; i < times.size(); ++i) {
+    if (!(times[i] <= horizon && events[i] == 1)) {
+      continue;
+    }
+    const double gi = G(times[i], true);
+    TORCH_CHECK(gi > 0, fn, ": the censoring survival is 0 before the event at ", times[i]);
+    const double w = 1 / gi;
+    case_weight += w;
+    double c = 0;
+    for (size_t j : control_index) {
+      c += risk[i] > risk[j] ? 1.0 : (risk[i] == risk[j] ? 0.5 : 0.0);
+    }
+    concordant += w * c;
+  }
+  TORCH_CHECK(
+      case_weight > 0,
+      fn,
+      ": no subject has an event by the horizon ",
+      horizon,
+      "; the AUROC there is undefined");
+  TORCH_CHECK(
+      controls > 0,
+      fn,
+      ": no subject is followed beyond the horizon ",
+      horizon,
+      " (the last follow-up is at or before it); the AUROC there is undefined");
+  // The controls' common weight 1/G(t) cancels.
+  return concordant / (case_weight * controls);
+}
+
 DecisionCurve decision_curve(
     const std::vector<double>& probabilities,
     const std::vector<int64_t>& labels,

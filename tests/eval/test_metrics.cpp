@@ -309,3 +309,44 @@ TEST_CASE("Decision curve: net benefit against treat-all and treat-none", "[eval
   CHECK_THROWS_WITH(
       E::decision_curve({1.2}, {1}), Contains("probability 0 is outside [0, 1] (1.2)"));
 }
+
+TEST_CASE("Time-dependent AUROC agrees with riskRegression", "[eval][metrics]") {
+  // R: set.seed(3); n <- 60; time <- round(rexp(n, 0.3) * 2) / 2 + 0.5;
+  // status <- rbinom(n, 1, 0.7); risk <- round(runif(n) * 16) / 16 + 0.25 * (time < 2)
+  // (exact binary fractions, heavy ties in time and risk); riskRegression::Score(list(m = risk),
+  // Hist(time, status) ~ 1, times = c(1, 2, 3, 5), metrics = "auc", cens.model = "km").
+  const std::vector<double> time{6.5, 2.5,  4.5, 4,   1,   1,    8,   0.5,  0.5, 1,   1,   2,
+                                 1,   14.5, 2.5, 1,   2,   4.5,  4.5, 6.5,  3.5, 1,   7.5, 3,
+                                 2.5, 6.5,  1,   5,   3,   11.5, 9.5, 3.5,  2.5, 5.5, 1.5, 5.5,
+                                 2.5, 10,   2.5, 3.5, 2.5, 1,    4.5, 9,    2,   2,   1.5, 1,
+                                 6,   6,    2.5, 2,   2.5, 1.5,  4.5, 14.5, 1,   3,   3,   4.5};
+  const std::vector<int64_t> status{1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+                                    0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0,
+                                    1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, 1, 0, 1, 1};
+  const std::vector<double> risk{
+      0.25,   0.1875, 0.125,  0.4375, 0.3125, 1.1875, 0.5,    0.625,  1.125, 1,      1,      0.875,
+      0.4375, 0.8125, 0.5625, 0.75,   0.125,  0.5625, 0.875,  0.1875, 0.5,   0.9375, 0.8125, 0.1875,
+      0.5625, 0.1875, 0.5625, 0.1875, 0.125,  0.25,   0.3125, 0.875,  0.125, 0.375,  0.5625, 0.5,
+      0.875,  0.3125, 0.5625, 0.6875, 0.375,  1.0625, 0.9375, 0.4375, 0.25,  0.75,   1.125,  0.5625,
+      0.5,    0.875,  0.375,  0.75,   0.6875, 1.125,  0.0625, 0.75,   0.75,  0.5625, 0.1875, 0};
+  const double horizons[] = {1, 2, 3, 5};
+  const double r_auc[] = {
+      0.71874749096748303, 0.73431198431198419, 0.58673328189665641, 0.56692374294738435};
+  for (int h = 0; h < 4; ++h) {
+    INFO("horizon " << horizons[h]);
+    CHECK(
+        E::time_dependent_auroc(time, status, risk, horizons[h]) ==
+        Approx(r_auc[h]).epsilon(1e-12));
+  }
+  using medcl_test::Contains;
+  CHECK_THROWS_WITH(
+      E::time_dependent_auroc(time, status, risk, 0.25),
+      Contains("no subject has an event by the horizon 0.25"));
+  CHECK_THROWS_WITH(
+      E::time_dependent_auroc(time, status, risk, 14.5),
+      Contains("no subject is followed beyond the horizon 14.5"));
+  CHECK_THROWS_WITH(
+      E::time_dependent_auroc({1, 2}, {1, 2}, {0, 1}, 1.5),
+      Contains("events must be 0 or 1, got 2"));
+  CHECK_THROWS_WITH(E::time_dependent_auroc({1, 2}, {1, 0}, {0}, 1.5), Contains("equal lengths"));
+}

@@ -114,6 +114,23 @@ DecisionCurve decision_curve(
     const std::vector<int64_t>& labels,
     std::vector<double> thresholds = {});
 
+/// Time-dependent AUROC at `horizon`, cumulative/dynamic (Heagerty et al. 2000) with inverse
+/// probability of censoring weights (Uno et al. 2007; Blanche et al. 2013): cases are the subjects
+/// with an event by the horizon (T_i <= t, event), each weighted 1/G(T_i-), controls those still
+/// event-free after it (T_j > t), weighted 1/G(t), where G is the Kaplan-Meier estimate of the
+/// censoring distribution (at a time with both, events before censorings); AUC(t) is the weighted
+/// probability that a case has the higher risk, ties counting one half. Equal to R's
+/// `riskRegression::Score(..., metrics = "auc", cens.model = "km")`. Subjects censored by the
+/// horizon enter only through the weights.
+///
+/// Errors: lengths that differ, a non-finite value, events other than 0/1, a horizon with no case
+/// or no control (before the first event, or at or past the last follow-up), naming the horizon.
+double time_dependent_auroc(
+    const std::vector<double>& times,
+    const std::vector<int64_t>& events,
+    const std::vector<double>& risk,
+    double horizon);
+
 LogisticCalibration logistic_calibration(
     const std::vector<double>& probabilities,
     const std::vector<int64_t>& labels,
