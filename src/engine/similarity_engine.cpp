@@ -699,6 +699,18 @@ at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
   std::optional<at::Tensor> excluded_cols;
   if (st.shifted && !p.symmetric && !st.sparse.has_value()) {
     key_classes = p.rule->key_classes();
+    if (key_classes.has_value()) {
+      // Class identities are compared exactly: a floating-point key (a rule of one's own that
+      // passes scores) would be truncated by the integer path below, so it is refused.
+      for (const at::Tensor* k : {&key_classes->anchor_keys, &key_classes->candidate_keys}) {
+        TORCH_CHECK(
+            !at::isFloatingType(k->scalar_type()),
+            p.caller,
+            ": the pair rule gave key classes of dtype ",
+            k->scalar_type(),
+            "; class keys must be integers (round and convert them: .round().to(at::kLong))");
+      }
+    }
     excluded_cols = key_classes.has_value() ? p.rule->excluded_cols() : std::nullopt;
   }
   st.classes = key_classes.has_value() && excluded_cols.has_value();

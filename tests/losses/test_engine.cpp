@@ -504,3 +504,43 @@ TEST_CASE(
   medcl::release_engine_workspaces();
   CHECK(medcl::engine_workspace_bytes() == 0);
 }
+
+namespace {
+
+// ParityRule, also offering its classes for the key-class path, but as floats: a mistake that
+// the engine must refuse rather than truncate.
+class FloatParityClasses : public ParityRule {
+ public:
+  explicit FloatParityClasses(int64_t n) : ParityRule(n), n_(n) {}
+  std::optional<medcl::KeyClasses> key_classes() const override {
+    auto k = torch::remainder(torch::arange(n_), 2).to(torch::kFloat) + 0.25;
+    return medcl::KeyClasses{k, k};
+  }
+  std::optional<at::Tensor> excluded_cols() const override {
+    return torch::arange(n_);
+  }
+
+ private:
+  int64_t n_;
+};
+
+} // namespace
+
+TEST_CASE(
+    "the engine refuses key classes of a floating-point dtype",
+    "[losses][engine][extending]") {
+  torch::manual_seed(4);
+  auto x = medcl::l2_normalize(torch::randn({10, 4}), 1e-12);
+  for (auto path : {EnginePath::Dense, EnginePath::Tiled}) {
+    CHECK_THROWS_WITH(
+        medcl::contrast_loss(medcl::make_contrast_problem(
+            "parity_loss",
+            x,
+            x,
+            std::make_shared<FloatParityClasses>(10),
+            0.3,
+            NegativeWeighting::uniform(),
+            SimilarityEngineOptions().path(path).tile_size(3))),
+        medcl_test::Contains("parity_loss: the pair rule gave key classes of dtype Float"));
+  }
+}
