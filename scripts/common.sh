@@ -25,12 +25,16 @@ medcl_packages() {
     # for Debian 13's CUDA one this way).
     pkgs="$pkgs ${MEDCL_TORCH_PACKAGES:-libtorch-dev libopenblas0-openmp}"
   fi
+  # The reference software the clinical statistics are checked against (ctest r.statistics,
+  # skipped where they are missing; nothing is built with them).
+  pkgs="$pkgs r-base-core r-cran-proc r-cran-survival r-cran-riskregression"
   echo "$pkgs"
 }
 
-# Only for ./scripts/fetch-data, to export the data sets stored in R's format (pbcseq, all,
-# bladderbatch); kept out of medcl_packages so that building and testing never need R. The R
-# packages holding the data, and Biobase, are unpacked from their .debs, not installed.
+# For ./scripts/fetch-data, to export the data sets stored in R's format (pbcseq, all,
+# bladderbatch). Building never needs R; the tests use it where it is installed (medcl_packages
+# installs it with the reference packages). The R packages holding the data, and Biobase, are
+# unpacked from their .debs, not installed.
 medcl_data_packages() {
   echo "r-base-core"
 }

@@ -480,20 +480,66 @@ LogisticCalibration logistic_calibration(
         "; it must be in (0, 1) to have a logit");
     x[i] = std::log(p / (1 - p));
   }
+  // Separation: when logit(p) orders the outcomes perfectly (every event at or above every
+  // non-event, or the reverse), the slope's maximum likelihood is infinite (R's glm warns that
+  // fitted probabilities are 0 or 1); say so rather than report where Newton stopped.
+  double max0 = -std::numeric_limits<double>::infinity(), min0 = -max0;
+  double max1 = max0, min1 = min0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (labels[i] == 1) {
+      max1 = std::max(max1, x[i]);
+      min1 = std::min(min1, x[i]);
+    } else {
+      max0 = std::max(max0, x[i]);
+      min0 = std::min(min0, x[i]);
+    }
+  }
+  TORCH_CHECK(
+      !(max0 <= min1 || max1 <= min0),
+      fn,
+      ": logit(p) separates the outcomes perfectly (every ",
+      max0 <= min1 ? "event scores at or above every non-event"
+                   : "non-event scores at or above every event",
+      "): the calibration slope is infinite; calibration-in-the-large alone is defined "
+      "(calibration_in_the_large)");
   const double zq = normal_quantile(0.5 + level / 2);
-  auto wald = [&](double est, double var) {
-    const double half = zq * std::sqrt(var);
-    return Interval{est, est - half, est + half, level, "Wald"};
-  };
   LogisticCalibration out;
   double coef[2];
   double cov[2][2] = {{0, 0}, {0, 0}};
   fit_logistic(x, labels, true, coef, cov);
-  out.intercept = wald(coef[0], cov[0][0]);
-  out.slope = wald(coef[1], cov[1][1]);
-  fit_logistic(x, labels, false, coef, cov);
-  out.in_the_large = wald(coef[0], cov[0][0]);
+  const double half_a = zq * std::sqrt(cov[0][0]);
+  const double half_b = zq * std::sqrt(cov[1][1]);
+  out.intercept = Interval{coef[0], coef[0] - half_a, coef[0] + half_a, level, "Wald"};
+  out.slope = Interval{coef[1], coef[1] - half_b, coef[1] + half_b, level, "Wald"};
+  out.in_the_large = calibration_in_the_large(probabilities, labels, level);
   return out;
+}
+
+Interval calibration_in_the_large(
+    const std::vector<double>& probabilities,
+    const std::vector<int64_t>& labels,
+    double level) {
+  constexpr const char* fn = "calibration_in_the_large";
+  check_binary(fn, probabilities, labels, true);
+  check_level(fn, level);
+  std::vector<double> x(probabilities.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double p = probabilities[i];
+    TORCH_CHECK(
+        p > 0 && p < 1,
+        fn,
+        ": probability ",
+        i,
+        " is ",
+        p,
+        "; it must be in (0, 1) to have a logit");
+    x[i] = std::log(p / (1 - p));
+  }
+  double coef[2];
+  double cov[2][2] = {{0, 0}, {0, 0}};
+  fit_logistic(x, labels, false, coef, cov);
+  const double half = normal_quantile(0.5 + level / 2) * std::sqrt(cov[0][0]);
+  return Interval{coef[0], coef[0] - half, coef[0] + half, level, "Wald"};
 }
 
 double time_dependent_auroc(

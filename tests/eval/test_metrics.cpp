@@ -284,7 +284,8 @@ TEST_CASE("Calibration slope, intercept and in-the-large agree with R's glm", "[
   CHECK_THROWS_WITH(
       E::logistic_calibration({0.2, 0.3, 0.4}, {0, 1}), Contains("3 scores but 2 labels"));
   CHECK_THROWS_WITH(
-      E::logistic_calibration({0.1, 0.2, 0.8, 0.9}, {0, 0, 1, 1}), Contains("perfect separation"));
+      E::logistic_calibration({0.1, 0.2, 0.8, 0.9}, {0, 0, 1, 1}),
+      Contains("separates the outcomes perfectly"));
 }
 
 TEST_CASE("Decision curve: net benefit against treat-all and treat-none", "[eval][metrics]") {

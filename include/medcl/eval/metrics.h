@@ -87,7 +87,8 @@ Calibration calibration(
 /// `confint.default(glm(...))`).
 ///
 /// Errors: one class only, lengths that differ, a probability outside (0, 1) (0 and 1 have no
-/// logit), a fit that does not converge (perfect separation by logit(p)), a level outside (0, 1).
+/// logit), outcomes that logit(p) separates perfectly (the slope is then infinite; R's glm warns
+/// that fitted probabilities are 0 or 1), a fit that does not converge, a level outside (0, 1).
 struct LogisticCalibration {
   /// b of y ~ a + b·logit(p).
   Interval slope;
@@ -132,6 +133,13 @@ double time_dependent_auroc(
     double horizon);
 
 LogisticCalibration logistic_calibration(
+    const std::vector<double>& probabilities,
+    const std::vector<int64_t>& labels,
+    double level = 0.95);
+
+/// Calibration-in-the-large alone (the intercept of y ~ a + offset(logit(p)) with its Wald
+/// interval), which stays defined when logit(p) separates the outcomes.
+Interval calibration_in_the_large(
     const std::vector<double>& probabilities,
     const std::vector<int64_t>& labels,
     double level = 0.95);
