@@ -77,6 +77,14 @@ ClinicalEvaluation::ClinicalEvaluation(EvaluationCohort cohort, EvaluationOption
       o.validation_fraction(),
       " and ",
       o.test_fraction());
+  TORCH_CHECK(
+      o.survival_horizons().empty() || !c.times.empty(),
+      fn,
+      ": survival_horizons are given but the cohort has no survival follow-up (times, events)");
+  for (double h : o.survival_horizons()) {
+    TORCH_CHECK(
+        std::isfinite(h) && h > 0, fn, ": survival horizons must be finite and > 0, got ", h);
+  }
   splits_ = patient_split(
       c.patients,
       c.labels,
@@ -359,12 +367,60 @@ void ClinicalEvaluation::score_test(ModelEvaluation& r, Report& report) const {
   report.add_result(
       result("sensitivity at specificity " + fixed(spec, 2), Estimate(r.sensitivity)));
   report.add_result(result("ECE", Estimate(r.calibration.ece)));
+  try {
+    r.logistic_calibration.in_the_large = calibration_in_the_large(p, yte, o.level());
+    r.has_calibration_in_the_large = true;
+    r.logistic_calibration = logistic_calibration(p, yte, o.level());
+    r.has_logistic_calibration = true;
+  } catch (const c10::Error& e) {
+    TORCH_WARN(
+        "ClinicalEvaluation: ",
+        model,
+        ": no calibration ",
+        r.has_calibration_in_the_large ? "slope or intercept" : "slope, intercept or in-the-large",
+        " (",
+        e.what_without_backtrace(),
+        ")");
+  }
+  if (r.has_logistic_calibration) {
+    report.add_result(result("calibration slope", Estimate(r.logistic_calibration.slope))
+                          .detail("y ~ a + b logit(p), Wald interval"));
+    report.add_result(result("calibration intercept", Estimate(r.logistic_calibration.intercept))
+                          .detail("y ~ a + b logit(p), Wald interval"));
+  }
+  if (r.has_calibration_in_the_large) {
+    report.add_result(
+        result("calibration-in-the-large", Estimate(r.logistic_calibration.in_the_large))
+            .detail("y ~ a + offset(logit(p)), Wald interval"));
+  }
   report.add_calibration(task, model, r.calibration);
   auto roc = roc_curve(p, yte);
   report.add_roc_curve(task, model, roc.first, roc.second);
   if (!cohort_.times.empty()) {
     r.c_index = eval::c_index(pick(cohort_.times, "test"), pick(cohort_.events, "test"), p);
     report.add_result(result("C-index", Estimate(r.c_index)).detail("risk = probe probability"));
+    const auto t_test = pick(cohort_.times, "test");
+    const auto e_test = pick(cohort_.events, "test");
+    for (double h : o.survival_horizons()) {
+      try {
+        const double auc = time_dependent_auroc(t_test, e_test, p, h);
+        r.time_dependent_auroc.emplace_back(h, auc);
+        report.add_result(result("time-dependent AUROC", Estimate(auc))
+                              .detail(
+                                  "at horizon " + fixed(h, 3) +
+                                  " (cumulative/dynamic, Kaplan-Meier censoring weights; risk = "
+                                  "probe probability)"));
+      } catch (const c10::Error& e) {
+        TORCH_WARN(
+            "ClinicalEvaluation: ",
+            model,
+            ": no time-dependent AUROC at horizon ",
+            h,
+            " (",
+            e.what_without_backtrace(),
+            ")");
+      }
+    }
   }
 }
 

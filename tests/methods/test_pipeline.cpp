@@ -95,7 +95,11 @@ TEST_CASE(
 
   medcl::eval::ClinicalEvaluation ev(
       co.cohort,
-      medcl::eval::EvaluationOptions().task("outcome").bootstrap(200).fraction_seeds({0, 1, 2}));
+      medcl::eval::EvaluationOptions()
+          .task("outcome")
+          .bootstrap(200)
+          .fraction_seeds({0, 1, 2})
+          .survival_horizons({0.5, 1.0}));
   medcl::Report report(
       medcl::ReportOptions().draw_figures(std::system("gnuplot --version >/dev/null 2>&1") == 0));
   report.set_command_line({"test_pipeline"});
@@ -206,6 +210,19 @@ TEST_CASE(
   CHECK(find("outcome", "SimCLR", "AUROC"));
   CHECK(find("outcome", "raw features", "AUROC"));
   CHECK(find("outcome", "SimCLR", "C-index", "detail"));
+  CHECK(find("outcome", "SimCLR", "time-dependent AUROC", "detail"));
+  // The planted cohort separates perfectly (AUROC 1): the calibration slope is then undefined
+  // and absent, calibration-in-the-large stays.
+  CHECK(find("outcome", "SimCLR", "calibration-in-the-large", "interval"));
+  CHECK(a.has_calibration_in_the_large);
+  CHECK(find("outcome", "SimCLR", "calibration slope") == a.has_logistic_calibration);
+  REQUIRE(a.time_dependent_auroc.size() == 2);
+  CHECK(a.time_dependent_auroc[0].first == 0.5);
+  CHECK(a.time_dependent_auroc[0].second > 0.6); // positives fail earlier in this cohort
+  if (a.auroc.estimate < 1) {
+    CHECK(a.has_logistic_calibration);
+    CHECK(a.logistic_calibration.slope.lower < a.logistic_calibration.slope.upper);
+  }
   CHECK(find("outcome", "SimCLR", "AUROC difference", "reference_model"));
   CHECK(find("outcome", "SimCLR fine-tuned", "AUROC"));
   CHECK(find("outcome", "SimCLR", "AUROC", "subgroup"));
@@ -236,6 +253,17 @@ TEST_CASE("The clinical evaluation refuses bad cohorts and embeddings", "[method
   CHECK_THROWS_WITH(medcl::eval::ClinicalEvaluation(c), medcl_test::Contains("both classes"));
 
   Cohort co(300);
+  CHECK_THROWS_WITH(
+      medcl::eval::ClinicalEvaluation(
+          co.cohort, medcl::eval::EvaluationOptions().survival_horizons({1.0, -2.0})),
+      medcl_test::Contains("survival horizons must be finite and > 0, got -2"));
+  auto no_follow_up = co.cohort;
+  no_follow_up.times.clear();
+  no_follow_up.events.clear();
+  CHECK_THROWS_WITH(
+      medcl::eval::ClinicalEvaluation(
+          no_follow_up, medcl::eval::EvaluationOptions().survival_horizons({1.0})),
+      medcl_test::Contains("survival_horizons are given but the cohort has no survival follow-up"));
   medcl::eval::ClinicalEvaluation ev(co.cohort);
   medcl::Report report;
   CHECK_THROWS_WITH(

@@ -90,6 +90,11 @@ struct EvaluationOptions {
   /// Retrieval examples (test queries and their nearest training records); the queries come from
   /// distinct test patients spread evenly over the test set (`example_queries`). Default: 3
   TORCH_ARG(int64_t, retrieval_examples) = 3;
+  /// With survival follow-up: the horizons (in the cohort's time unit) at which the time-dependent
+  /// AUROC of the probe's risk is reported (cumulative/dynamic, censoring-weighted:
+  /// `time_dependent_auroc`). A horizon with no test case or no test control is reported as
+  /// undefined (a warning), not dropped silently. Default: none
+  TORCH_ARG(std::vector<double>, survival_horizons) = {};
 };
 
 /// What one model's evaluation measured (the same numbers go into the report).
@@ -102,8 +107,19 @@ struct ModelEvaluation {
   Interval brier;
   Interval sensitivity;
   Calibration calibration;
+  /// Calibration slope, intercept and calibration-in-the-large of the test probabilities
+  /// (`logistic_calibration`); `has_logistic_calibration` is false where the slope is undefined
+  /// (a probability of exactly 0 or 1, outcomes that the probabilities separate perfectly), and
+  /// `has_calibration_in_the_large` where even that is (a probability of 0 or 1). Each undefined
+  /// one is named in a warning.
+  LogisticCalibration logistic_calibration;
+  bool has_logistic_calibration = false;
+  bool has_calibration_in_the_large = false;
   /// Harrell's C on the test records (when the cohort has survival data), else -1.
   double c_index = -1;
+  /// (horizon, time-dependent AUROC) for each of `EvaluationOptions::survival_horizons` where it
+  /// is defined.
+  std::vector<std::pair<double, double>> time_dependent_auroc;
   double l2 = 0;
   std::vector<LabelEfficiencyPoint> label_efficiency;
   SubgroupReport overall_subgroups;
