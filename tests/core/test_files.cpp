@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 namespace fs = std::filesystem;
-using Catch::Matchers::Contains;
+using medcl_test::Contains;
 
 TEST_CASE("remove_tree and list_tree walk a tree without following links", "[core][files]") {
   medcl_test::TempDir outside; // a link's target: must survive
