@@ -458,13 +458,12 @@ void fit_logistic(
   coef[1] = b;
 }
 
-} // namespace
-
-LogisticCalibration logistic_calibration(
+// The checks of the calibration fits, and logit(p) of each probability.
+std::vector<double> checked_logits(
+    const char* fn,
     const std::vector<double>& probabilities,
     const std::vector<int64_t>& labels,
     double level) {
-  constexpr const char* fn = "logistic_calibration";
   check_binary(fn, probabilities, labels, true);
   check_level(fn, level);
   std::vector<double> x(probabilities.size());
@@ -480,6 +479,17 @@ LogisticCalibration logistic_calibration(
         "; it must be in (0, 1) to have a logit");
     x[i] = std::log(p / (1 - p));
   }
+  return x;
+}
+
+} // namespace
+
+LogisticCalibration logistic_calibration(
+    const std::vector<double>& probabilities,
+    const std::vector<int64_t>& labels,
+    double level) {
+  constexpr const char* fn = "logistic_calibration";
+  const auto x = checked_logits(fn, probabilities, labels, level);
   // Separation: when logit(p) orders the outcomes perfectly (every event at or above every
   // non-event, or the reverse), the slope's maximum likelihood is infinite (R's glm warns that
   // fitted probabilities are 0 or 1); say so rather than report where Newton stopped.
@@ -520,21 +530,7 @@ Interval calibration_in_the_large(
     const std::vector<int64_t>& labels,
     double level) {
   constexpr const char* fn = "calibration_in_the_large";
-  check_binary(fn, probabilities, labels, true);
-  check_level(fn, level);
-  std::vector<double> x(probabilities.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double p = probabilities[i];
-    TORCH_CHECK(
-        p > 0 && p < 1,
-        fn,
-        ": probability ",
-        i,
-        " is ",
-        p,
-        "; it must be in (0, 1) to have a logit");
-    x[i] = std::log(p / (1 - p));
-  }
+  const auto x = checked_logits(fn, probabilities, labels, level);
   double coef[2];
   double cov[2][2] = {{0, 0}, {0, 0}};
   fit_logistic(x, labels, false, coef, cov);
