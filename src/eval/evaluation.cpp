@@ -85,6 +85,9 @@ ClinicalEvaluation::ClinicalEvaluation(EvaluationCohort cohort, EvaluationOption
     TORCH_CHECK(
         std::isfinite(h) && h > 0, fn, ": survival horizons must be finite and > 0, got ", h);
   }
+  if (!o.decision_thresholds().empty()) {
+    decision_curve({0.5, 0.5}, {0, 1}, o.decision_thresholds()); // checks them, naming the value
+  }
   splits_ = patient_split(
       c.patients,
       c.labels,
@@ -394,6 +397,8 @@ void ClinicalEvaluation::score_test(ModelEvaluation& r, Report& report) const {
             .detail("y ~ a + offset(logit(p)), Wald interval"));
   }
   report.add_calibration(task, model, r.calibration);
+  r.decision_curve = decision_curve(p, yte, o.decision_thresholds());
+  report.add_decision_curve(task, model, r.decision_curve);
   auto roc = roc_curve(p, yte);
   report.add_roc_curve(task, model, roc.first, roc.second);
   if (!cohort_.times.empty()) {

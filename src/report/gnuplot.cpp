@@ -156,6 +156,19 @@ std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
     // Room on both sides: fractions 0.01 and 1 would otherwise sit on the frame.
     gp << "set offsets graph 0.05, graph 0.05, 0, 0\nset key bottom right\n";
     style = "using 1:2:3:4 with yerrorlines lw 2 pt 7";
+  } else if (f.kind == "decision_curve") {
+    // Treat-all falls steeply at high thresholds; net benefit far below treat-none (0) says
+    // nothing more, so the y axis runs from a little below 0 to a little above the best.
+    double top = 0;
+    for (const auto& s : f.series) {
+      for (double y : s.y) {
+        top = std::max(top, y);
+      }
+    }
+    const double pad = 0.1 * top + 0.01;
+    gp << "set xrange [0:1]\nset yrange [" << -2 * pad << ":" << top + pad
+       << "]\nset key top right\n";
+    style = "with lines lw 2";
   } else if (f.kind == "scatter") {
     gp << "set key outside right\n";
     style = "with points pt 7 ps 0.6";

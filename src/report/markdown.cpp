@@ -305,6 +305,69 @@ std::string Report::render_markdown(const Json& doc) const {
   }
   md_figures(md, e, "reliability");
 
+  if (e.contains("decision_curves")) {
+    md += "### Decision curves\n\n";
+    md +=
+        "Net benefit of treating the patients whose predicted probability reaches each threshold "
+        "(TP/n − FP/n · t/(1 − t)), beside treating everyone; treating no one is 0.\n\n";
+    const std::vector<double> shown = {0.05, 0.1, 0.2, 0.3, 0.5};
+    for (const auto& task : e.at("decision_curves").items()) {
+      // The shown thresholds that the curves have (compared with a tolerance: 0.1 may be stored
+      // as 0.1 or as 10 / 100).
+      auto column = [](const Json& curve, double t) -> int64_t {
+        const auto& th = curve.at("thresholds");
+        for (size_t i = 0; i < th.size(); ++i) {
+          if (std::abs(th[i].as_double() - t) < 1e-9) {
+            return static_cast<int64_t>(i);
+          }
+        }
+        return -1;
+      };
+      const Json* first = nullptr;
+      for (const auto& model : task.second.items()) {
+        first = &model.second;
+        break;
+      }
+      std::vector<double> cols;
+      for (double t : shown) {
+        if (first != nullptr && column(*first, t) >= 0) {
+          cols.push_back(t);
+        }
+      }
+      md += "| task | model |";
+      std::string rule = "| --- | --- |";
+      for (double t : cols) {
+        md += " t = " + number_text(t) + " |";
+        rule += " --- |";
+      }
+      md += "\n" + rule + "\n";
+      for (const auto& model : task.second.items()) {
+        md += "| " + cell(task.first) + " | " + cell(model.first) + " |";
+        for (double t : cols) {
+          const auto i = column(model.second, t);
+          md += " " +
+              (i >= 0
+                   ? number_text(model.second.at("net_benefit")[static_cast<size_t>(i)].as_double())
+                   : std::string("—")) +
+              " |";
+        }
+        md += "\n";
+      }
+      if (first != nullptr) {
+        md += "| " + cell(task.first) + " | treat all |";
+        for (double t : cols) {
+          md += " " +
+              number_text(
+                    first->at("treat_all")[static_cast<size_t>(column(*first, t))].as_double()) +
+              " |";
+        }
+        md += "\n";
+      }
+      md += "\n";
+    }
+    md_figures(md, e, "decision_curve");
+  }
+
   md += "### Label efficiency\n\n";
   if (e.contains("label_efficiency")) {
     md +=
@@ -384,7 +447,13 @@ std::string Report::render_markdown(const Json& doc) const {
   }
 
   const std::vector<std::string> known = {
-      "results", "calibration", "label_efficiency", "audits", "retrieval_examples", "figures"};
+      "results",
+      "calibration",
+      "decision_curves",
+      "label_efficiency",
+      "audits",
+      "retrieval_examples",
+      "figures"};
   bool other = false;
   for (const auto& kv : e.items()) {
     other = other || std::find(known.begin(), known.end(), kv.first) == known.end();

@@ -395,6 +395,51 @@ void Report::add_metric(
   add_metric(task, name, Estimate(value, lower, upper, method_of_interval, level));
 }
 
+void Report::add_decision_curve(
+    const std::string& task,
+    const std::string& model,
+    const eval::DecisionCurve& d) {
+  const char* fn = "Report::add_decision_curve";
+  const std::string what = "decision curve " + task + "/" + model;
+  const size_t n = d.thresholds.size();
+  TORCH_CHECK(n > 0, fn, ": ", what, ": expected at least one threshold, got none");
+  TORCH_CHECK(
+      d.net_benefit.size() == n && d.treat_all.size() == n,
+      fn,
+      ": ",
+      what,
+      ": expected thresholds, net_benefit and treat_all of one length, got ",
+      n,
+      ", ",
+      d.net_benefit.size(),
+      " and ",
+      d.treat_all.size());
+  Json t = Json::array(), nb = Json::array(), all = Json::array();
+  for (size_t i = 0; i < n; ++i) {
+    check_finite(fn, what + " threshold " + std::to_string(i), d.thresholds[i]);
+    TORCH_CHECK(
+        d.thresholds[i] > 0 && d.thresholds[i] < 1,
+        fn,
+        ": ",
+        what,
+        ": threshold ",
+        i,
+        " is ",
+        d.thresholds[i],
+        "; thresholds are probabilities in (0, 1)");
+    check_finite(fn, what + " net benefit " + std::to_string(i), d.net_benefit[i]);
+    check_finite(fn, what + " treat-all " + std::to_string(i), d.treat_all[i]);
+    t.push_back(d.thresholds[i]);
+    nb.push_back(d.net_benefit[i]);
+    all.push_back(d.treat_all[i]);
+  }
+  Json entry = Json::object();
+  entry["thresholds"] = std::move(t);
+  entry["net_benefit"] = std::move(nb);
+  entry["treat_all"] = std::move(all);
+  doc_["evaluation"]["decision_curves"][task][model] = std::move(entry);
+}
+
 void Report::add_calibration(
     const std::string& task,
     const std::string& model,
@@ -819,6 +864,41 @@ std::vector<Report::Figure> Report::figures() const {
           s.y.push_back(b.at("observed_rate").as_double());
         }
         f.series.push_back(std::move(s));
+      }
+      all.push_back(std::move(f));
+    }
+  }
+  if (ev.contains("decision_curves")) {
+    for (const auto& task : ev.at("decision_curves").items()) {
+      Figure f{
+          "decision_curve_" + task.first,
+          "decision_curve",
+          "evaluation",
+          "Decision curve: " + task.first,
+          "threshold probability",
+          "net benefit",
+          {}};
+      const Json* any = nullptr;
+      for (const auto& model : task.second.items()) {
+        Series s{model.first, {}, {}, {}, {}};
+        for (size_t i = 0; i < model.second.at("thresholds").size(); ++i) {
+          s.x.push_back(model.second.at("thresholds")[i].as_double());
+          s.y.push_back(model.second.at("net_benefit")[i].as_double());
+        }
+        f.series.push_back(std::move(s));
+        any = &model.second;
+      }
+      if (any != nullptr) { // treat-all and treat-none depend on the cohort, not the model
+        Series treat_all{"treat all", {}, {}, {}, {}};
+        Series treat_none{"treat none", {}, {}, {}, {}};
+        for (size_t i = 0; i < any->at("thresholds").size(); ++i) {
+          treat_all.x.push_back(any->at("thresholds")[i].as_double());
+          treat_all.y.push_back(any->at("treat_all")[i].as_double());
+          treat_none.x.push_back(treat_all.x.back());
+          treat_none.y.push_back(0.0);
+        }
+        f.series.push_back(std::move(treat_all));
+        f.series.push_back(std::move(treat_none));
       }
       all.push_back(std::move(f));
     }

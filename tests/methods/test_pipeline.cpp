@@ -20,6 +20,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -211,6 +212,11 @@ TEST_CASE(
   CHECK(find("outcome", "raw features", "AUROC"));
   CHECK(find("outcome", "SimCLR", "C-index", "detail"));
   CHECK(find("outcome", "SimCLR", "time-dependent AUROC", "detail"));
+  REQUIRE(e.contains("decision_curves"));
+  const auto& dc = e.at("decision_curves").at("outcome").at("SimCLR");
+  CHECK(dc.at("thresholds").size() == 99);
+  CHECK(a.decision_curve.net_benefit.size() == 99);
+  CHECK(dc.at("net_benefit")[9].as_double() == a.decision_curve.net_benefit[9]);
   // The planted cohort separates perfectly (AUROC 1): the calibration slope is then undefined
   // and absent, calibration-in-the-large stays.
   CHECK(find("outcome", "SimCLR", "calibration-in-the-large", "interval"));
@@ -236,6 +242,10 @@ TEST_CASE(
     CHECK(item.at("status").as_string() == "present");
   }
   CHECK(fs::exists(dir.path / "report.md"));
+  std::ifstream md_in(dir.path / "report.md");
+  const std::string md((std::istreambuf_iterator<char>(md_in)), std::istreambuf_iterator<char>());
+  CHECK(md.find("### Decision curves") != std::string::npos);
+  CHECK(md.find("| outcome | treat all |") != std::string::npos);
 }
 
 TEST_CASE("The clinical evaluation refuses bad cohorts and embeddings", "[methods][report]") {
@@ -264,6 +274,10 @@ TEST_CASE("The clinical evaluation refuses bad cohorts and embeddings", "[method
       medcl::eval::ClinicalEvaluation(
           no_follow_up, medcl::eval::EvaluationOptions().survival_horizons({1.0})),
       medcl_test::Contains("survival_horizons are given but the cohort has no survival follow-up"));
+  CHECK_THROWS_WITH(
+      medcl::eval::ClinicalEvaluation(
+          co.cohort, medcl::eval::EvaluationOptions().decision_thresholds({0.2, 1.5})),
+      medcl_test::Contains("threshold 1 is 1.5; thresholds must be in (0, 1)"));
   medcl::eval::ClinicalEvaluation ev(co.cohort);
   medcl::Report report;
   CHECK_THROWS_WITH(

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -861,4 +862,41 @@ TEST_CASE(
     CHECK(f.reason.empty());
     CHECK(fs::exists(tmp.path / f.image));
   }
+}
+
+TEST_CASE("Report: decision curves are checked, drawn and tabulated", "[report]") {
+  medcl::eval::DecisionCurve d;
+  d.thresholds = {0.05, 0.1, 0.2, 0.5};
+  d.net_benefit = {0.30, 0.28, 0.2, 0.05};
+  d.treat_all = {0.28, 0.24, 0.1, -0.4};
+  d.treat_none = {0, 0, 0, 0};
+  Report r(ReportOptions().draw_figures(false));
+  r.add_decision_curve("death", "SimCLR", d);
+  auto bad = d;
+  bad.net_benefit.pop_back();
+  CHECK_THROWS_WITH(
+      r.add_decision_curve("death", "x", bad),
+      Contains(
+          "decision curve death/x: expected thresholds, net_benefit and treat_all of one length"));
+  bad = d;
+  bad.thresholds[3] = 1.0;
+  CHECK_THROWS_WITH(
+      r.add_decision_curve("death", "x", bad),
+      Contains("threshold 3 is 1; thresholds are probabilities"));
+  bad = d;
+  bad.net_benefit[1] = std::nan("");
+  CHECK_THROWS_WITH(r.add_decision_curve("death", "x", bad), Contains("net benefit 1"));
+  medcl_test::TempDir dir;
+  const auto files = r.write(dir.path.string());
+  std::ifstream md_in(files.markdown_path);
+  const std::string md((std::istreambuf_iterator<char>(md_in)), std::istreambuf_iterator<char>());
+  INFO(md);
+  CHECK(md.find("| task | model | t = 0.05 | t = 0.1 | t = 0.2 | t = 0.5 |") != std::string::npos);
+  CHECK(md.find("| death | SimCLR | 0.3 | 0.28 | 0.2 | 0.05 |") != std::string::npos);
+  CHECK(md.find("| death | treat all | 0.28 | 0.24 | 0.1 | -0.4 |") != std::string::npos);
+  CHECK(fs::exists(dir.path / "decision_curve_death.dat"));
+  std::ifstream gp(dir.path / "decision_curve_death.gp");
+  const std::string script((std::istreambuf_iterator<char>(gp)), std::istreambuf_iterator<char>());
+  CHECK(script.find("\"treat all\"") != std::string::npos);
+  CHECK(script.find("\"treat none\"") != std::string::npos);
 }

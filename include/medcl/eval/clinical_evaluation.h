@@ -95,6 +95,9 @@ struct EvaluationOptions {
   /// `time_dependent_auroc`). A horizon with no test case or no test control is reported as
   /// undefined (a warning), not dropped silently. Default: none
   TORCH_ARG(std::vector<double>, survival_horizons) = {};
+  /// Threshold probabilities of the decision curves (in (0, 1), increasing); empty: 0.01 to 0.99
+  /// by 0.01. Default: empty
+  TORCH_ARG(std::vector<double>, decision_thresholds) = {};
 };
 
 /// What one model's evaluation measured (the same numbers go into the report).
@@ -114,6 +117,8 @@ struct ModelEvaluation {
   /// one is named in a warning.
   LogisticCalibration logistic_calibration;
   bool has_logistic_calibration = false;
+  /// Net benefit of the test probabilities against treat-all and treat-none (`decision_curve`).
+  DecisionCurve decision_curve;
   bool has_calibration_in_the_large = false;
   /// Harrell's C on the test records (when the cohort has survival data), else -1.
   double c_index = -1;

@@ -289,6 +289,16 @@ class Report {
   /// Every result added, in order.
   std::vector<Result> results() const;
 
+  /// Adds a decision curve of `model` on `task` (`eval::decision_curve`): net benefit at each
+  /// threshold probability beside treat-all; the report draws one figure per task (every model,
+  /// treat-all and treat-none) and report.md tabulates it at thresholds 0.05, 0.1, 0.2, 0.3, 0.5
+  /// where the curve has them. Errors: lengths that differ, no threshold, a non-finite value, a
+  /// threshold outside (0, 1), naming the curve.
+  void add_decision_curve(
+      const std::string& task,
+      const std::string& model,
+      const eval::DecisionCurve& curve);
+
   /// A metric of a task that is not about one model (`add_result` with an empty model).
   void add_metric(const std::string& task, const std::string& name, const Estimate& value);
   void add_metric(
