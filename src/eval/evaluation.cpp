@@ -396,7 +396,11 @@ void ClinicalEvaluation::score_test(ModelEvaluation& r, Report& report) const {
         result("calibration-in-the-large", Estimate(r.logistic_calibration.in_the_large))
             .detail("y ~ a + offset(logit(p)), Wald interval"));
   }
-  report.add_calibration(task, model, r.calibration);
+  if (r.has_logistic_calibration) {
+    report.add_calibration(task, model, r.calibration, r.logistic_calibration);
+  } else {
+    report.add_calibration(task, model, r.calibration);
+  }
   r.decision_curve = decision_curve(p, yte, o.decision_thresholds());
   report.add_decision_curve(task, model, r.decision_curve);
   auto roc = roc_curve(p, yte);

@@ -291,12 +291,25 @@ std::string Report::render_markdown(const Json& doc) const {
 
   md += "### Calibration\n\n";
   if (e.contains("calibration")) {
-    md += "| task | model | ECE | bins |\n| --- | --- | --- | --- |\n";
+    md +=
+        "| task | model | ECE | bins | slope | intercept | in-the-large |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n";
+    auto fit = [](const Json& entry, const char* key) -> std::string {
+      if (!entry.contains(key)) {
+        return "—";
+      }
+      const auto& i = entry.at(key);
+      return number_text(i.at("value").as_double()) + " [" +
+          number_text(i.at("lower").as_double()) + ", " + number_text(i.at("upper").as_double()) +
+          "]";
+    };
     for (const auto& task : e.at("calibration").items()) {
       for (const auto& model : task.second.items()) {
         md += "| " + cell(task.first) + " | " + cell(model.first) + " | " +
             number_text(model.second.at("ece").as_double()) + " | " +
-            std::to_string(model.second.at("bins").size()) + " |\n";
+            std::to_string(model.second.at("bins").size()) + " | " + fit(model.second, "slope") +
+            " | " + fit(model.second, "intercept") + " | " + fit(model.second, "in_the_large") +
+            " |\n";
       }
     }
     md += "\n";

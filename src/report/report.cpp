@@ -485,6 +485,35 @@ void Report::add_calibration(
   doc_["evaluation"]["calibration"][task][model] = std::move(entry);
 }
 
+void Report::add_calibration(
+    const std::string& task,
+    const std::string& model,
+    const eval::Calibration& c,
+    const eval::LogisticCalibration& fit) {
+  const char* fn = "Report::add_calibration";
+  const std::string what = "calibration " + task + "/" + model;
+  auto interval = [&](const char* name, const eval::Interval& i) {
+    for (double v : {i.estimate, i.lower, i.upper}) {
+      check_finite(fn, what + " " + name, v);
+    }
+    Json j = Json::object();
+    j["value"] = i.estimate;
+    j["lower"] = i.lower;
+    j["upper"] = i.upper;
+    j["level"] = i.level;
+    j["method"] = i.method;
+    return j;
+  };
+  Json slope = interval("slope", fit.slope);
+  Json intercept = interval("intercept", fit.intercept);
+  Json in_the_large = interval("in-the-large", fit.in_the_large);
+  add_calibration(task, model, c);
+  auto& entry = doc_["evaluation"]["calibration"][task][model];
+  entry["slope"] = std::move(slope);
+  entry["intercept"] = std::move(intercept);
+  entry["in_the_large"] = std::move(in_the_large);
+}
+
 void Report::add_label_fraction(
     const std::string& task,
     const std::string& model,
@@ -858,7 +887,18 @@ std::vector<Report::Figure> Report::figures() const {
           "observed rate",
           {}};
       for (const auto& model : task.second.items()) {
-        Series s{model.first, {}, {}, {}, {}};
+        std::string label = model.first;
+        if (model.second.contains("slope")) {
+          char buf[96];
+          std::snprintf(
+              buf,
+              sizeof(buf),
+              " (slope %.2f, intercept %.2f)",
+              model.second.at("slope").at("value").as_double(),
+              model.second.at("intercept").at("value").as_double());
+          label += buf;
+        }
+        Series s{label, {}, {}, {}, {}};
         for (const auto& b : model.second.at("bins").elements()) {
           s.x.push_back(b.at("mean_probability").as_double());
           s.y.push_back(b.at("observed_rate").as_double());

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -899,4 +900,40 @@ TEST_CASE("Report: decision curves are checked, drawn and tabulated", "[report]"
   const std::string script((std::istreambuf_iterator<char>(gp)), std::istreambuf_iterator<char>());
   CHECK(script.find("\"treat all\"") != std::string::npos);
   CHECK(script.find("\"treat none\"") != std::string::npos);
+}
+
+TEST_CASE("Report: calibration with the logistic fit shows slope and intercept", "[report]") {
+  std::vector<double> p;
+  std::vector<int64_t> y;
+  for (int i = 0; i < 40; ++i) {
+    p.push_back(0.05 + 0.9 * i / 39.0);
+    y.push_back((i * 7) % 10 < 10 * p.back() ? 1 : 0);
+  }
+  const auto fit = medcl::eval::logistic_calibration(p, y);
+  Report r(ReportOptions().draw_figures(false));
+  r.add_calibration("death", "SimCLR", medcl::eval::calibration(p, y, 10), fit);
+  const auto& entry = r.get("evaluation", "calibration").at("death").at("SimCLR");
+  CHECK(entry.at("slope").at("value").as_double() == fit.slope.estimate);
+  CHECK(entry.at("intercept").at("lower").as_double() == fit.intercept.lower);
+  CHECK(entry.at("in_the_large").at("method").as_string() == "Wald");
+  TempDir dir;
+  const auto files = r.write(dir.path.string());
+  std::ifstream md_in(files.markdown_path);
+  const std::string md((std::istreambuf_iterator<char>(md_in)), std::istreambuf_iterator<char>());
+  CHECK(
+      md.find("| task | model | ECE | bins | slope | intercept | in-the-large |") !=
+      std::string::npos);
+  std::ifstream dat(dir.path / "reliability_death.dat");
+  const std::string data((std::istreambuf_iterator<char>(dat)), std::istreambuf_iterator<char>());
+  char label[96];
+  std::snprintf(
+      label,
+      sizeof(label),
+      "SimCLR (slope %.2f, intercept %.2f)",
+      fit.slope.estimate,
+      fit.intercept.estimate);
+  INFO(data);
+  std::ifstream gp(dir.path / "reliability_death.gp");
+  const std::string script((std::istreambuf_iterator<char>(gp)), std::istreambuf_iterator<char>());
+  CHECK(script.find(label) != std::string::npos);
 }

@@ -315,6 +315,14 @@ class Report {
       const std::string& task,
       const std::string& model,
       const eval::Calibration& calibration);
+  /// The same with the logistic recalibration (`eval::logistic_calibration`): the entry also
+  /// holds the calibration slope, intercept and calibration-in-the-large with their intervals,
+  /// and the model's series in the reliability diagram is labelled with slope and intercept.
+  void add_calibration(
+      const std::string& task,
+      const std::string& model,
+      const eval::Calibration& calibration,
+      const eval::LogisticCalibration& fit);
   /// One label fraction (in (0, 1]) of a label-efficiency study: the metric of each repeat
   /// (different label subsets / seeds), and optionally what each repeat was trained on (see
   /// LabelFractionResult). The report keeps the repeats, their mean, standard deviation and a t
