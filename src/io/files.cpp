@@ -51,7 +51,7 @@ std::string join(const std::string& dir, const std::string& name) {
 }
 
 std::uintmax_t remove_below(const std::string& path, std::error_code& ec) {
-  struct stat st {};
+  struct stat st;
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno != ENOENT) {
       ec = last_error();
@@ -89,7 +89,7 @@ void list_below(const std::string& dir, std::vector<std::string>& out) {
   for (const auto& n : names) {
     const std::string p = join(dir, n);
     out.push_back(p);
-    struct stat st {};
+    struct stat st;
     if (::lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
       list_below(p, out);
     }

@@ -550,10 +550,9 @@ TEST_CASE(
         Contains("candidates' key is Float"));
     // And the memory queue, by name.
     medcl::MemoryQueue q(8, 3);
+    const auto enqueue = [&] { q.enqueue(z.slice(0, 0, 4), {{name, keys.get(k).slice(0, 0, 4)}}); };
     REQUIRE_THAT(
-        error_of([&] {
-          q.enqueue(z.slice(0, 0, 4), {{name, keys.get(k).slice(0, 0, 4)}});
-        }),
+        error_of(enqueue),
         Contains("MemoryQueue::enqueue: pairing key '" + name + "' must be an integer tensor") &&
             Contains("Float") && Contains("truncated"));
   }

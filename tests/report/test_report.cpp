@@ -756,26 +756,15 @@ TEST_CASE(
         row(d, 2)["interval"] = iv;
       },
       "label_efficiency.af[2].interval: expected null: every repeat used the same patients");
-  one(
-      [&](Json& d) {
-        row(d, 0)["patients"] = Json::array({2, 2});
-      },
+  const auto bad_patients_1 = [&](Json& d) { row(d, 0)["patients"] = Json::array({2, 2}); };
+  one(bad_patients_1,
       "label_efficiency.af[0].patients: expected null or positive integers, one per repeat (3)");
-  one(
-      [&](Json& d) {
-        row(d, 0)["patients"] = Json::array({2, 25, 2});
-      },
-      "label_efficiency.af[0].patients: expected null or positive integers");
-  one(
-      [&](Json& d) {
-        row(d, 0)["records"] = Json::array({1, 6, 4});
-      },
-      "label_efficiency.af[0].records: expected at least one record per patient");
-  one(
-      [&](Json& d) {
-        row(d, 0)["seeds"] = Json::array({0, 0, 2});
-      },
-      "label_efficiency.af[0].seeds: expected null or distinct integers");
+  const auto bad_patients_2 = [&](Json& d) { row(d, 0)["patients"] = Json::array({2, 25, 2}); };
+  one(bad_patients_2, "label_efficiency.af[0].patients: expected null or positive integers");
+  const auto bad_records_3 = [&](Json& d) { row(d, 0)["records"] = Json::array({1, 6, 4}); };
+  one(bad_records_3, "label_efficiency.af[0].records: expected at least one record per patient");
+  const auto bad_seeds_4 = [&](Json& d) { row(d, 0)["seeds"] = Json::array({0, 0, 2}); };
+  one(bad_seeds_4, "label_efficiency.af[0].seeds: expected null or distinct integers");
   one([&](Json& d) { row(d, 0)["mean"] = 0.9; },
       "label_efficiency.af[0].mean: expected the mean of the repeats");
   one([&](Json& d) { row(d, 0)["same_count_as"] = Json::array({0}); },
