@@ -482,6 +482,23 @@ std::vector<double> checked_logits(
   return x;
 }
 
+// A Wald interval: estimate ± z · sqrt(variance).
+Interval wald_interval(double estimate, double variance, double level) {
+  const double half = normal_quantile(0.5 + level / 2) * std::sqrt(variance);
+  return Interval{estimate, estimate - half, estimate + half, level, "Wald"};
+}
+
+// Calibration-in-the-large of checked logits: y ~ a + offset(x).
+Interval in_the_large_of_logits(
+    const std::vector<double>& x,
+    const std::vector<int64_t>& labels,
+    double level) {
+  double coef[2];
+  double cov[2][2] = {{0, 0}, {0, 0}};
+  fit_logistic(x, labels, false, coef, cov);
+  return wald_interval(coef[0], cov[0][0], level);
+}
+
 } // namespace
 
 LogisticCalibration logistic_calibration(
@@ -512,16 +529,13 @@ LogisticCalibration logistic_calibration(
                    : "non-event scores at or above every event",
       "): the calibration slope is infinite; calibration-in-the-large alone is defined "
       "(calibration_in_the_large)");
-  const double zq = normal_quantile(0.5 + level / 2);
   LogisticCalibration out;
   double coef[2];
   double cov[2][2] = {{0, 0}, {0, 0}};
   fit_logistic(x, labels, true, coef, cov);
-  const double half_a = zq * std::sqrt(cov[0][0]);
-  const double half_b = zq * std::sqrt(cov[1][1]);
-  out.intercept = Interval{coef[0], coef[0] - half_a, coef[0] + half_a, level, "Wald"};
-  out.slope = Interval{coef[1], coef[1] - half_b, coef[1] + half_b, level, "Wald"};
-  out.in_the_large = calibration_in_the_large(probabilities, labels, level);
+  out.intercept = wald_interval(coef[0], cov[0][0], level);
+  out.slope = wald_interval(coef[1], cov[1][1], level);
+  out.in_the_large = in_the_large_of_logits(x, labels, level); // the logits are checked already
   return out;
 }
 
@@ -530,12 +544,7 @@ Interval calibration_in_the_large(
     const std::vector<int64_t>& labels,
     double level) {
   constexpr const char* fn = "calibration_in_the_large";
-  const auto x = checked_logits(fn, probabilities, labels, level);
-  double coef[2];
-  double cov[2][2] = {{0, 0}, {0, 0}};
-  fit_logistic(x, labels, false, coef, cov);
-  const double half = normal_quantile(0.5 + level / 2) * std::sqrt(cov[0][0]);
-  return Interval{coef[0], coef[0] - half, coef[0] + half, level, "Wald"};
+  return in_the_large_of_logits(checked_logits(fn, probabilities, labels, level), labels, level);
 }
 
 double time_dependent_auroc(
