@@ -319,6 +319,69 @@ double sensitivity_at_specificity(
   return best;
 }
 
+double threshold_at_specificity(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels,
+    double specificity) {
+  constexpr const char* fn = "threshold_at_specificity";
+  check_binary(fn, scores, labels, true);
+  TORCH_CHECK(
+      specificity >= 0 && specificity <= 1,
+      fn,
+      ": specificity must be in [0, 1], got ",
+      specificity);
+  // Distinct scores ascending; a threshold t predicts negative for every score below it, so the
+  // true negatives at t are the negatives scoring below t. The lowest t reaching the specificity
+  // keeps the most positives (sensitivity_at_specificity's choice).
+  std::vector<std::pair<double, int64_t>> sorted;
+  int64_t neg = 0;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    sorted.emplace_back(scores[i], labels[i]);
+    neg += 1 - labels[i];
+  }
+  std::sort(sorted.begin(), sorted.end());
+  int64_t tn = 0; // negatives strictly below sorted[i].first
+  for (size_t i = 0; i < sorted.size();) {
+    if (static_cast<double>(tn) / static_cast<double>(neg) >= specificity) {
+      return sorted[i].first;
+    }
+    size_t j = i;
+    while (j < sorted.size() && sorted[j].first == sorted[i].first) {
+      tn += 1 - sorted[j].second;
+      ++j;
+    }
+    i = j;
+  }
+  // Only "nothing positive" reaches it: just above the largest score.
+  return std::nextafter(sorted.back().first, std::numeric_limits<double>::infinity());
+}
+
+OperatingPoint operating_point(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels,
+    double threshold) {
+  constexpr const char* fn = "operating_point";
+  check_binary(fn, scores, labels, false);
+  TORCH_CHECK(std::isfinite(threshold), fn, ": the threshold is not finite (", threshold, ")");
+  OperatingPoint p;
+  p.threshold = threshold;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const bool positive = scores[i] >= threshold;
+    if (labels[i] == 1) {
+      (positive ? p.true_positives : p.false_negatives) += 1;
+    } else {
+      (positive ? p.false_positives : p.true_negatives) += 1;
+    }
+  }
+  const int64_t pos = p.true_positives + p.false_negatives;
+  const int64_t neg = p.true_negatives + p.false_positives;
+  p.has_sensitivity = pos > 0;
+  p.has_specificity = neg > 0;
+  p.sensitivity = pos > 0 ? static_cast<double>(p.true_positives) / static_cast<double>(pos) : 0;
+  p.specificity = neg > 0 ? static_cast<double>(p.true_negatives) / static_cast<double>(neg) : 0;
+  return p;
+}
+
 double brier_score(const std::vector<double>& probabilities, const std::vector<int64_t>& labels) {
   check_binary("brier_score", probabilities, labels, false);
   double s = 0;

@@ -21,7 +21,10 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
+#include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -164,8 +167,306 @@ ValidationResult validate_split(
   return r;
 }
 
+// The metrics of a fairness audit, in the order of FairnessGap::metric's list.
+constexpr size_t kFairnessMetrics = 6;
+const char* const kFairnessMetricNames[kFairnessMetrics] = {
+    "AUROC",
+    "calibration slope",
+    "calibration intercept",
+    "calibration-in-the-large",
+    "sensitivity",
+    "specificity"};
+
+struct FairnessValues {
+  double value[kFairnessMetrics] = {0, 0, 0, 0, 0, 0};
+  bool defined[kFairnessMetrics] = {false, false, false, false, false, false};
+};
+
+// The point values of one group's records (a resample's: any of them may be undefined there).
+FairnessValues fairness_values(
+    const std::vector<double>& s,
+    const std::vector<int64_t>& l,
+    double threshold,
+    bool calibration_wanted) {
+  FairnessValues v;
+  if (s.empty()) {
+    return v;
+  }
+  const auto pos = std::count(l.begin(), l.end(), int64_t{1});
+  if (pos > 0 && pos < static_cast<int64_t>(l.size())) {
+    v.value[0] = auroc(s, l);
+    v.defined[0] = true;
+    if (calibration_wanted) {
+      try {
+        const auto c = logistic_calibration(s, l);
+        v.value[1] = c.slope.estimate;
+        v.value[2] = c.intercept.estimate;
+        v.value[3] = c.in_the_large.estimate;
+        v.defined[1] = v.defined[2] = v.defined[3] = true;
+      } catch (const c10::Error&) {
+        // Separated outcomes in this resample: the slope is infinite; in-the-large stays defined.
+        try {
+          v.value[3] = calibration_in_the_large(s, l).estimate;
+          v.defined[3] = true;
+        } catch (const c10::Error&) {
+        }
+      }
+    }
+  }
+  const auto op = operating_point(s, l, threshold);
+  v.value[4] = op.sensitivity;
+  v.defined[4] = op.has_sensitivity;
+  v.value[5] = op.specificity;
+  v.defined[5] = op.has_specificity;
+  return v;
+}
+
+// Linear-interpolation quantile of sorted values (R's type 7), as patient_bootstrap.
+double sorted_quantile(const std::vector<double>& sorted, double q) {
+  const double pos = q * static_cast<double>(sorted.size() - 1);
+  const auto lo = static_cast<size_t>(std::floor(pos));
+  const auto hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (pos - static_cast<double>(lo)) * (sorted[hi] - sorted[lo]);
+}
+
+// Percentile interval around `estimate` (which it always contains, as patient_bootstrap's).
+Interval percentile_interval(double estimate, std::vector<double> values, double level, int64_t b) {
+  Interval out;
+  out.estimate = estimate;
+  out.lower = estimate;
+  out.upper = estimate;
+  out.level = level;
+  out.method = "patient bootstrap (" + std::to_string(values.size()) + " of " + std::to_string(b) +
+      " resamples)";
+  if (!values.empty()) {
+    std::sort(values.begin(), values.end());
+    out.lower = std::min(estimate, sorted_quantile(values, (1 - level) / 2));
+    out.upper = std::max(estimate, sorted_quantile(values, 1 - (1 - level) / 2));
+  }
+  return out;
+}
+
+std::string error_text(const c10::Error& e) {
+  return e.what_without_backtrace();
+}
+
 } // namespace
 } // namespace detail
+
+FairnessReport subgroup_fairness(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels,
+    const std::vector<int64_t>& groups,
+    const std::vector<std::string>& group_names,
+    const std::vector<int64_t>& patients,
+    const FairnessOptions& options) {
+  constexpr const char* fn = "subgroup_fairness";
+  TORCH_CHECK(!scores.empty(), fn, ": no records");
+  detail::check_same_length(fn, "labels", scores.size(), labels.size());
+  detail::check_same_length(fn, "group indices", scores.size(), groups.size());
+  detail::check_same_length(fn, "patient ids", scores.size(), patients.size());
+  TORCH_CHECK(!group_names.empty(), fn, ": no group names");
+  detail::check_binary_labels(fn, labels);
+  for (size_t i = 0; i < scores.size(); ++i) {
+    TORCH_CHECK(
+        std::isfinite(scores[i]) && scores[i] >= 0 && scores[i] <= 1,
+        fn,
+        ": scores must be probabilities in [0, 1], got ",
+        scores[i],
+        " at position ",
+        i);
+  }
+  const double t = options.threshold();
+  TORCH_CHECK(std::isfinite(t), fn, ": the threshold is not finite (", t, ")");
+  TORCH_CHECK(
+      options.min_positives() >= 1 && options.min_negatives() >= 1,
+      fn,
+      ": min_positives and min_negatives must be >= 1, got ",
+      options.min_positives(),
+      " and ",
+      options.min_negatives());
+  TORCH_CHECK(
+      options.bootstrap() >= 10, fn, ": bootstrap must be >= 10, got ", options.bootstrap());
+  const double level = options.level();
+  TORCH_CHECK(level > 0 && level < 1, fn, ": level must be in (0, 1), got ", level);
+  const auto g = static_cast<int64_t>(group_names.size());
+  const auto ng = group_names.size();
+  std::vector<std::vector<size_t>> members(ng);
+  for (size_t i = 0; i < scores.size(); ++i) {
+    TORCH_CHECK(
+        groups[i] >= 0 && groups[i] < g,
+        fn,
+        ": group indices must be in [0, ",
+        g,
+        "), got ",
+        groups[i],
+        " at position ",
+        i);
+    members[static_cast<size_t>(groups[i])].push_back(i);
+  }
+
+  FairnessReport out;
+  out.threshold = t;
+  out.min_positives = options.min_positives();
+  out.min_negatives = options.min_negatives();
+  std::vector<detail::FairnessValues> point(ng);
+  for (size_t k = 0; k < ng; ++k) {
+    GroupFairness r;
+    r.name = group_names[k];
+    r.n = static_cast<int64_t>(members[k].size());
+    std::vector<double> s;
+    std::vector<int64_t> l;
+    std::set<int64_t> distinct;
+    for (size_t i : members[k]) {
+      s.push_back(scores[i]);
+      l.push_back(labels[i]);
+      distinct.insert(patients[i]);
+    }
+    r.patients = static_cast<int64_t>(distinct.size());
+    r.positives = std::count(l.begin(), l.end(), int64_t{1});
+    const int64_t negatives = r.n - r.positives;
+    r.estimable = r.positives >= options.min_positives() && negatives >= options.min_negatives();
+    r.auroc.level = r.sensitivity.level = r.specificity.level = level;
+    if (!r.estimable) {
+      std::ostringstream note;
+      if (r.n == 0) {
+        note << "too small to estimate: no records";
+      } else {
+        note << "too small to estimate: " << r.positives << " positive(s) and " << negatives
+             << " negative(s); at least " << options.min_positives() << " and "
+             << options.min_negatives() << " needed";
+      }
+      r.note = note.str();
+      out.groups.push_back(std::move(r));
+      continue;
+    }
+    r.auroc = auroc_delong(s, l, level);
+    try {
+      r.calibration = logistic_calibration(s, l, level);
+      r.has_calibration = true;
+    } catch (const c10::Error& e) {
+      r.calibration_note = detail::error_text(e);
+    }
+    r.operating_point = operating_point(s, l, t);
+    point[k] = detail::fairness_values(s, l, t, r.has_calibration);
+    out.groups.push_back(std::move(r));
+  }
+
+  // The patient bootstrap: every resample measures every estimable group.
+  std::map<int64_t, std::vector<size_t>> by_patient;
+  for (size_t i = 0; i < patients.size(); ++i) {
+    by_patient[patients[i]].push_back(i);
+  }
+  std::vector<const std::vector<size_t>*> drawn_from;
+  for (const auto& kv : by_patient) {
+    drawn_from.push_back(&kv.second);
+  }
+  const int64_t b = options.bootstrap();
+  constexpr size_t m = detail::kFairnessMetrics;
+  std::vector<std::vector<std::vector<double>>> per_group(ng, std::vector<std::vector<double>>(m));
+  std::vector<std::vector<double>> gaps(m);
+  // The groups each gap compares: those where the metric is estimated on the data.
+  std::vector<std::vector<size_t>> compared(m);
+  for (size_t k = 0; k < ng; ++k) {
+    for (size_t j = 0; j < m; ++j) {
+      if (out.groups[k].estimable && point[k].defined[j]) {
+        compared[j].push_back(k);
+      }
+    }
+  }
+  // The groups with the highest and the lowest value of each metric on the data.
+  std::vector<size_t> high(m, 0), low(m, 0);
+  for (size_t j = 0; j < m; ++j) {
+    if (compared[j].empty()) {
+      continue;
+    }
+    high[j] = low[j] = compared[j].front();
+    for (size_t k : compared[j]) {
+      low[j] = point[k].value[j] < point[low[j]].value[j] ? k : low[j];
+      high[j] = point[k].value[j] > point[high[j]].value[j] ? k : high[j];
+    }
+    if (high[j] == low[j] && compared[j].size() >= 2) { // every group equal: any two
+      high[j] = compared[j][1];
+    }
+  }
+  const bool any = std::any_of(
+      out.groups.begin(), out.groups.end(), [](const GroupFairness& r) { return r.estimable; });
+  if (any) {
+    std::mt19937_64 rng(options.seed());
+    std::uniform_int_distribution<size_t> pick(0, drawn_from.size() - 1);
+    std::vector<std::vector<double>> s(ng);
+    std::vector<std::vector<int64_t>> l(ng);
+    for (int64_t r = 0; r < b; ++r) {
+      for (size_t k = 0; k < ng; ++k) {
+        s[k].clear();
+        l[k].clear();
+      }
+      for (size_t d = 0; d < drawn_from.size(); ++d) {
+        for (size_t i : *drawn_from[pick(rng)]) {
+          const auto k = static_cast<size_t>(groups[i]);
+          s[k].push_back(scores[i]);
+          l[k].push_back(labels[i]);
+        }
+      }
+      std::vector<detail::FairnessValues> v(ng);
+      for (size_t k = 0; k < ng; ++k) {
+        if (out.groups[k].estimable) {
+          v[k] = detail::fairness_values(s[k], l[k], t, out.groups[k].has_calibration);
+          for (size_t j = 0; j < m; ++j) {
+            if (v[k].defined[j]) {
+              per_group[k][j].push_back(v[k].value[j]);
+            }
+          }
+        }
+      }
+      for (size_t j = 0; j < m; ++j) {
+        // The difference between the two groups that the data name (signed: a resample may
+        // reverse it, so an interval that includes 0 says that the data show no gap).
+        if (compared[j].size() >= 2 && v[high[j]].defined[j] && v[low[j]].defined[j]) {
+          gaps[j].push_back(v[high[j]].value[j] - v[low[j]].value[j]);
+        }
+      }
+    }
+  }
+  for (size_t k = 0; k < ng; ++k) {
+    auto& r = out.groups[k];
+    if (r.estimable) {
+      r.sensitivity = detail::percentile_interval(point[k].value[4], per_group[k][4], level, b);
+      r.specificity = detail::percentile_interval(point[k].value[5], per_group[k][5], level, b);
+    }
+  }
+  for (size_t j = 0; j < m; ++j) {
+    FairnessGap gap;
+    gap.metric = detail::kFairnessMetricNames[j];
+    gap.gap.level = level;
+    if (compared[j].size() < 2) {
+      std::ostringstream note;
+      note << "undefined: the metric is estimated in " << compared[j].size()
+           << " group(s); a gap needs two";
+      gap.note = note.str();
+      out.gaps.push_back(std::move(gap));
+      continue;
+    }
+    gap.defined = true;
+    const size_t lo = low[j], hi = high[j];
+    gap.highest = group_names[hi];
+    gap.lowest = group_names[lo];
+    gap.replicates = static_cast<int64_t>(gaps[j].size());
+    const double estimate = point[hi].value[j] - point[lo].value[j];
+    if (gap.replicates * 2 >= b) {
+      gap.gap = detail::percentile_interval(estimate, gaps[j], level, b);
+      gap.has_interval = true;
+    } else {
+      gap.gap = detail::percentile_interval(estimate, {}, level, b);
+      std::ostringstream note;
+      note << "no interval: only " << gap.replicates << " of " << b
+           << " resamples had the metric in both groups";
+      gap.note = note.str();
+    }
+    out.gaps.push_back(std::move(gap));
+  }
+  return out;
+}
 
 SubgroupReport subgroup_metrics(
     const std::vector<double>& scores,

@@ -85,6 +85,18 @@ ClinicalEvaluation::ClinicalEvaluation(EvaluationCohort cohort, EvaluationOption
     TORCH_CHECK(
         std::isfinite(h) && h > 0, fn, ": survival horizons must be finite and > 0, got ", h);
   }
+  TORCH_CHECK(
+      o.subgroup_min_positives() >= 1 && o.subgroup_min_negatives() >= 1,
+      fn,
+      ": subgroup_min_positives and subgroup_min_negatives must be >= 1, got ",
+      o.subgroup_min_positives(),
+      " and ",
+      o.subgroup_min_negatives());
+  TORCH_CHECK(
+      o.specificity() >= 0 && o.specificity() <= 1,
+      fn,
+      ": specificity must be in [0, 1], got ",
+      o.specificity());
   if (!o.decision_thresholds().empty()) {
     decision_curve({0.5, 0.5}, {0, 1}, o.decision_thresholds()); // checks them, naming the value
   }
@@ -166,6 +178,11 @@ ModelEvaluation ClinicalEvaluation::evaluate(
   auto probe = fit_linear_probe(xtr, ytr, xva, yva, 2, o.probe());
   r.l2 = probe.l2;
   r.test_scores = probe.scores(xte);
+  {
+    // One operating threshold for the test and its subgroups, chosen on the validation patients.
+    const auto yva_v = pick(cohort_.labels, "val");
+    r.operating_threshold = threshold_at_specificity(probe.scores(xva), yva_v, o.specificity());
+  }
   const auto& p = r.test_scores;
   score_test(r, report);
   report.add_result(Result(task, model, "probe L2", Estimate(r.l2)).detail("chosen on validation"));
@@ -224,6 +241,53 @@ ModelEvaluation ClinicalEvaluation::evaluate(
                             .subgroup_attribute(a.name)
                             .subgroup(g.name));
     }
+    // The fairness audit over every named group (those without test records are named as too
+    // small), at the threshold chosen on the validation patients.
+    auto audit = subgroup_fairness(
+        p,
+        yte,
+        groups,
+        a.group_names,
+        pick(cohort_.patients, "test"),
+        FairnessOptions()
+            .threshold(r.operating_threshold)
+            .min_positives(o.subgroup_min_positives())
+            .min_negatives(o.subgroup_min_negatives())
+            .bootstrap(o.bootstrap())
+            .seed(o.seed())
+            .level(o.level()));
+    const std::string at_threshold = "at threshold " + fixed(r.operating_threshold, 3) +
+        " (specificity " + fixed(o.specificity(), 2) + " on validation)";
+    for (const auto& g : audit.groups) {
+      if (!g.estimable) {
+        TORCH_WARN(
+            fn, ": '", model, "', ", a.name, " = ", g.name, ": ", g.note, " (named in the report)");
+        continue;
+      }
+      auto add = [&](const char* metric, const Interval& i, const std::string& detail) {
+        report.add_result(Result(task, model, metric, Estimate(i))
+                              .n(g.n)
+                              .patients(g.patients)
+                              .subgroup_attribute(a.name)
+                              .subgroup(g.name)
+                              .detail(detail));
+      };
+      if (g.has_calibration) {
+        add("calibration slope", g.calibration.slope, "");
+        add("calibration intercept", g.calibration.intercept, "");
+        add("calibration-in-the-large", g.calibration.in_the_large, "");
+      }
+      add("sensitivity", g.sensitivity, at_threshold);
+      add("specificity", g.specificity, at_threshold);
+    }
+    report.add_fairness(
+        task,
+        model,
+        a.name,
+        audit,
+        "the most permissive with specificity >= " + fixed(o.specificity(), 2) +
+            " on the validation patients");
+    r.fairness.emplace(a.name, std::move(audit));
   }
   std::set<int64_t> site_set(cohort_.sites.begin(), cohort_.sites.end());
   if (o.site_analyses() && site_set.size() >= 2) {

@@ -104,6 +104,9 @@ std::string data_file(const Report::Figure& f) {
   // Names and titles are free text: in a comment they must stay on its line (a line break would
   // start a line of "data" that gnuplot refuses).
   std::string out = "# " + one_line(f.title) + " (medcl report figure '" + f.name + "')\n";
+  for (size_t c = 0; c < f.categories.size(); ++c) {
+    out += "# x = " + std::to_string(c + 1) + ": " + one_line(f.categories[c]) + "\n";
+  }
   for (size_t s = 0; s < f.series.size(); ++s) {
     const auto& series = f.series[s];
     if (s > 0) {
@@ -169,6 +172,16 @@ std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
     gp << "set xrange [0:1]\nset yrange [" << -2 * pad << ":" << top + pad
        << "]\nset key top right\n";
     style = "with lines lw 2";
+  } else if (f.kind == "fairness") {
+    // Groups on the x axis by name; models side by side at each group.
+    gp << "set xrange [0.5:" << static_cast<double>(f.categories.size()) + 0.5 << "]\n";
+    gp << "set xtics (";
+    for (size_t c = 0; c < f.categories.size(); ++c) {
+      gp << (c > 0 ? ", " : "") << gp_quote(f.categories[c]) << " " << c + 1;
+    }
+    gp << ")\nset yrange [0:1]\nset key bottom right\n";
+    lead = "0.5 with lines dt 2 lc rgb 'gray' title 'chance', ";
+    style = "using 1:2:3:4 with yerrorbars lw 2 pt 7";
   } else if (f.kind == "scatter") {
     gp << "set key outside right\n";
     style = "with points pt 7 ps 0.6";

@@ -427,6 +427,73 @@ std::string Report::render_markdown(const Json& doc) const {
   md += "### Subgroups\n\n";
   table("subgroup");
 
+  if (e.contains("fairness")) {
+    md += "### Subgroup fairness\n\n";
+    md +=
+        "Each group's discrimination, calibration and operating point, at one threshold shared by "
+        "every group; the largest gap of each metric between the groups estimated, with a "
+        "patient-bootstrap interval of the difference between the two groups named (an interval "
+        "that includes 0: the data show no gap). The two groups are picked on the data, so a gap "
+        "leans upward when groups are many and small: read it with its interval and the groups' "
+        "sizes.\n\n";
+    // "0.81 [0.74, 0.88]" or "—"
+    auto with_interval = [](const Json& g, const char* key) -> std::string {
+      if (!g.contains(key) || g.at(key).is_null()) {
+        return "—";
+      }
+      const Json& v = g.at(key);
+      std::string shown = number_text(v.at("value").as_double());
+      if (!v.at("interval").is_null()) {
+        shown += " [" + number_text(v.at("interval").at("lower").as_double()) + ", " +
+            number_text(v.at("interval").at("upper").as_double()) + "]";
+      }
+      return shown;
+    };
+    for (const auto& task : e.at("fairness").items()) {
+      for (const auto& model : task.second.items()) {
+        for (const auto& attribute : model.second.items()) {
+          const Json& a = attribute.second;
+          md += "#### " + task.first + " · " + model.first + " · by " + attribute.first + "\n\n";
+          md += "Threshold " + number_text(a.at("threshold").as_double()) + " (" +
+              a.at("threshold_rule").as_string() + "); a group is estimated with at least " +
+              std::to_string(a.at("min_positives").as_int64()) + " positives and " +
+              std::to_string(a.at("min_negatives").as_int64()) + " negatives.\n\n";
+          md +=
+              "| group | records | positives | patients | AUROC | calibration slope | "
+              "calibration intercept | calibration-in-the-large | sensitivity | specificity | "
+              "notes |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+          for (const auto& g : a.at("groups").elements()) {
+            std::string note = g.contains("note") ? g.at("note").as_string() : std::string();
+            if (g.contains("calibration_note")) {
+              note += (note.empty() ? "" : "; ") + g.at("calibration_note").as_string();
+            }
+            md += "| " + cell(g.at("group").as_string()) + " | " + value_text(g.at("n")) + " | " +
+                value_text(g.at("positives")) + " | " + value_text(g.at("patients")) + " | " +
+                with_interval(g, "auroc") + " | " + with_interval(g, "calibration_slope") + " | " +
+                with_interval(g, "calibration_intercept") + " | " +
+                with_interval(g, "calibration_in_the_large") + " | " +
+                with_interval(g, "sensitivity") + " | " + with_interval(g, "specificity") + " | " +
+                cell(note) + " |\n";
+          }
+          md +=
+              "\n| metric | largest gap | highest | lowest | resamples | notes |\n"
+              "| --- | --- | --- | --- | --- | --- |\n";
+          for (const auto& gap : a.at("gaps").elements()) {
+            const bool defined = !gap.at("gap").is_null();
+            md += "| " + cell(gap.at("metric").as_string()) + " | " + with_interval(gap, "gap") +
+                " | " + (defined ? cell(gap.at("highest").as_string()) : std::string("—")) + " | " +
+                (defined ? cell(gap.at("lowest").as_string()) : std::string("—")) + " | " +
+                (defined ? value_text(gap.at("resamples")) : std::string("—")) + " | " +
+                cell(gap.contains("note") ? gap.at("note").as_string() : std::string()) + " |\n";
+          }
+          md += "\n";
+        }
+      }
+    }
+    md_figures(md, e, "fairness");
+  }
+
   md += "### External validation\n\n";
   table("cohort");
 
@@ -463,6 +530,7 @@ std::string Report::render_markdown(const Json& doc) const {
       "results",
       "calibration",
       "decision_curves",
+      "fairness",
       "label_efficiency",
       "audits",
       "retrieval_examples",

@@ -440,6 +440,96 @@ void Report::add_decision_curve(
   doc_["evaluation"]["decision_curves"][task][model] = std::move(entry);
 }
 
+void Report::add_fairness(
+    const std::string& task,
+    const std::string& model,
+    const std::string& attribute,
+    const eval::FairnessReport& audit,
+    const std::string& threshold_rule) {
+  const char* fn = "Report::add_fairness";
+  const std::string what = "fairness " + task + "/" + model + "/" + attribute;
+  TORCH_CHECK(
+      !task.empty() && !model.empty() && !attribute.empty(),
+      fn,
+      ": expected a task, a model and an attribute, got \"",
+      task,
+      "\", \"",
+      model,
+      "\" and \"",
+      attribute,
+      "\"");
+  TORCH_CHECK(!audit.groups.empty(), fn, ": ", what, ": expected at least one group, got none");
+  check_finite(fn, what + " threshold", audit.threshold);
+  auto interval = [&](const std::string& name, const eval::Interval& i) {
+    return estimate_json(fn, what + " " + name, Estimate(i));
+  };
+  Json groups = Json::array(), too_small = Json::array();
+  for (const auto& g : audit.groups) {
+    Json j = Json::object();
+    j["group"] = g.name;
+    j["n"] = g.n;
+    j["positives"] = g.positives;
+    j["patients"] = g.patients;
+    j["estimable"] = g.estimable;
+    if (!g.estimable) {
+      j["note"] = g.note;
+      too_small.push_back(g.name);
+      groups.push_back(std::move(j));
+      continue;
+    }
+    const std::string at = "group '" + g.name + "'";
+    j["auroc"] = interval(at + " AUROC", g.auroc);
+    if (g.has_calibration) {
+      j["calibration_slope"] = interval(at + " calibration slope", g.calibration.slope);
+      j["calibration_intercept"] = interval(at + " calibration intercept", g.calibration.intercept);
+      j["calibration_in_the_large"] =
+          interval(at + " calibration-in-the-large", g.calibration.in_the_large);
+    } else {
+      j["calibration_slope"] = Json();
+      j["calibration_intercept"] = Json();
+      j["calibration_in_the_large"] = Json();
+      j["calibration_note"] = g.calibration_note;
+    }
+    j["sensitivity"] = interval(at + " sensitivity", g.sensitivity);
+    j["specificity"] = interval(at + " specificity", g.specificity);
+    Json counts = Json::object();
+    counts["true_positives"] = g.operating_point.true_positives;
+    counts["false_negatives"] = g.operating_point.false_negatives;
+    counts["true_negatives"] = g.operating_point.true_negatives;
+    counts["false_positives"] = g.operating_point.false_positives;
+    j["counts"] = std::move(counts);
+    groups.push_back(std::move(j));
+  }
+  Json gaps = Json::array();
+  for (const auto& gap : audit.gaps) {
+    Json j = Json::object();
+    j["metric"] = gap.metric;
+    if (gap.defined) {
+      Estimate e(gap.gap);
+      e.has_interval = gap.has_interval;
+      j["gap"] = estimate_json(fn, what + " " + gap.metric + " gap", e);
+      j["highest"] = gap.highest;
+      j["lowest"] = gap.lowest;
+      j["resamples"] = gap.replicates;
+    } else {
+      j["gap"] = Json();
+    }
+    if (!gap.note.empty()) {
+      j["note"] = gap.note;
+    }
+    gaps.push_back(std::move(j));
+  }
+  Json entry = Json::object();
+  entry["threshold"] = audit.threshold;
+  entry["threshold_rule"] = threshold_rule.empty() ? std::string("given") : threshold_rule;
+  entry["min_positives"] = audit.min_positives;
+  entry["min_negatives"] = audit.min_negatives;
+  entry["groups"] = std::move(groups);
+  entry["too_small"] = std::move(too_small);
+  entry["gaps"] = std::move(gaps);
+  doc_["evaluation"]["fairness"][task][model][attribute] = std::move(entry);
+}
+
 void Report::add_calibration(
     const std::string& task,
     const std::string& model,
@@ -777,7 +867,7 @@ Report::Figure& Report::figure(
       return f;
     }
   }
-  figures_.push_back(Figure{name, kind, section_name, title, xlabel, ylabel, {}});
+  figures_.push_back(Figure{name, kind, section_name, title, xlabel, ylabel, {}, {}});
   return figures_.back();
 }
 
@@ -885,6 +975,7 @@ std::vector<Report::Figure> Report::figures() const {
           "Reliability diagram: " + task.first,
           "mean predicted probability",
           "observed rate",
+          {},
           {}};
       for (const auto& model : task.second.items()) {
         std::string label = model.first;
@@ -917,6 +1008,7 @@ std::vector<Report::Figure> Report::figures() const {
           "Decision curve: " + task.first,
           "threshold probability",
           "net benefit",
+          {},
           {}};
       const Json* any = nullptr;
       for (const auto& model : task.second.items()) {
@@ -943,6 +1035,77 @@ std::vector<Report::Figure> Report::figures() const {
       all.push_back(std::move(f));
     }
   }
+  if (ev.contains("fairness")) {
+    // One figure per task and attribute: each model's AUROC per group with its interval, the
+    // models side by side at each group; groups too small to estimate are named on the axis.
+    for (const auto& task : ev.at("fairness").items()) {
+      std::vector<std::string> attributes;
+      for (const auto& model : task.second.items()) {
+        for (const auto& a : model.second.items()) {
+          if (std::find(attributes.begin(), attributes.end(), a.first) == attributes.end()) {
+            attributes.push_back(a.first);
+          }
+        }
+      }
+      for (const auto& attribute : attributes) {
+        Figure f{
+            "fairness_" + task.first + "_" + attribute,
+            "fairness",
+            "evaluation",
+            "AUROC by " + attribute + ": " + task.first,
+            attribute,
+            "AUROC (interval)",
+            {},
+            {}};
+        std::vector<const Json*> audits;
+        std::vector<std::string> models;
+        for (const auto& model : task.second.items()) {
+          if (model.second.contains(attribute)) {
+            audits.push_back(&model.second.at(attribute));
+            models.push_back(model.first);
+          }
+        }
+        std::map<std::string, bool> small;
+        for (const auto* a : audits) {
+          for (const auto& g : a->at("groups").elements()) {
+            const std::string name = g.at("group").as_string();
+            if (std::find(f.categories.begin(), f.categories.end(), name) == f.categories.end()) {
+              f.categories.push_back(name);
+              small[name] = true;
+            }
+            small[name] = small[name] && !g.at("estimable").as_bool();
+          }
+        }
+        const double width = audits.size() > 1 ? 0.5 / static_cast<double>(audits.size()) : 0;
+        for (size_t m = 0; m < audits.size(); ++m) {
+          Series s{models[m], {}, {}, {}, {}};
+          const double shift =
+              (static_cast<double>(m) - 0.5 * static_cast<double>(audits.size() - 1)) * width;
+          for (const auto& g : audits[m]->at("groups").elements()) {
+            if (!g.at("estimable").as_bool()) {
+              continue;
+            }
+            const auto k = static_cast<size_t>(
+                std::find(f.categories.begin(), f.categories.end(), g.at("group").as_string()) -
+                f.categories.begin());
+            const Json& a = g.at("auroc");
+            s.x.push_back(static_cast<double>(k + 1) + shift);
+            s.y.push_back(a.at("value").as_double());
+            const bool bars = a.contains("interval") && !a.at("interval").is_null();
+            s.lower.push_back(bars ? a.at("interval").at("lower").as_double() : s.y.back());
+            s.upper.push_back(bars ? a.at("interval").at("upper").as_double() : s.y.back());
+          }
+          f.series.push_back(std::move(s));
+        }
+        for (auto& c : f.categories) {
+          if (small[c]) {
+            c += " (too small)";
+          }
+        }
+        all.push_back(std::move(f));
+      }
+    }
+  }
   if (ev.contains("label_efficiency")) {
     for (const auto& task : ev.at("label_efficiency").items()) {
       // Against the share of the training patients the repeats actually used when every row
@@ -960,6 +1123,7 @@ std::vector<Report::Figure> Report::figures() const {
           "Label efficiency: " + task.first,
           counted ? "share of training patients used (mean over repeats)" : "fraction of labels",
           "metric (mean over repeats, 95% interval)",
+          {},
           {}};
       std::map<std::string, size_t> index;
       for (const auto& row : task.second.elements()) {

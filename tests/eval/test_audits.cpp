@@ -6,8 +6,10 @@
 #include <torch/torch.h>
 #include "catch.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
+#include <string>
 #include <vector>
 
 using medcl_test::Contains;
@@ -146,6 +148,306 @@ TEST_CASE("subgroup metrics equal the metrics on each subgroup", "[eval][audits]
   REQUIRE_THROWS_WITH(
       E::subgroup_metrics(scores, {0, 1}, groups, {"a", "b", "c"}),
       Contains("expected 120 labels (one per sample), got 2"));
+}
+
+namespace {
+
+// Records of `k` in group order, for per-group references.
+template <class T>
+std::vector<T> of_group(const std::vector<T>& v, const std::vector<int64_t>& groups, int64_t k) {
+  std::vector<T> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (groups[i] == k) {
+      out.push_back(v[i]);
+    }
+  }
+  return out;
+}
+
+struct FairnessCase {
+  std::vector<double> scores;
+  std::vector<int64_t> labels, groups, patients;
+};
+
+// Three groups: "good" (a sharp model), "poor" (a weak one), "tiny" (3 positives); every patient
+// has `copies` identical records.
+FairnessCase fairness_case(int64_t copies) {
+  torch::manual_seed(21);
+  FairnessCase c;
+  const int64_t per_group[3] = {150, 150, 12};
+  const double signal[3] = {2.5, 0.4, 1.0};
+  int64_t patient = 0;
+  for (int64_t g = 0; g < 3; ++g) {
+    auto y = torch::randint(0, 2, {per_group[g]}, torch::kLong);
+    if (g == 2) {
+      y = torch::zeros({per_group[g]}, torch::kLong);
+      y.slice(0, 0, 3).fill_(1);
+    }
+    auto p = torch::sigmoid(
+        (y.to(torch::kDouble) - 0.5) * signal[g] +
+        0.7 * torch::randn({per_group[g]}, torch::kDouble));
+    for (int64_t i = 0; i < per_group[g]; ++i, ++patient) {
+      for (int64_t k = 0; k < copies; ++k) {
+        c.scores.push_back(p[i].item<double>());
+        c.labels.push_back(y[i].item<int64_t>());
+        c.groups.push_back(g);
+        c.patients.push_back(patient);
+      }
+    }
+  }
+  return c;
+}
+
+} // namespace
+
+TEST_CASE(
+    "threshold_at_specificity is sensitivity_at_specificity's operating point",
+    "[eval][audits]") {
+  torch::manual_seed(5);
+  for (int trial = 0; trial < 20; ++trial) {
+    const int64_t n = 30 + trial;
+    auto y = torch::randint(0, 2, {n}, torch::kLong);
+    y[0] = 0;
+    y[1] = 1;
+    // Scores on a coarse grid: many ties.
+    auto p = torch::round(torch::rand({n}, torch::kDouble) * 8) / 8;
+    std::vector<int64_t> labels(y.data_ptr<int64_t>(), y.data_ptr<int64_t>() + n);
+    std::vector<double> scores(p.data_ptr<double>(), p.data_ptr<double>() + n);
+    for (double spec : {0.0, 0.5, 0.8, 0.9, 1.0}) {
+      const double t = E::threshold_at_specificity(scores, labels, spec);
+      const auto op = E::operating_point(scores, labels, t);
+      INFO("trial " << trial << ", specificity " << spec << ", threshold " << t);
+      REQUIRE(op.specificity >= spec);
+      REQUIRE(op.sensitivity == E::sensitivity_at_specificity(scores, labels, spec));
+      // The most permissive: the next lower distinct score misses the specificity.
+      double below = -1;
+      for (double s : scores) {
+        if (s < t) {
+          below = std::max(below, s);
+        }
+      }
+      if (below >= 0) {
+        REQUIRE(E::operating_point(scores, labels, below).specificity < spec);
+      }
+    }
+  }
+  // Specificity 1 with a negative scoring highest: nothing positive, just above the largest score.
+  const double t = E::threshold_at_specificity({0.2, 0.9, 0.5}, {1, 0, 1}, 1.0);
+  REQUIRE(t > 0.9);
+  REQUIRE(E::operating_point({0.2, 0.9, 0.5}, {1, 0, 1}, t).true_positives == 0);
+  const auto op = E::operating_point({0.1, 0.6, 0.6, 0.3}, {0, 1, 0, 1}, 0.6);
+  CHECK(op.true_positives == 1);
+  CHECK(op.false_negatives == 1);
+  CHECK(op.false_positives == 1);
+  CHECK(op.true_negatives == 1);
+  CHECK(!E::operating_point({0.1, 0.2}, {0, 0}, 0.5).has_sensitivity);
+  REQUIRE_THROWS_WITH(
+      E::threshold_at_specificity({0.1, 0.2}, {0, 1}, 1.5),
+      Contains("specificity must be in [0, 1]"));
+  REQUIRE_THROWS_WITH(
+      E::threshold_at_specificity({0.1, 0.2}, {0, 0}, 0.9), Contains("threshold_at_specificity"));
+  REQUIRE_THROWS_WITH(
+      E::operating_point({0.1, 0.2}, {0, 1}, std::nan("")), Contains("threshold is not finite"));
+}
+
+TEST_CASE("subgroup fairness: per-group metrics, gaps and too-small groups", "[eval][audits]") {
+  const auto c = fairness_case(1);
+  const double t = 0.55;
+  const auto f = E::subgroup_fairness(
+      c.scores,
+      c.labels,
+      c.groups,
+      {"good", "poor", "tiny", "absent"},
+      c.patients,
+      E::FairnessOptions().threshold(t).bootstrap(200).seed(3));
+  REQUIRE(f.groups.size() == 4);
+  REQUIRE(f.threshold == t);
+  for (int64_t k = 0; k < 2; ++k) {
+    const auto s = of_group(c.scores, c.groups, k);
+    const auto l = of_group(c.labels, c.groups, k);
+    const auto& g = f.groups[static_cast<size_t>(k)];
+    INFO(g.name);
+    REQUIRE(g.estimable);
+    REQUIRE(g.n == 150);
+    REQUIRE(g.patients == 150);
+    const auto a = E::auroc_delong(s, l);
+    REQUIRE(g.auroc.estimate == a.estimate);
+    REQUIRE(g.auroc.lower == a.lower);
+    REQUIRE(g.has_calibration);
+    const auto cal = E::logistic_calibration(s, l);
+    REQUIRE(g.calibration.slope.estimate == cal.slope.estimate);
+    REQUIRE(g.calibration.intercept.upper == cal.intercept.upper);
+    REQUIRE(g.calibration.in_the_large.estimate == cal.in_the_large.estimate);
+    const auto op = E::operating_point(s, l, t);
+    REQUIRE(g.operating_point.true_positives == op.true_positives);
+    REQUIRE(g.sensitivity.estimate == op.sensitivity);
+    REQUIRE(g.specificity.estimate == op.specificity);
+    REQUIRE(g.sensitivity.lower <= g.sensitivity.estimate);
+    REQUIRE(g.sensitivity.upper >= g.sensitivity.estimate);
+    REQUIRE(g.sensitivity.lower < g.sensitivity.upper);
+  }
+  // Too small and absent groups are named, not dropped, and take no part in the gaps.
+  REQUIRE(!f.groups[2].estimable);
+  REQUIRE_THAT(f.groups[2].note, Contains("3 positive(s) and 9 negative(s); at least 10 and 10"));
+  REQUIRE(!f.groups[3].estimable);
+  REQUIRE(f.groups[3].n == 0);
+  REQUIRE_THAT(f.groups[3].note, Contains("no records"));
+  REQUIRE(f.gaps.size() == 6);
+  const std::vector<std::string> metrics = {
+      "AUROC",
+      "calibration slope",
+      "calibration intercept",
+      "calibration-in-the-large",
+      "sensitivity",
+      "specificity"};
+  for (size_t j = 0; j < metrics.size(); ++j) {
+    const auto& gap = f.gaps[j];
+    INFO(gap.metric);
+    REQUIRE(gap.metric == metrics[j]);
+    REQUIRE(gap.defined);
+    REQUIRE(gap.has_interval);
+    REQUIRE(gap.gap.lower <= gap.gap.estimate);
+    REQUIRE(gap.gap.estimate <= gap.gap.upper);
+    REQUIRE(gap.replicates >= 100);
+    REQUIRE(gap.replicates <= 200);
+  }
+  // The sharp model's group discriminates better, by the difference of the two groups' AUROC,
+  // and the interval of that gap stays clear of 0.
+  const auto& auroc_gap = f.gaps[0];
+  REQUIRE(auroc_gap.highest == "good");
+  REQUIRE(auroc_gap.lowest == "poor");
+  REQUIRE(auroc_gap.gap.estimate == f.groups[0].auroc.estimate - f.groups[1].auroc.estimate);
+  REQUIRE(auroc_gap.gap.lower > 0.1);
+  const double sens_gap =
+      std::abs(f.groups[0].sensitivity.estimate - f.groups[1].sensitivity.estimate);
+  REQUIRE(f.gaps[4].gap.estimate == Approx(sens_gap).margin(1e-15));
+
+  // Seeded: the same call gives the same intervals; another seed other ones.
+  const auto again = E::subgroup_fairness(
+      c.scores,
+      c.labels,
+      c.groups,
+      {"good", "poor", "tiny", "absent"},
+      c.patients,
+      E::FairnessOptions().threshold(t).bootstrap(200).seed(3));
+  REQUIRE(again.gaps[0].gap.lower == auroc_gap.gap.lower);
+  const auto other = E::subgroup_fairness(
+      c.scores,
+      c.labels,
+      c.groups,
+      {"good", "poor", "tiny", "absent"},
+      c.patients,
+      E::FairnessOptions().threshold(t).bootstrap(200).seed(4));
+  REQUIRE(other.gaps[0].gap.lower != auroc_gap.gap.lower);
+
+  // One estimable group ("good"; "tiny" too small): no gap, and the reason.
+  FairnessCase two;
+  for (size_t i = 0; i < c.scores.size(); ++i) {
+    if (c.groups[i] != 1) {
+      two.scores.push_back(c.scores[i]);
+      two.labels.push_back(c.labels[i]);
+      two.groups.push_back(c.groups[i] == 2 ? 1 : 0);
+      two.patients.push_back(c.patients[i]);
+    }
+  }
+  const auto one = E::subgroup_fairness(
+      two.scores, two.labels, two.groups, {"good", "tiny"}, two.patients, E::FairnessOptions());
+  REQUIRE(one.groups[0].estimable);
+  REQUIRE(!one.groups[1].estimable);
+  for (const auto& gap : one.gaps) {
+    REQUIRE(!gap.defined);
+    REQUIRE_THAT(gap.note, Contains("estimated in 1 group(s); a gap needs two"));
+  }
+}
+
+TEST_CASE("subgroup fairness: groups scored alike show no gap", "[eval][audits]") {
+  // One model, one distribution, two groups: every gap's interval includes 0 (the interval is of
+  // the signed difference between the two groups named, not of an absolute gap that cannot be 0).
+  torch::manual_seed(8);
+  const int64_t n = 600;
+  auto y = torch::randint(0, 2, {n}, torch::kLong);
+  auto p = torch::sigmoid((y.to(torch::kDouble) - 0.5) * 1.5 + torch::randn({n}, torch::kDouble));
+  std::vector<double> scores(p.data_ptr<double>(), p.data_ptr<double>() + n);
+  std::vector<int64_t> labels(y.data_ptr<int64_t>(), y.data_ptr<int64_t>() + n);
+  std::vector<int64_t> groups, patients;
+  for (int64_t i = 0; i < n; ++i) {
+    groups.push_back(i % 2);
+    patients.push_back(i);
+  }
+  const auto f = E::subgroup_fairness(
+      scores, labels, groups, {"a", "b"}, patients, E::FairnessOptions().bootstrap(300).seed(1));
+  for (const auto& gap : f.gaps) {
+    INFO(
+        gap.metric << " " << gap.gap.estimate << " [" << gap.gap.lower << ", " << gap.gap.upper
+                   << "]");
+    REQUIRE(gap.defined);
+    REQUIRE(gap.gap.estimate >= 0);
+    REQUIRE(gap.gap.lower < 0);
+    REQUIRE(gap.gap.upper > 0);
+  }
+}
+
+TEST_CASE("subgroup fairness resamples patients, not records", "[eval][audits]") {
+  // Every patient's record four times: the same patients are drawn with the same seed, each with
+  // its four copies, so every estimate and interval equals the one-record case. A bootstrap of
+  // records would draw four times as many units and differ.
+  const auto one = fairness_case(1);
+  const auto four = fairness_case(4);
+  const auto opts =
+      E::FairnessOptions().threshold(0.5).bootstrap(100).seed(9).min_positives(3).min_negatives(3);
+  const std::vector<std::string> names = {"good", "poor", "tiny"};
+  const auto a =
+      E::subgroup_fairness(one.scores, one.labels, one.groups, names, one.patients, opts);
+  const auto b =
+      E::subgroup_fairness(four.scores, four.labels, four.groups, names, four.patients, opts);
+  REQUIRE(b.groups[0].n == 600);
+  REQUIRE(b.groups[0].patients == 150);
+  REQUIRE(a.groups[2].estimable);
+  REQUIRE(b.groups[2].estimable);
+  for (size_t j = 0; j < a.gaps.size(); ++j) {
+    INFO(a.gaps[j].metric);
+    REQUIRE(a.gaps[j].defined == b.gaps[j].defined);
+    REQUIRE(a.gaps[j].replicates == b.gaps[j].replicates);
+    REQUIRE(a.gaps[j].gap.estimate == Approx(b.gaps[j].gap.estimate).margin(1e-9));
+    REQUIRE(a.gaps[j].gap.lower == Approx(b.gaps[j].gap.lower).margin(1e-9));
+    REQUIRE(a.gaps[j].gap.upper == Approx(b.gaps[j].gap.upper).margin(1e-9));
+  }
+  REQUIRE(a.groups[0].sensitivity.lower == Approx(b.groups[0].sensitivity.lower).margin(1e-12));
+  REQUIRE(a.groups[1].specificity.upper == Approx(b.groups[1].specificity.upper).margin(1e-12));
+}
+
+TEST_CASE("subgroup fairness refuses bad input, naming it", "[eval][audits]") {
+  const std::vector<double> s = {0.1, 0.7, 0.4, 0.9};
+  const std::vector<int64_t> y = {0, 1, 0, 1}, g = {0, 0, 1, 1}, pt = {1, 2, 3, 4};
+  const std::vector<std::string> names = {"a", "b"};
+  REQUIRE_THROWS_WITH(E::subgroup_fairness(s, {0, 1}, g, names, pt), Contains("expected 4 labels"));
+  REQUIRE_THROWS_WITH(
+      E::subgroup_fairness(s, y, g, names, {1, 2}), Contains("expected 4 patient ids"));
+  REQUIRE_THROWS_WITH(
+      E::subgroup_fairness(s, y, {0, 0, 1, 2}, names, pt),
+      Contains("group indices must be in [0, 2), got 2 at position 3"));
+  REQUIRE_THROWS_WITH(
+      E::subgroup_fairness({0.1, 1.7, 0.4, 0.9}, y, g, names, pt),
+      Contains("probabilities in [0, 1], got 1.7 at position 1"));
+  REQUIRE_THROWS_WITH(
+      E::subgroup_fairness({0.1, std::nan(""), 0.4, 0.9}, y, g, names, pt),
+      Contains("at position 1"));
+  REQUIRE_THROWS_WITH(
+      E::subgroup_fairness(s, {0, 2, 0, 1}, g, names, pt), Contains("labels must be 0 or 1"));
+  REQUIRE_THROWS_WITH(
+      E::subgroup_fairness(s, y, g, names, pt, E::FairnessOptions().threshold(std::nan(""))),
+      Contains("threshold is not finite"));
+  REQUIRE_THROWS_WITH(
+      E::subgroup_fairness(s, y, g, names, pt, E::FairnessOptions().min_positives(0)),
+      Contains("min_positives and min_negatives must be >= 1"));
+  REQUIRE_THROWS_WITH(
+      E::subgroup_fairness(s, y, g, names, pt, E::FairnessOptions().bootstrap(5)),
+      Contains("bootstrap must be >= 10"));
+  REQUIRE_THROWS_WITH(E::subgroup_fairness({}, {}, {}, names, {}), Contains("no records"));
+  // Every group too small: a report that says so, no error.
+  const auto f = E::subgroup_fairness(s, y, g, names, pt);
+  REQUIRE(!f.groups[0].estimable);
+  REQUIRE(!f.gaps[0].defined);
 }
 
 TEST_CASE("external validation reveals a planted site shift", "[eval][audits]") {

@@ -232,6 +232,23 @@ TEST_CASE(
   CHECK(find("outcome", "SimCLR", "AUROC difference", "reference_model"));
   CHECK(find("outcome", "SimCLR fine-tuned", "AUROC"));
   CHECK(find("outcome", "SimCLR", "AUROC", "subgroup"));
+  // The fairness audit by sex, at the threshold chosen on the validation patients.
+  REQUIRE(e.contains("fairness"));
+  const auto& fair = e.at("fairness").at("outcome").at("SimCLR").at("sex");
+  CHECK(fair.at("threshold").as_double() == a.operating_threshold);
+  CHECK(
+      fair.at("threshold_rule").as_string().find("on the validation patients") !=
+      std::string::npos);
+  REQUIRE(a.fairness.count("sex") == 1);
+  const auto& audit = a.fairness.at("sex");
+  REQUIRE(audit.groups.size() == 2);
+  CHECK(audit.gaps.size() == 6);
+  for (const auto& g : audit.groups) {
+    INFO(g.name);
+    CHECK(g.estimable);
+    CHECK(find("outcome", "SimCLR", "sensitivity", "subgroup"));
+  }
+  CHECK(!e.at("fairness").at("outcome").contains("raw features")); // analyses off for it
   CHECK(find("outcome", "SimCLR", "AUROC", "cohort"));
   CHECK(find("representation", "SimCLR", "Recall@1"));
   CHECK(find("representation", "SimCLR", "uniformity"));
@@ -245,6 +262,8 @@ TEST_CASE(
   std::ifstream md_in(dir.path / "report.md");
   const std::string md((std::istreambuf_iterator<char>(md_in)), std::istreambuf_iterator<char>());
   CHECK(md.find("### Decision curves") != std::string::npos);
+  CHECK(md.find("### Subgroup fairness") != std::string::npos);
+  CHECK(md.find("#### outcome · SimCLR · by sex") != std::string::npos);
   CHECK(md.find("| outcome | treat all |") != std::string::npos);
 }
 

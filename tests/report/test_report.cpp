@@ -926,3 +926,112 @@ TEST_CASE("Report: calibration with the logistic fit shows slope and intercept",
   const std::string script((std::istreambuf_iterator<char>(gp)), std::istreambuf_iterator<char>());
   CHECK(script.find(label) != std::string::npos);
 }
+
+TEST_CASE("Report: a fairness audit is kept, tabulated and drawn by group", "[report]") {
+  namespace E = medcl::eval;
+  E::FairnessReport audit;
+  audit.threshold = 0.31;
+  audit.min_positives = 10;
+  audit.min_negatives = 10;
+  E::GroupFairness female;
+  female.name = "female";
+  female.n = 80;
+  female.positives = 30;
+  female.patients = 70;
+  female.estimable = true;
+  female.auroc = E::Interval{0.81, 0.72, 0.9, 0.95, "DeLong"};
+  female.has_calibration = true;
+  female.calibration.slope = E::Interval{0.9, 0.6, 1.2, 0.95, "Wald"};
+  female.calibration.intercept = E::Interval{0.1, -0.3, 0.5, 0.95, "Wald"};
+  female.calibration.in_the_large = E::Interval{0.05, -0.4, 0.5, 0.95, "Wald"};
+  female.operating_point.true_positives = 21;
+  female.sensitivity =
+      E::Interval{0.7, 0.55, 0.85, 0.95, "patient bootstrap (200 of 200 resamples)"};
+  female.specificity =
+      E::Interval{0.88, 0.8, 0.95, 0.95, "patient bootstrap (200 of 200 resamples)"};
+  E::GroupFairness male = female;
+  male.name = "male";
+  male.auroc = E::Interval{0.7, 0.6, 0.8, 0.95, "DeLong"};
+  male.has_calibration = false;
+  male.calibration_note = "logit(p) separates the outcomes";
+  E::GroupFairness other;
+  other.name = "other";
+  other.n = 6;
+  other.positives = 2;
+  other.estimable = false;
+  other.note = "too small to estimate: 2 positive(s) and 4 negative(s); at least 10 and 10 needed";
+  audit.groups = {female, male, other};
+  E::FairnessGap gap;
+  gap.metric = "AUROC";
+  gap.defined = true;
+  gap.has_interval = true;
+  gap.gap = E::Interval{0.11, 0.02, 0.25, 0.95, "patient bootstrap (198 of 200 resamples)"};
+  gap.highest = "female";
+  gap.lowest = "male";
+  gap.replicates = 198;
+  E::FairnessGap slope;
+  slope.metric = "calibration slope";
+  slope.note = "undefined: the metric is estimated in 1 group(s); a gap needs two";
+  audit.gaps = {gap, slope};
+
+  Report r(ReportOptions().draw_figures(false));
+  r.add_fairness("death", "SimCLR", "sex", audit, "chosen on validation: specificity 0.9");
+  r.add_fairness("death", "raw features", "sex", audit);
+  const auto& entry = r.get("evaluation", "fairness").at("death").at("SimCLR").at("sex");
+  CHECK(entry.at("threshold").as_double() == 0.31);
+  CHECK(entry.at("threshold_rule").as_string() == "chosen on validation: specificity 0.9");
+  CHECK(entry.at("groups").size() == 3);
+  CHECK(entry.at("groups")[0].at("auroc").at("interval").at("lower").as_double() == 0.72);
+  CHECK(entry.at("groups")[1].at("calibration_slope").is_null());
+  CHECK(entry.at("too_small").size() == 1);
+  CHECK(entry.at("too_small")[0].as_string() == "other");
+  CHECK(entry.at("gaps")[0].at("gap").at("value").as_double() == 0.11);
+  CHECK(entry.at("gaps")[0].at("resamples").as_int64() == 198);
+  CHECK(entry.at("gaps")[1].at("gap").is_null());
+  CHECK(medcl::eval::validate_report(r.json()).empty());
+
+  bool drawn = false;
+  for (const auto& f : r.figures()) {
+    if (f.kind == "fairness") {
+      drawn = true;
+      CHECK(f.name == "fairness_death_sex");
+      CHECK(f.categories == std::vector<std::string>({"female", "male", "other (too small)"}));
+      REQUIRE(f.series.size() == 2);
+      REQUIRE(f.series[0].y.size() == 2); // the too-small group has no point
+      CHECK(f.series[0].x[0] < 1);        // two models side by side at each group
+      CHECK(f.series[1].x[0] > 1);
+      CHECK(f.series[0].lower[1] == 0.6);
+    }
+  }
+  CHECK(drawn);
+  TempDir dir;
+  const auto files = r.write(dir.path.string());
+  const std::string md = read_text(files.markdown_path);
+  INFO(md);
+  CHECK(md.find("### Subgroup fairness") != std::string::npos);
+  CHECK(md.find("#### death · SimCLR · by sex") != std::string::npos);
+  CHECK(md.find("Threshold 0.31 (chosen on validation: specificity 0.9)") != std::string::npos);
+  CHECK(
+      md.find("| female | 80 | 30 | 70 | 0.81 [0.72, 0.9] | 0.9 [0.6, 1.2] |") !=
+      std::string::npos);
+  CHECK(md.find("| other | 6 | 2 | 0 | — |") != std::string::npos);
+  CHECK(md.find("too small to estimate: 2 positive(s)") != std::string::npos);
+  CHECK(md.find("| AUROC | 0.11 [0.02, 0.25] | female | male | 198 |") != std::string::npos);
+  CHECK(md.find("| calibration slope | — | — | — | — | undefined") != std::string::npos);
+  const std::string gp = read_text(dir.path / "fairness_death_sex.gp");
+  CHECK(
+      gp.find("set xtics (\"female\" 1, \"male\" 2, \"other (too small)\" 3)") !=
+      std::string::npos);
+  const std::string dat = read_text(dir.path / "fairness_death_sex.dat");
+  CHECK(dat.find("# x = 3: other (too small)") != std::string::npos);
+
+  auto bad = audit;
+  bad.groups[0].auroc.lower = 0.95; // above the estimate
+  CHECK_THROWS_WITH(
+      r.add_fairness("death", "x", "sex", bad),
+      Contains("fairness death/x/sex group 'female' AUROC"));
+  CHECK_THROWS_WITH(r.add_fairness("death", "x", "", audit), Contains("an attribute"));
+  bad = audit;
+  bad.groups.clear();
+  CHECK_THROWS_WITH(r.add_fairness("death", "x", "sex", bad), Contains("at least one group"));
+}

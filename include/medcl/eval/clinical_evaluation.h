@@ -18,6 +18,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <map>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -95,6 +96,11 @@ struct EvaluationOptions {
   /// `time_dependent_auroc`). A horizon with no test case or no test control is reported as
   /// undefined (a warning), not dropped silently. Default: none
   TORCH_ARG(std::vector<double>, survival_horizons) = {};
+  /// Subgroup fairness (`subgroup_fairness`): a group of a subgroup attribute is estimated with at
+  /// least these many test positives and negatives; smaller ones are named as too small in the
+  /// report (and a warning). Default: 10 and 10
+  TORCH_ARG(int64_t, subgroup_min_positives) = 10;
+  TORCH_ARG(int64_t, subgroup_min_negatives) = 10;
   /// Threshold probabilities of the decision curves (in (0, 1), increasing); empty: 0.01 to 0.99
   /// by 0.01. Default: empty
   TORCH_ARG(std::vector<double>, decision_thresholds) = {};
@@ -128,6 +134,12 @@ struct ModelEvaluation {
   double l2 = 0;
   std::vector<LabelEfficiencyPoint> label_efficiency;
   SubgroupReport overall_subgroups;
+  /// The operating threshold on the probability: the most permissive one with specificity >=
+  /// `EvaluationOptions::specificity` on the validation patients (`threshold_at_specificity`);
+  /// the subgroups' sensitivity and specificity are measured at it.
+  double operating_threshold = 0.5;
+  /// The fairness audit of each subgroup attribute (by name), with `analyses`.
+  std::map<std::string, FairnessReport> fairness;
   /// Filled when the cohort has >= 2 sites and site analyses are on.
   bool has_site_analyses = false;
   ExternalValidationResult external;

@@ -60,6 +60,36 @@ double sensitivity_at_specificity(
     const std::vector<int64_t>& labels,
     double specificity);
 
+/// The operating threshold of `sensitivity_at_specificity`: the most permissive threshold
+/// (predict positive when score >= threshold) whose specificity on these cases is at least
+/// `specificity`, over the distinct scores and one just above the largest (nothing positive).
+/// Choose it on a validation split and apply it to the test split (`operating_point`), so that the
+/// test's sensitivity and specificity are not tuned on the test. Errors: one class only, a
+/// non-finite score, a specificity outside [0, 1].
+double threshold_at_specificity(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels,
+    double specificity);
+
+/// Sensitivity and specificity of the rule "positive when score >= threshold", with the counts.
+/// A class with no case leaves its rate undefined (`has_sensitivity` / `has_specificity` false).
+struct OperatingPoint {
+  double threshold = 0;
+  int64_t true_positives = 0;
+  int64_t false_negatives = 0;
+  int64_t true_negatives = 0;
+  int64_t false_positives = 0;
+  bool has_sensitivity = false;
+  bool has_specificity = false;
+  double sensitivity = 0;
+  double specificity = 0;
+};
+/// Errors: no cases, lengths that differ, a non-finite score or threshold, labels other than 0/1.
+OperatingPoint operating_point(
+    const std::vector<double>& scores,
+    const std::vector<int64_t>& labels,
+    double threshold);
+
 /// Mean squared difference between predicted probabilities and 0/1 outcomes.
 double brier_score(const std::vector<double>& probabilities, const std::vector<int64_t>& labels);
 

@@ -7,6 +7,7 @@
 
 #include <medcl/core/json.h>
 #include <medcl/eval/metrics.h>
+#include <medcl/eval/subgroup_metrics.h>
 
 #include <torch/arg.h>
 
@@ -299,6 +300,21 @@ class Report {
       const std::string& model,
       const eval::DecisionCurve& curve);
 
+  /// A fairness audit of `model` on `task` over one subgroup attribute (`eval::subgroup_fairness`):
+  /// per group its size, AUROC, calibration slope, intercept and in-the-large, sensitivity and
+  /// specificity at the shared threshold (how it was chosen: `threshold_rule`), the groups too
+  /// small to estimate with the reason, and each metric's largest gap with its interval. Kept under
+  /// evaluation.fairness (task → model → attribute); report.md tabulates it and the report draws
+  /// each task's and attribute's AUROC by group (every model). Replaces an earlier audit of the
+  /// same task, model and attribute. Errors: an empty task, model or attribute, no group, a
+  /// non-finite number, naming the audit.
+  void add_fairness(
+      const std::string& task,
+      const std::string& model,
+      const std::string& attribute,
+      const eval::FairnessReport& audit,
+      const std::string& threshold_rule = "");
+
   /// A metric of a task that is not about one model (`add_result` with an empty model).
   void add_metric(const std::string& task, const std::string& name, const Estimate& value);
   void add_metric(
@@ -418,7 +434,8 @@ class Report {
   /// A figure's data and how it is drawn.
   struct Figure {
     std::string name;
-    /// "roc", "loss", "reliability", "label_efficiency" or "scatter".
+    /// "roc", "loss", "reliability", "decision_curve", "label_efficiency", "fairness" or
+    /// "scatter".
     std::string kind;
     /// "pretraining" or "evaluation".
     std::string section;
@@ -426,6 +443,8 @@ class Report {
     std::string xlabel;
     std::string ylabel;
     std::vector<Series> series;
+    /// Named categories on the x axis (x = 1, 2, ... is the first, second...); empty: numeric x.
+    std::vector<std::string> categories;
   };
   /// Every figure the report would draw, in order (including the derived reliability and
   /// label-efficiency figures).
