@@ -217,6 +217,21 @@ void check_level(const char* fn, double level) {
   TORCH_CHECK(level > 0 && level < 1, fn, ": level must be in (0, 1), got ", level);
 }
 
+// DeLong's variance averages over the positives and over the negatives with a sample variance
+// each: one case of a class leaves it undefined (pROC: NA), not 0.
+void check_two_of_each(const char* fn, const std::vector<int64_t>& labels) {
+  const auto pos = std::count(labels.begin(), labels.end(), int64_t{1});
+  const auto neg = static_cast<int64_t>(labels.size()) - pos;
+  TORCH_CHECK(
+      pos >= 2 && neg >= 2,
+      fn,
+      ": DeLong's variance needs at least two positives and two negatives, got ",
+      pos,
+      " and ",
+      neg,
+      " (the AUROC itself is defined: auroc)");
+}
+
 } // namespace
 
 double auroc(const std::vector<double>& scores, const std::vector<int64_t>& labels) {
@@ -231,6 +246,7 @@ Interval
 auroc_delong(const std::vector<double>& scores, const std::vector<int64_t>& labels, double level) {
   check_binary("auroc_delong", scores, labels, true);
   check_level("auroc_delong", level);
+  check_two_of_each("auroc_delong", labels);
   Eigen::VectorXd a;
   Eigen::MatrixXd c;
   delong({&scores}, labels, &a, &c);
@@ -246,6 +262,7 @@ AurocComparison compare_auroc_delong(
   check_binary("compare_auroc_delong", scores_a, labels, true);
   check_binary("compare_auroc_delong", scores_b, labels, true);
   check_level("compare_auroc_delong", level);
+  check_two_of_each("compare_auroc_delong", labels);
   Eigen::VectorXd a;
   Eigen::MatrixXd c;
   delong({&scores_a, &scores_b}, labels, &a, &c);

@@ -90,11 +90,13 @@ SubgroupResult subgroup_row(
   r.n = static_cast<int64_t>(labels.size());
   r.positives = std::count(labels.begin(), labels.end(), int64_t{1});
   r.brier = brier_score(scores, labels);
-  if (r.positives == 0 || r.positives == r.n) {
+  if (r.positives < 2 || r.n - r.positives < 2) {
     r.auroc_defined = false;
     std::ostringstream s;
-    s << "AUROC undefined: " << r.positives << " positive(s) and " << (r.n - r.positives)
-      << " negative(s)";
+    s << (r.positives == 0 || r.positives == r.n ? "AUROC undefined: "
+                                                 : "AUROC not estimated (its DeLong interval "
+                                                   "needs two of each class): ")
+      << r.positives << " positive(s) and " << (r.n - r.positives) << " negative(s)";
     r.note = s.str();
     r.auroc.level = level;
     r.auroc.method = "DeLong";
@@ -155,9 +157,12 @@ ValidationResult validate_split(
   r.ece = calibration(p, y, options.bins()).ece;
   r.auroc.level = options.level();
   r.auroc.method = "DeLong";
-  if (r.test_positives == 0 || r.test_positives == r.test_records) {
+  if (r.test_positives < 2 || r.test_records - r.test_positives < 2) {
     std::ostringstream s;
-    s << "AUROC undefined: the test part holds " << r.test_positives << " positive(s) and "
+    s << (r.test_positives == 0 || r.test_positives == r.test_records
+              ? "AUROC undefined"
+              : "AUROC not estimated (its DeLong interval needs two of each class)")
+      << ": the test part holds " << r.test_positives << " positive(s) and "
       << (r.test_records - r.test_positives) << " negative(s)";
     r.note = s.str();
   } else {
@@ -279,9 +284,10 @@ FairnessReport subgroup_fairness(
   const double t = options.threshold();
   TORCH_CHECK(std::isfinite(t), fn, ": the threshold is not finite (", t, ")");
   TORCH_CHECK(
-      options.min_positives() >= 1 && options.min_negatives() >= 1,
+      options.min_positives() >= 2 && options.min_negatives() >= 2,
       fn,
-      ": min_positives and min_negatives must be >= 1, got ",
+      ": min_positives and min_negatives must be >= 2 (DeLong's interval needs two of each "
+      "class), got ",
       options.min_positives(),
       " and ",
       options.min_negatives());

@@ -86,9 +86,9 @@ ClinicalEvaluation::ClinicalEvaluation(EvaluationCohort cohort, EvaluationOption
         std::isfinite(h) && h > 0, fn, ": survival horizons must be finite and > 0, got ", h);
   }
   TORCH_CHECK(
-      o.subgroup_min_positives() >= 1 && o.subgroup_min_negatives() >= 1,
+      o.subgroup_min_positives() >= 2 && o.subgroup_min_negatives() >= 2,
       fn,
-      ": subgroup_min_positives and subgroup_min_negatives must be >= 1, got ",
+      ": subgroup_min_positives and subgroup_min_negatives must be >= 2, got ",
       o.subgroup_min_positives(),
       " and ",
       o.subgroup_min_negatives());
@@ -117,8 +117,10 @@ ClinicalEvaluation::ClinicalEvaluation(EvaluationCohort cohort, EvaluationOption
     for (int64_t i : idx) {
       pos += c.labels[static_cast<size_t>(i)];
     }
+    // The test split's AUROC interval (DeLong) needs two records of each class.
+    const int64_t need = std::string(s) == "test" ? 2 : 1;
     TORCH_CHECK(
-        pos > 0 && pos < static_cast<int64_t>(idx.size()),
+        pos >= need && static_cast<int64_t>(idx.size()) - pos >= need,
         fn,
         ": the ",
         s,
@@ -126,7 +128,8 @@ ClinicalEvaluation::ClinicalEvaluation(EvaluationCohort cohort, EvaluationOption
         pos,
         " positive(s) among ",
         idx.size(),
-        " records; every split needs both classes (more patients, or other fractions)");
+        " records; every split needs both classes, the test split two records of each (more "
+        "patients, or other fractions)");
   }
 }
 

@@ -438,8 +438,8 @@ TEST_CASE("subgroup fairness refuses bad input, naming it", "[eval][audits]") {
       E::subgroup_fairness(s, y, g, names, pt, E::FairnessOptions().threshold(std::nan(""))),
       Contains("threshold is not finite"));
   REQUIRE_THROWS_WITH(
-      E::subgroup_fairness(s, y, g, names, pt, E::FairnessOptions().min_positives(0)),
-      Contains("min_positives and min_negatives must be >= 1"));
+      E::subgroup_fairness(s, y, g, names, pt, E::FairnessOptions().min_positives(1)),
+      Contains("min_positives and min_negatives must be >= 2"));
   REQUIRE_THROWS_WITH(
       E::subgroup_fairness(s, y, g, names, pt, E::FairnessOptions().bootstrap(5)),
       Contains("bootstrap must be >= 10"));

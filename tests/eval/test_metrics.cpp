@@ -161,6 +161,14 @@ TEST_CASE("metrics refuse undefined or malformed input clearly", "[eval][metrics
   REQUIRE_THROWS_WITH(E::auroc({0.1, 0.2}, {0, 2}), Contains("labels must be 0 or 1"));
   REQUIRE_THROWS_WITH(
       E::auroc_delong({0.1, 0.2}, {0, 1}, 1.5), Contains("level must be in (0, 1)"));
+  // One case of a class: DeLong's variance is undefined (pROC: NA), not 0.
+  CHECK_THROWS_WITH(
+      E::auroc_delong({0.9, 0.3, 0.5}, {1, 0, 0}),
+      Contains("needs at least two positives and two negatives, got 1 and 2"));
+  CHECK_THROWS_WITH(
+      E::compare_auroc_delong({0.9, 0.3, 0.5}, {0.2, 0.3, 0.5}, {1, 0, 0}),
+      Contains("compare_auroc_delong: DeLong's variance needs at least two"));
+  CHECK(E::auroc({0.9, 0.3, 0.5}, {1, 0, 0}) == 1.0);
   REQUIRE_THROWS_WITH(E::brier_score({1.2}, {1}), Contains("outside [0, 1]"));
   REQUIRE_THROWS_WITH(E::calibration({0.2}, {1}, 0), Contains("bins must be >= 1"));
   REQUIRE_THROWS_WITH(E::c_index({1, 2}, {0, 0}, {1, 2}), Contains("no comparable pair"));

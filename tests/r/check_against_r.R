@@ -75,6 +75,39 @@ for (id in seq_along(cases)) {
     put(id, "cal_slope", if (ok) coef(f)[[2]] else NA, 1e-9)
     put(id, "cal_slope_upper", if (ok) confint.default(f)[2, 2] else NA, 1e-6)
     put(id, "citl", if (!is.null(g)) coef(g)[[1]] else NA, 1e-9)
+    # Average precision from pROC's confusion at each distinct threshold, highest first:
+    # sum of (recall gained) x (precision there).
+    pr <- coords(ra, x = "all", ret = c("threshold", "recall", "precision"), transpose = FALSE)
+    pr <- pr[order(-pr$threshold), ]
+    gain <- diff(c(0, pr$recall))
+    put(id, "auprc", sum(ifelse(gain > 0, gain * pr$precision, 0)), 1e-9)
+    ss <- coords(ra, x = "all", ret = c("sensitivity", "specificity"), transpose = FALSE)
+    put(id, "sens_at_spec90", max(ss$sensitivity[ss$specificity >= 0.9]), 1e-9)
+    t <- sort(c$a)[length(c$a) %/% 2 + 1]
+    op <- coords(ra, x = t, input = "threshold", ret = c("sensitivity", "specificity"), transpose = FALSE)
+    put(id, "op_sensitivity", op$sensitivity[1], 1e-12)
+    put(id, "op_specificity", op$specificity[1], 1e-12)
+    # The fairness audit's groups: even and odd positions, each group measured on its own.
+    gauc <- c()
+    for (k in 0:1) {
+      sel <- (seq_along(c$y) - 1) %% 2 == k
+      gy <- c$y[sel]; ga <- c$a[sel]; g <- paste0("group", k, "_")
+      both <- sum(gy == 1) >= 2 && sum(gy == 0) >= 2  # medcl's minimum: DeLong needs two of each
+      gr <- if (both) roc(gy, ga, levels = c(0, 1), direction = "<", quiet = TRUE) else NULL
+      gauc <- c(gauc, if (both) as.numeric(auc(gr)) else NA)
+      put(id, paste0(g, "auroc"), if (both) as.numeric(auc(gr)) else NA, 1e-9)
+      put(id, paste0(g, "delong_upper"),
+          if (both) min(1, as.numeric(ci.auc(gr, method = "delong"))[3]) else NA, 1e-6)
+      gx <- qlogis(ga)
+      gf <- if (both) tryCatch(glm(gy ~ gx, family = binomial, control = ctl), warning = function(w) NULL) else NULL
+      gok <- !is.null(gf) && all(is.finite(coef(gf)))
+      gg <- if (gok) glm(gy ~ 1 + offset(gx), family = binomial, control = ctl) else NULL
+      put(id, paste0(g, "cal_slope"), if (gok) coef(gf)[[2]] else NA, 1e-9)
+      put(id, paste0(g, "citl"), if (gok) coef(gg)[[1]] else NA, 1e-9)
+      put(id, paste0(g, "sensitivity"), if (both) mean(ga[gy == 1] >= t) else NA, 1e-12)
+      put(id, paste0(g, "specificity"), if (both) mean(ga[gy == 0] < t) else NA, 1e-12)
+    }
+    put(id, "auroc_gap", if (all(!is.na(gauc))) max(gauc) - min(gauc) else NA, 1e-9)
   } else {
     d <- data.frame(time = c$t, status = c$e, risk = c$r)
     put(id, "c_index", concordance(Surv(time, status) ~ risk, data = d, reverse = TRUE)$concordance, 1e-9)

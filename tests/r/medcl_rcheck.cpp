@@ -5,9 +5,11 @@
 // and writes one line per case: "<case> <name> <value>" for each statistic; an undefined statistic
 // prints "error". Numbers in the input are hexadecimal floats too.
 #include <medcl/eval/metrics.h>
+#include <medcl/eval/subgroup_metrics.h>
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -81,6 +83,57 @@ int main(int argc, char** argv) {
       put(id, "cal_slope", [&] { return E::logistic_calibration(a, y).slope.estimate; });
       put(id, "cal_slope_upper", [&] { return E::logistic_calibration(a, y).slope.upper; });
       put(id, "citl", [&] { return E::calibration_in_the_large(a, y).estimate; });
+      put(id, "auprc", [&] { return E::auprc(a, y); });
+      put(id, "sens_at_spec90", [&] { return E::sensitivity_at_specificity(a, y, 0.9); });
+      // At a threshold equal to a score (the median's upper neighbour): ties decide the counts.
+      auto sorted = a;
+      std::sort(sorted.begin(), sorted.end());
+      const double t = sorted[sorted.size() / 2];
+      put(id, "op_sensitivity", [&] { return E::operating_point(a, y, t).sensitivity; });
+      put(id, "op_specificity", [&] { return E::operating_point(a, y, t).specificity; });
+      // The fairness audit with two groups (even and odd positions, each its own patient), at
+      // the same threshold: every group's numbers are R's on that group's records.
+      std::vector<int64_t> groups, patients;
+      for (size_t i = 0; i < a.size(); ++i) {
+        groups.push_back(static_cast<int64_t>(i % 2));
+        patients.push_back(static_cast<int64_t>(i));
+      }
+      E::FairnessReport f;
+      bool audited = true;
+      try {
+        f = E::subgroup_fairness(
+            a,
+            y,
+            groups,
+            {"even", "odd"},
+            patients,
+            E::FairnessOptions().threshold(t).min_positives(2).min_negatives(2).bootstrap(10));
+      } catch (const c10::Error&) {
+        audited = false;
+      }
+      for (size_t k = 0; k < 2; ++k) {
+        const std::string g = "group" + std::to_string(k) + "_";
+        auto group = [&]() -> const E::GroupFairness& {
+          TORCH_CHECK(audited && f.groups[k].estimable, "not estimated");
+          return f.groups[k];
+        };
+        put(id, g + "auroc", [&] { return group().auroc.estimate; });
+        put(id, g + "delong_upper", [&] { return group().auroc.upper; });
+        put(id, g + "cal_slope", [&] {
+          TORCH_CHECK(group().has_calibration, "no calibration");
+          return group().calibration.slope.estimate;
+        });
+        put(id, g + "citl", [&] {
+          TORCH_CHECK(group().has_calibration, "no calibration");
+          return group().calibration.in_the_large.estimate;
+        });
+        put(id, g + "sensitivity", [&] { return group().sensitivity.estimate; });
+        put(id, g + "specificity", [&] { return group().specificity.estimate; });
+      }
+      put(id, "auroc_gap", [&] {
+        TORCH_CHECK(audited && f.gaps[0].defined, "no gap");
+        return f.gaps[0].gap.estimate;
+      });
     } else if (kind == "survival") {
       long h = 0;
       in >> h;

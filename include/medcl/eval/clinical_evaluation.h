@@ -97,8 +97,8 @@ struct EvaluationOptions {
   /// undefined (a warning), not dropped silently. Default: none
   TORCH_ARG(std::vector<double>, survival_horizons) = {};
   /// Subgroup fairness (`subgroup_fairness`): a group of a subgroup attribute is estimated with at
-  /// least these many test positives and negatives; smaller ones are named as too small in the
-  /// report (and a warning). Default: 10 and 10
+  /// least these many test positives and negatives (>= 2); smaller ones are named as too small in
+  /// the report (and a warning). Default: 10 and 10
   TORCH_ARG(int64_t, subgroup_min_positives) = 10;
   TORCH_ARG(int64_t, subgroup_min_negatives) = 10;
   /// Threshold probabilities of the decision curves (in (0, 1), increasing); empty: 0.01 to 0.99

@@ -31,14 +31,15 @@ struct Interval {
 double auroc(const std::vector<double>& scores, const std::vector<int64_t>& labels);
 
 /// AUROC with DeLong et al.'s (1988) variance and a normal confidence interval at `level`, clipped
-/// to [0, 1]. Uses the fast midrank algorithm of Sun & Xu (2014).
+/// to [0, 1]. Uses the fast midrank algorithm of Sun & Xu (2014). The variance needs at least two
+/// positives and two negatives (with one, it is undefined: R's pROC gives NA): fewer is an error.
 Interval auroc_delong(
     const std::vector<double>& scores,
     const std::vector<int64_t>& labels,
     double level = 0.95);
 
 /// DeLong's test of two models scored on the same cases: the difference AUROC(a) - AUROC(b) with
-/// its interval, and the two-sided p-value.
+/// its interval, and the two-sided p-value. At least two positives and two negatives.
 struct AurocComparison {
   Interval difference;
   double z = 0;

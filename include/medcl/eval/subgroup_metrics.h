@@ -44,7 +44,8 @@ struct SubgroupReport {
 /// AUROC (DeLong interval at `level`), AUPRC and Brier score of probabilities `scores` within each
 /// subgroup (e.g. sex, age band, scanner, ethnicity), and over all samples. `groups[i]` indexes
 /// `group_names`. A name with no sample is an error (a typo or a missing subgroup should not pass
-/// silently); a subgroup with one class gets `auroc_defined = false` and a note instead of NaN.
+/// silently); a subgroup with fewer than two positives or two negatives gets `auroc_defined =
+/// false` and a note instead of NaN or an interval of zero width.
 ///
 /// Shape: scores (probabilities in [0, 1]), labels (0/1) and groups: one entry per sample.
 ///
@@ -65,7 +66,8 @@ struct FairnessOptions {
   /// validation split (`threshold_at_specificity`), not on the groups measured. Default: 0.5
   TORCH_ARG(double, threshold) = 0.5;
   /// A group with fewer positives or fewer negatives than these is named as too small to
-  /// estimate (no metric, no part in the gaps). Default: 10 and 10
+  /// estimate (no metric, no part in the gaps); at least 2 (DeLong's interval needs two of
+  /// each class). Default: 10 and 10
   TORCH_ARG(int64_t, min_positives) = 10;
   TORCH_ARG(int64_t, min_negatives) = 10;
   /// Patient-bootstrap resamples for the gaps' and the rates' intervals (>= 10). Default: 500
@@ -148,7 +150,7 @@ struct FairnessReport {
 /// Shape: scores (probabilities in [0, 1]), labels (0/1), groups (indices into `group_names`) and
 /// patients: one entry per record.
 /// Errors: lengths that differ, no record, a group index outside the names, a probability outside
-/// [0, 1] or not finite, labels other than 0/1, a non-finite threshold, minimum counts below 1,
+/// [0, 1] or not finite, labels other than 0/1, a non-finite threshold, minimum counts below 2,
 /// fewer than 10 resamples, a level outside (0, 1).
 ///
 /// Example:
