@@ -9,7 +9,7 @@ if(NOT SOURCE_DIR)
 endif()
 
 # Bottom to top; the same order as the layer table of docs/index.md.
-set(MEDCL_LAYERS core pairing memory nn losses data augment eval methods train)
+set(MEDCL_LAYERS core pairing dist memory nn losses data augment eval methods train)
 
 file(GLOB _folders RELATIVE "${SOURCE_DIR}/include/medcl" "${SOURCE_DIR}/include/medcl/*")
 foreach(_f IN LISTS _folders)

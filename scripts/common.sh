@@ -24,6 +24,8 @@ medcl_packages() {
     # MEDCL_TORCH_PACKAGES: another LibTorch from the archive (scripts/cuda-compile-check asks
     # for Debian 13's CUDA one this way).
     pkgs="$pkgs ${MEDCL_TORCH_PACKAGES:-libtorch-dev libopenblas0-openmp}"
+    # medcl::dist: the archive's LibTorch has c10d with Gloo, whose headers include Gloo's own.
+    pkgs="$pkgs libgloo-dev"
   fi
   # The reference software the clinical statistics are checked against (ctest r.statistics,
   # skipped where they are missing; nothing is built with them).

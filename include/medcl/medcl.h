@@ -27,6 +27,8 @@
 #include <medcl/data/pbc.h>
 #include <medcl/data/samplers.h>
 #include <medcl/data/splits.h>
+#include <medcl/dist/gather.h>
+#include <medcl/dist/gather_keys.h>
 #include <medcl/eval/audits.h>
 #include <medcl/eval/embed.h>
 #include <medcl/eval/evaluation.h>
