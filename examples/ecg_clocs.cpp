@@ -179,16 +179,15 @@ int main(int argc, char** argv) {
         v.name.c_str(),
         trainer.losses().front(),
         trainer.losses().back());
-    if (v.name == "CLOCS CMLC (same moment, any lead)") {
-      medcl::train::record_pretraining(
-          report,
-          *method,
-          trainer,
-          {policy.describe(),
-           (*method).describe().at("method").as_string() + " on " +
-               "ResNet1d(1 lead, stages 16-32-64, blocks 1-1-1, D=64)",
-           ""});
-    }
+    medcl::train::record_pretraining(
+        report,
+        *method,
+        trainer,
+        {policy.describe(),
+         (*method).describe().at("method").as_string() + " on " +
+             "ResNet1d(1 lead, stages 16-32-64, blocks 1-1-1, D=64)",
+         ""},
+        v.name);
     method->eval();
     models.emplace_back(v.name, method);
   }
@@ -198,6 +197,7 @@ int main(int argc, char** argv) {
       medcl::SimCLROptions(64).hidden_dim(128).projection_dim(32));
   random->eval();
   models.emplace_back("random encoder", random);
+  report.set_model_pretraining("random encoder", ""); // a baseline: no pretraining
 
   // ---- evaluation (held-out time) ----
   torch::NoGradGuard no_grad;

@@ -158,7 +158,8 @@ int main(int argc, char** argv) {
        "CNN3d(4 channels, stages 16-32-64, D=128) + TextEncoder(hashed words and trigrams, 4096 "
        "ids, D=128)",
        "cross-modal: a patch and the name of its AAL region; patches of the same region share the "
-       "name (positives)"});
+       "name (positives)"},
+      "CLIP");
   std::printf(
       "pretrained CLIP   loss %.3f -> %.3f\n",
       clip_trainer.losses().front(),
@@ -177,6 +178,12 @@ int main(int argc, char** argv) {
     b.keys.label = y.index_select(0, pick);
     return b;
   });
+  medcl::train::record_pretraining(
+      report,
+      supcon,
+      sup_trainer,
+      {policy.describe(), "CNN3d(4 channels, stages 16-32-64, D=128)", ""},
+      "SupCon");
   std::printf(
       "pretrained SupCon loss %.3f -> %.3f\n",
       sup_trainer.losses().front(),
@@ -193,6 +200,9 @@ int main(int argc, char** argv) {
   supcon.eval();
   untrained.eval();
   const auto yte = y.index_select(0, te_idx);
+  // The untrained encoders are baselines: no pretraining.
+  report.set_model_pretraining("untrained CLIP", "");
+  report.set_model_pretraining("untrained encoder", "");
   const std::string task = "AAL region of held-out patches (116 classes)";
   int bad = 0;
   auto zero_shot = [&](medcl::CLIP<medcl::CNN3d, medcl::TextEncoder>& m, const std::string& model) {

@@ -188,10 +188,11 @@ Outcome run_task(
     torch::NoGradGuard ng;
     embeddings.emplace_back("SimCLR", simclr.embed(x_all).index_select(0, rows_t));
     medcl::train::record_pretraining(
-        report, simclr, trainer, {policy.describe(), "MLP " + std::to_string(g) + "-256-64", ""});
-    report.set_hyperparameter(
-        "other_methods",
-        "SupCon on training labels; SimCLR with negatives from the same batch only");
+        report,
+        simclr,
+        trainer,
+        {policy.describe(), "MLP " + std::to_string(g) + "-256-64", ""},
+        "SimCLR");
   }
   {
     medcl::train::seed_everything(7);
@@ -206,6 +207,12 @@ Outcome run_task(
     torch::NoGradGuard ng;
     embeddings.emplace_back(
         "SupCon (training labels)", supcon.embed(x_all).index_select(0, rows_t));
+    medcl::train::record_pretraining(
+        report,
+        supcon,
+        trainer,
+        {policy.describe(), "MLP " + std::to_string(g) + "-256-64", ""},
+        "SupCon (training labels)");
   }
   if (batch_variant && !site_all.empty()) {
     medcl::train::seed_everything(7);
@@ -222,10 +229,17 @@ Outcome run_task(
     torch::NoGradGuard ng;
     embeddings.emplace_back(
         "SimCLR, negatives within batch", within.embed(x_all).index_select(0, rows_t));
+    medcl::train::record_pretraining(
+        report,
+        within,
+        trainer,
+        {policy.describe(), "MLP " + std::to_string(g) + "-256-64", ""},
+        "SimCLR, negatives within batch");
   }
   const bool analyses = true;
   out.results.push_back(
       ev.evaluate("raw features", x_all.index_select(0, rows_t), report, analyses));
+  report.set_model_pretraining("raw features", ""); // a baseline: no pretraining
   for (const auto& e : embeddings) {
     out.results.push_back(ev.evaluate(e.first, e.second, report, analyses));
   }

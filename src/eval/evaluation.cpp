@@ -133,6 +133,40 @@ ClinicalEvaluation::ClinicalEvaluation(EvaluationCohort cohort, EvaluationOption
   }
 }
 
+void ClinicalEvaluation::common_protocol(Json& protocol) const {
+  const auto& o = options_;
+  protocol["split_seed"] = static_cast<int64_t>(o.seed());
+  protocol["validation_fraction"] = o.validation_fraction();
+  protocol["test_fraction"] = o.test_fraction();
+  protocol["label_fractions"] = Json::array_of(o.fractions());
+  std::vector<int64_t> seeds;
+  for (uint64_t seed : o.fraction_seeds()) {
+    seeds.push_back(static_cast<int64_t>(seed));
+  }
+  protocol["label_fraction_seeds"] = Json::array_of(seeds);
+  protocol["bootstrap_resamples"] = o.bootstrap();
+  protocol["confidence_level"] = o.level();
+}
+
+Json ClinicalEvaluation::fine_tune_protocol(
+    const FineTuneOptions& f,
+    int64_t best_epoch,
+    const char* start) const {
+  Json protocol = Json::object();
+  protocol["protocol"] = std::string("fine-tuning: ") + start +
+      " and a linear head trained on the training patients' labels (AdamW), the epoch chosen "
+      "on the validation patients";
+  protocol["epochs"] = f.epochs();
+  protocol["best_epoch"] = best_epoch;
+  protocol["batch_size"] = f.batch_size();
+  protocol["encoder_lr"] = f.encoder_lr();
+  protocol["head_lr"] = f.head_lr();
+  protocol["weight_decay"] = f.weight_decay();
+  protocol["seed"] = static_cast<int64_t>(f.seed());
+  common_protocol(protocol);
+  return protocol;
+}
+
 void ClinicalEvaluation::describe_data(Report& report) const {
   std::ostringstream rule;
   rule << "patient-level, stratified by " << options_.task() << " (each patient's majority label); "
@@ -189,6 +223,21 @@ ModelEvaluation ClinicalEvaluation::evaluate(
   const auto& p = r.test_scores;
   score_test(r, report);
   report.add_result(Result(task, model, "probe L2", Estimate(r.l2)).detail("chosen on validation"));
+  {
+    Json protocol = Json::object();
+    protocol["protocol"] =
+        "linear probe on frozen embeddings: logistic regression on the training patients, L2 "
+        "chosen on the validation patients";
+    protocol["embedding_dim"] = x.size(1);
+    protocol["l2_grid"] = Json::array_of(o.probe().l2_grid());
+    protocol["selection"] = o.probe().selection() == ProbeSelection::LogLoss
+        ? "lowest validation log-loss"
+        : "highest validation AUROC";
+    protocol["l2"] = r.l2;
+    protocol["max_iter"] = o.probe().max_iter();
+    common_protocol(protocol);
+    report.describe_model(model, "evaluation", std::move(protocol));
+  }
 
   r.label_efficiency = label_efficiency(
       xtr,

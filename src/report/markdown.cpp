@@ -151,18 +151,105 @@ void md_figures(std::string& md, const Json& section, const std::string& kind) {
   }
 }
 
-/// A two-column table of the members of `section` not in `skip`.
+/// Whether `j` reads on one line: a scalar, or an array of scalars.
+bool flat(const Json& j) {
+  if (j.is_object()) {
+    return false;
+  }
+  if (j.is_array()) {
+    for (const auto& e : j.elements()) {
+      if (e.is_object() || e.is_array()) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/// A flat value as text: scalars as value_text, arrays of scalars joined with commas.
+std::string flat_text(const Json& j) {
+  if (!j.is_array()) {
+    return value_text(j);
+  }
+  if (j.size() == 0) {
+    return "none";
+  }
+  std::string out;
+  for (const auto& e : j.elements()) {
+    out += (out.empty() ? "" : ", ") + value_text(e);
+  }
+  return out;
+}
+
+/// A nested description (an augmentation policy, a loss's options, an optimiser) as a nested
+/// Markdown list: "- **key**: value" for flat members, the key and an indented list for nested
+/// ones; an array's object elements are labelled by their "name" when they have one.
+void md_nested(std::string& md, const Json& j, int depth) {
+  const std::string indent(static_cast<size_t>(2 * depth), ' ');
+  if (j.is_object()) {
+    for (const auto& kv : j.items()) {
+      if (flat(kv.second)) {
+        md += indent + "- **" + one_line(kv.first) + "**: " + one_line(flat_text(kv.second)) + "\n";
+      } else {
+        md += indent + "- **" + one_line(kv.first) + "**:\n";
+        md_nested(md, kv.second, depth + 1);
+      }
+    }
+    return;
+  }
+  if (j.is_array()) {
+    size_t k = 0;
+    for (const auto& e : j.elements()) {
+      ++k;
+      if (flat(e)) {
+        md += indent + "- " + one_line(flat_text(e)) + "\n";
+        continue;
+      }
+      std::string label = "[" + std::to_string(k) + "]";
+      if (e.is_object() && e.contains("name") && e.at("name").is_string()) {
+        label = e.at("name").as_string();
+      }
+      md += indent + "- **" + one_line(label) + "**:\n";
+      if (e.is_object()) {
+        Json rest = Json::object();
+        for (const auto& kv : e.items()) {
+          if (!(kv.first == "name" && kv.second.is_string())) {
+            rest[kv.first] = kv.second;
+          }
+        }
+        md_nested(md, rest, depth + 1);
+      } else {
+        md_nested(md, e, depth + 1);
+      }
+    }
+    return;
+  }
+  md += indent + "- " + one_line(value_text(j)) + "\n";
+}
+
+/// The members of `section` not in `skip`: flat ones in a two-column table, nested ones after it,
+/// each under its name as a nested list (never a JSON blob in a cell).
 void md_members(std::string& md, const Json& section, const std::vector<std::string>& skip) {
   std::string rows;
+  std::string nested;
   for (const auto& kv : section.items()) {
     if (std::find(skip.begin(), skip.end(), kv.first) != skip.end()) {
       continue;
     }
-    rows += "| " + cell(kv.first) + " | " + cell(value_text(kv.second)) + " |\n";
+    if (flat(kv.second)) {
+      rows += "| " + cell(kv.first) + " | " + cell(flat_text(kv.second)) + " |\n";
+    } else if (kv.second.size() > 0) {
+      nested += "**" + one_line(kv.first) + "**\n\n";
+      md_nested(nested, kv.second, 0);
+      nested += "\n";
+    } else {
+      rows += "| " + cell(kv.first) + " | none |\n";
+    }
   }
   if (!rows.empty()) {
     md += "| field | value |\n| --- | --- |\n" + rows + "\n";
   }
+  md += nested;
 }
 
 void md_none(std::string& md) {
@@ -209,20 +296,50 @@ std::string Report::render_markdown(const Json& doc) const {
 
   const Json& p = doc.at("pretraining");
   md += "## Pretraining\n\n";
-  if (p.size() == 0) {
+  const bool any_run = p.contains("runs") && p.at("runs").size() > 0;
+  if (!any_run) {
     md_none(md);
-  }
-  md_members(md, p, {"hyperparameters", "seeds", "figures"});
-  for (const char* group : {"hyperparameters", "seeds"}) {
-    if (p.contains(group)) {
-      md += std::string("### ") + (group[0] == 'h' ? "Hyper-parameters" : "Seeds") + "\n\n";
-      md_members(md, p.at(group), {});
+  } else {
+    for (const auto& run : p.at("runs").items()) {
+      md += "### " + one_line(run.first) + "\n\n";
+      md_members(md, run.second, {"hyperparameters", "seeds"});
+      for (const char* group : {"hyperparameters", "seeds"}) {
+        if (run.second.contains(group)) {
+          md += std::string("#### ") + (group[0] == 'h' ? "Hyper-parameters" : "Seeds") + "\n\n";
+          md_members(md, run.second.at(group), {});
+        }
+      }
     }
   }
+  md_members(md, p, {"runs", "figures"});
   md_figures(md, p, "loss");
 
   const Json& e = doc.at("evaluation");
-  md += "## Evaluation\n\n### Results\n\n";
+  md += "## Evaluation\n\n";
+  if (e.contains("models")) {
+    md += "### Models\n\n| model | pretraining | evaluation |\n| --- | --- | --- |\n";
+    for (const auto& model : e.at("models").items()) {
+      const Json& entry = model.second;
+      const std::string status = entry.at("pretraining_status").as_string();
+      std::string pre = status == "linked" ? "run \"" + entry.at("pretraining").as_string() + "\""
+          : status == "none"               ? std::string("none (no pretraining)")
+                                           : std::string("**not recorded**");
+      std::string how = "—";
+      if (entry.contains("evaluation") && entry.at("evaluation").is_object() &&
+          entry.at("evaluation").contains("protocol")) {
+        how = entry.at("evaluation").at("protocol").as_string();
+      }
+      md += "| " + cell(model.first) + " | " + cell(pre) + " | " + cell(how) + " |\n";
+    }
+    md += "\n";
+    for (const auto& model : e.at("models").items()) {
+      if (model.second.contains("evaluation") && model.second.at("evaluation").is_object()) {
+        md += "#### " + one_line(model.first) + ": evaluation protocol\n\n";
+        md_members(md, model.second.at("evaluation"), {"protocol"});
+      }
+    }
+  }
+  md += "### Results\n\n";
   const auto& records = e.at("results").elements();
   auto text = [](const Json& j) { return j.is_null() ? std::string() : j.as_string(); };
   // Qualifiers of a record that have no column of their own, in words.
@@ -529,6 +646,7 @@ std::string Report::render_markdown(const Json& doc) const {
   const std::vector<std::string> known = {
       "results",
       "calibration",
+      "models",
       "decision_curves",
       "fairness",
       "label_efficiency",
@@ -544,11 +662,14 @@ std::string Report::render_markdown(const Json& doc) const {
     md_members(md, e, known);
   }
 
-  md += "## Reporting checklist\n\n| item | status | where in report.json |\n| --- | --- | --- |\n";
+  md +=
+      "## Reporting checklist\n\n| item | status | where in report.json | detail |\n"
+      "| --- | --- | --- | --- |\n";
   for (const auto& item : doc.at("checklist").elements()) {
     const bool present = item.at("status").as_string() == "present";
     md += "| " + item.at("item").as_string() + " | " + (present ? "present" : "**missing**") +
-        " | `" + item.at("location").as_string() + "` |\n";
+        " | `" + item.at("location").as_string() + "` | " +
+        cell(item.contains("detail") ? item.at("detail").as_string() : std::string()) + " |\n";
   }
   md += "\n";
   return md;

@@ -492,6 +492,55 @@ std::vector<std::string> validate_report(const Json& doc) {
       }
     }
   }
+  if (doc.contains("pretraining") && doc.at("pretraining").is_object() &&
+      doc.at("pretraining").contains("runs")) {
+    const Json& runs = doc.at("pretraining").at("runs");
+    if (!runs.is_object()) {
+      bad("pretraining.runs", "expected an object of runs" + got(runs));
+    } else {
+      for (const auto& run : runs.items()) {
+        if (!run.second.is_object()) {
+          bad("pretraining.runs." + run.first, "expected an object" + got(run.second));
+        }
+      }
+    }
+  }
+  if (doc.contains("evaluation") && doc.at("evaluation").is_object() &&
+      doc.at("evaluation").contains("models")) {
+    const Json& models = doc.at("evaluation").at("models");
+    const Json none = Json::object();
+    const Json& runs = doc.contains("pretraining") && doc.at("pretraining").is_object() &&
+            doc.at("pretraining").contains("runs") && doc.at("pretraining").at("runs").is_object()
+        ? doc.at("pretraining").at("runs")
+        : none;
+    if (!models.is_object()) {
+      bad("evaluation.models", "expected an object of models" + got(models));
+    } else {
+      for (const auto& m : models.items()) {
+        const std::string at = "evaluation.models." + m.first;
+        const Json& entry = m.second;
+        if (!entry.is_object() || !entry.contains("pretraining") ||
+            !entry.contains("pretraining_status") || !entry.at("pretraining_status").is_string()) {
+          bad(at, "expected an object with pretraining and pretraining_status");
+          continue;
+        }
+        const std::string status = entry.at("pretraining_status").as_string();
+        const Json& link = entry.at("pretraining");
+        if (status == "linked") {
+          if (!link.is_string() || !runs.contains(link.as_string())) {
+            bad(at + ".pretraining", "expected the name of a run in pretraining.runs" + got(link));
+          }
+        } else if (status == "none" || status == "not recorded") {
+          if (!link.is_null()) {
+            bad(at + ".pretraining", "expected null for status \"" + status + "\"" + got(link));
+          }
+        } else {
+          bad(at + ".pretraining_status",
+              "expected \"linked\", \"none\" or \"not recorded\", got \"" + status + "\"");
+        }
+      }
+    }
+  }
   if (doc.contains("evaluation") && doc.at("evaluation").is_object() &&
       doc.at("evaluation").contains("label_efficiency")) {
     validate_label_efficiency(doc.at("evaluation").at("label_efficiency"), bad);

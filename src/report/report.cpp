@@ -264,7 +264,125 @@ const Json& Report::section(const std::string& name, const char* fn) const {
   return doc_.at(name);
 }
 
+void Report::begin_pretraining(const std::string& name) {
+  TORCH_CHECK(!name.empty(), "Report::begin_pretraining: expected a run name, got an empty one");
+  Json& runs = doc_["pretraining"]["runs"];
+  if (!runs.contains(name)) {
+    runs[name] = Json::object();
+  }
+  run_ = name;
+}
+
+std::vector<std::string> Report::pretraining_runs() const {
+  std::vector<std::string> out;
+  const Json& p = doc_.at("pretraining");
+  if (p.contains("runs")) {
+    for (const auto& kv : p.at("runs").items()) {
+      out.push_back(kv.first);
+    }
+  }
+  return out;
+}
+
+Json& Report::run_entry() {
+  if (run_.empty()) {
+    begin_pretraining("pretraining");
+  }
+  return doc_["pretraining"]["runs"][run_];
+}
+
+void Report::set_model_pretraining(const std::string& model, const std::string& run) {
+  const char* fn = "Report::set_model_pretraining";
+  TORCH_CHECK(!model.empty(), fn, ": expected a model name, got an empty one");
+  if (!run.empty()) {
+    const auto runs = pretraining_runs();
+    std::string known;
+    for (const auto& r : runs) {
+      known += (known.empty() ? "\"" : ", \"") + r + "\"";
+    }
+    TORCH_CHECK(
+        std::find(runs.begin(), runs.end(), run) != runs.end(),
+        fn,
+        ": model \"",
+        model,
+        "\": no pretraining run \"",
+        run,
+        "\" (runs: ",
+        known.empty() ? std::string("none") : known,
+        ")");
+  }
+  doc_["evaluation"]["models"][model]["pretraining"] = run.empty() ? Json() : Json(run);
+}
+
+void Report::describe_model(const std::string& model, const std::string& key, Json value) {
+  TORCH_CHECK(!model.empty(), "Report::describe_model: expected a model name, got an empty one");
+  TORCH_CHECK(
+      !key.empty() && key != "pretraining" && key != "pretraining_status",
+      "Report::describe_model: expected a key other than \"pretraining\" (set_model_pretraining) "
+      "and \"pretraining_status\", got \"",
+      key,
+      "\"");
+  doc_["evaluation"]["models"][model][key] = std::move(value);
+}
+
+Json Report::models_json() const {
+  const Json& e = doc_.at("evaluation");
+  const Json none = Json::object();
+  const Json& given = e.contains("models") ? e.at("models") : none;
+  std::vector<std::string> names;
+  auto add = [&](const std::string& m) {
+    if (!m.empty() && std::find(names.begin(), names.end(), m) == names.end()) {
+      names.push_back(m);
+    }
+  };
+  for (const auto& r : results_) {
+    add(r.model());
+  }
+  for (const auto& kv : given.items()) {
+    add(kv.first);
+  }
+  const auto runs = pretraining_runs();
+  Json out = Json::object();
+  for (const auto& m : names) {
+    Json entry = Json::object();
+    const bool described = given.contains(m);
+    if (described && given.at(m).contains("pretraining")) {
+      const Json& link = given.at(m).at("pretraining");
+      entry["pretraining"] = link;
+      entry["pretraining_status"] = link.is_null() ? "none" : "linked";
+    } else if (std::find(runs.begin(), runs.end(), m) != runs.end()) {
+      entry["pretraining"] = m; // a run of the model's name
+      entry["pretraining_status"] = "linked";
+    } else {
+      entry["pretraining"] = Json();
+      entry["pretraining_status"] = "not recorded";
+    }
+    if (described) {
+      for (const auto& kv : given.at(m).items()) {
+        if (kv.first != "pretraining") {
+          entry[kv.first] = kv.second;
+        }
+      }
+    }
+    out[m] = std::move(entry);
+  }
+  return out;
+}
+
 void Report::set(const std::string& section_name, const std::string& key, Json value) {
+  if (section_name == "pretraining") {
+    TORCH_CHECK(!key.empty(), "Report::set: expected a non-empty key in section pretraining");
+    TORCH_CHECK(
+        key != "figures" && key != "runs",
+        "Report::set: \"pretraining.",
+        key,
+        "\" is kept by the report (add_loss_curve, begin_pretraining)");
+    run_entry()[key] = std::move(value);
+    return;
+  }
+  TORCH_CHECK(
+      !(section_name == "evaluation" && key == "models"),
+      "Report::set: \"evaluation.models\" is kept by set_model_pretraining and describe_model");
   Json& s = section(section_name, "Report::set");
   TORCH_CHECK(!key.empty(), "Report::set: expected a non-empty key in section ", section_name);
   TORCH_CHECK(
@@ -280,6 +398,18 @@ void Report::set(const std::string& section_name, const std::string& key, Json v
 }
 
 const Json& Report::get(const std::string& section_name, const std::string& key) const {
+  if (section_name == "pretraining" && key != "runs" && key != "figures") {
+    // The current run's value.
+    TORCH_CHECK(
+        !run_.empty(),
+        "Report::get: no pretraining run has been recorded (looking for pretraining.",
+        key,
+        ")");
+    const Json& run = doc_.at("pretraining").at("runs").at(run_);
+    TORCH_CHECK(
+        run.contains(key), "Report::get: pretraining run \"", run_, "\" has no \"", key, "\"");
+    return run.at(key);
+  }
   return section(section_name, "Report::get").at(key);
 }
 
@@ -332,22 +462,22 @@ void Report::set_leakage_check(bool passed, std::string detail) {
 }
 
 void Report::set_method(std::string method) {
-  doc_["pretraining"]["method"] = std::move(method);
+  run_entry()["method"] = std::move(method);
 }
 
 void Report::set_loss(std::string name, Json options) {
   Json j = Json::object();
   j["name"] = std::move(name);
   j["options"] = std::move(options);
-  doc_["pretraining"]["loss"] = std::move(j);
+  run_entry()["loss"] = std::move(j);
 }
 
 void Report::set_pairing_rule(std::string rule) {
-  doc_["pretraining"]["pairing"] = std::move(rule);
+  run_entry()["pairing"] = std::move(rule);
 }
 
 void Report::set_augmentation(Json policy) {
-  doc_["pretraining"]["augmentation"] = std::move(policy);
+  run_entry()["augmentation"] = std::move(policy);
 }
 
 void Report::set_hyperparameter(const std::string& name, Json value) {
@@ -356,19 +486,19 @@ void Report::set_hyperparameter(const std::string& name, Json value) {
     check_finite(
         "Report::set_hyperparameter", "hyper-parameter \"" + name + "\"", value.as_double());
   }
-  doc_["pretraining"]["hyperparameters"][name] = std::move(value);
+  run_entry()["hyperparameters"][name] = std::move(value);
 }
 
 void Report::set_seed(const std::string& name, int64_t seed) {
   TORCH_CHECK(!name.empty(), "Report::set_seed: expected a name, got an empty one");
-  doc_["pretraining"]["seeds"][name] = seed;
+  run_entry()["seeds"][name] = seed;
 }
 
 void Report::set_training_result(int64_t steps, double final_loss) {
   TORCH_CHECK(steps >= 0, "Report::set_training_result: expected steps >= 0, got ", steps);
   check_finite("Report::set_training_result", "final loss", final_loss);
-  doc_["pretraining"]["steps"] = steps;
-  doc_["pretraining"]["final_loss"] = final_loss;
+  run_entry()["steps"] = steps;
+  run_entry()["final_loss"] = final_loss;
 }
 
 void Report::add_result(const Result& result) {
@@ -1183,6 +1313,61 @@ std::vector<Report::Figure> Report::figures() const {
   return all;
 }
 
+void Report::pretraining_item(ChecklistItem& item, const std::string& key) const {
+  // Answered per model: present only when every model that the report compares and that was
+  // pretrained has the item in its own run; a model without a pretraining record lacks it; models
+  // without pretraining (raw features, trained from scratch) do not count. Without any such model,
+  // every run must have it.
+  item.location = "pretraining.runs.<run>." + key;
+  const Json& p = doc_.at("pretraining");
+  const Json none = Json::object();
+  const Json& runs = p.contains("runs") ? p.at("runs") : none;
+  auto has = [&](const std::string& run) {
+    return runs.contains(run) && runs.at(run).contains(key) && has_content(runs.at(run).at(key));
+  };
+  std::vector<std::string> lacking;
+  int64_t checked = 0;
+  int64_t baselines = 0;
+  const Json models = models_json();
+  for (const auto& m : models.items()) {
+    const std::string status = m.second.at("pretraining_status").as_string();
+    if (status == "none") {
+      ++baselines;
+    } else if (status == "not recorded") {
+      lacking.push_back(m.first + " (no pretraining record)");
+    } else {
+      ++checked;
+      const std::string run = m.second.at("pretraining").as_string();
+      if (!has(run)) {
+        lacking.push_back(m.first + " (run \"" + run + "\" has no " + key + ")");
+      }
+    }
+  }
+  if (checked == 0 && lacking.empty()) {
+    for (const auto& r : runs.items()) {
+      ++checked;
+      if (!has(r.first)) {
+        lacking.push_back("run \"" + r.first + "\"");
+      }
+    }
+  }
+  item.present = checked > 0 && lacking.empty();
+  if (!lacking.empty()) {
+    std::string text;
+    for (const auto& l : lacking) {
+      text += (text.empty() ? "" : "; ") + l;
+    }
+    item.detail = "missing for " + text;
+  } else if (checked == 0) {
+    item.detail = "no pretraining recorded";
+  } else {
+    item.detail = "present for all " + std::to_string(checked) + " pretrained";
+    if (baselines > 0) {
+      item.detail += "; " + std::to_string(baselines) + " model(s) without pretraining";
+    }
+  }
+}
+
 std::vector<ChecklistItem> Report::checklist() const {
   struct Spec {
     const char* id;
@@ -1213,6 +1398,8 @@ std::vector<ChecklistItem> Report::checklist() const {
       item.present = std::any_of(results_.begin(), results_.end(), [&](const Result& r) {
         return cohort ? !r.cohort().empty() : !r.subgroup().empty();
       });
+    } else if (std::string(spec.section) == "pretraining") {
+      pretraining_item(item, spec.key);
     } else {
       const Json* v = lookup(doc_, spec.section, spec.key);
       item.present = v != nullptr && has_content(*v);
@@ -1240,8 +1427,14 @@ Json Report::build(const std::vector<ReportFigureStatus>* status) const {
       records.push_back(result_json(r));
     }
     e["results"] = std::move(records);
+    const Json models = models_json();
+    if (models.size() > 0) {
+      e["models"] = models;
+    }
     for (const auto& m : kv.second.items()) {
-      e[m.first] = m.second;
+      if (m.first != "models") {
+        e[m.first] = m.second;
+      }
     }
   }
   const auto figs = figures();
@@ -1282,6 +1475,9 @@ Json Report::build(const std::vector<ReportFigureStatus>* status) const {
     j["item"] = item.label;
     j["status"] = item.present ? "present" : "missing";
     j["location"] = item.location;
+    if (!item.detail.empty()) {
+      j["detail"] = item.detail;
+    }
     items.push_back(std::move(j));
   }
   doc["checklist"] = std::move(items);

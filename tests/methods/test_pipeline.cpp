@@ -118,6 +118,7 @@ TEST_CASE(
   auto z = method.embed(co.x);
   auto a = ev.evaluate("SimCLR", z, report);
   auto b = ev.evaluate("raw features", co.x, report, false);
+  report.set_model_pretraining("raw features", ""); // a baseline: no pretraining
   auto cmp = ev.compare(a, b, report);
   {
     // Fine-tuning the pretrained encoder (a copy) on the raw inputs.
@@ -128,6 +129,7 @@ TEST_CASE(
         co.x,
         report,
         medcl::eval::FineTuneOptions().epochs(3).batch_size(64));
+    report.set_model_pretraining("SimCLR fine-tuned", "SimCLR");
     torch::GradMode::set_enabled(false);
     CHECK(ft.auroc.estimate > 0.9);
   }
@@ -182,11 +184,19 @@ TEST_CASE(
   }
   CHECK(j.at("data").at("split_rule").as_string().find("patient-level") != std::string::npos);
   CHECK(j.at("data").at("leakage_check").at("passed").as_bool());
-  CHECK(j.at("pretraining").at("method").as_string() == "SimCLR");
-  CHECK(j.at("pretraining").at("pairing").as_string().find("patient") != std::string::npos);
-  CHECK(j.at("pretraining").at("steps").as_int64() == 150);
-  CHECK(j.at("pretraining").at("hyperparameters").contains("optimizer"));
-  CHECK(j.at("pretraining").at("hyperparameters").contains("lr_schedule"));
+  const auto& run = j.at("pretraining").at("runs").at("SimCLR");
+  CHECK(run.at("method").as_string() == "SimCLR");
+  CHECK(run.at("pairing").as_string().find("patient") != std::string::npos);
+  CHECK(run.at("steps").as_int64() == 150);
+  CHECK(run.at("hyperparameters").contains("optimizer"));
+  CHECK(run.at("hyperparameters").contains("lr_schedule"));
+  // Every compared model points to its record: the probe's protocol, and its pretraining.
+  const auto& models = j.at("evaluation").at("models");
+  CHECK(models.at("SimCLR").at("pretraining").as_string() == "SimCLR");
+  CHECK(models.at("SimCLR").at("evaluation").at("l2").as_double() == a.l2);
+  CHECK(models.at("raw features").at("pretraining_status").as_string() == "none");
+  CHECK(models.at("SimCLR fine-tuned").at("pretraining").as_string() == "SimCLR");
+  CHECK(models.at("SimCLR fine-tuned").at("evaluation").at("epochs").as_int64() == 3);
   CHECK(medcl::eval::validate_report(j).empty());
   const auto& e = j.at("evaluation");
   for (const char* k :

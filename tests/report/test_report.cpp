@@ -66,6 +66,7 @@ Report full_report(ReportOptions options = ReportOptions()) {
   r.add_split("train", 1000, 15000);
   r.add_split("test", 200, 3000);
   r.set_leakage_check(true, "no patient in two splits");
+  r.begin_pretraining("SimCLR (PCLR)"); // the model of the results below
   r.set_method("SimCLR");
   Json loss_options;
   loss_options["temperature"] = 0.1;
@@ -170,7 +171,8 @@ TEST_CASE("Report: report.json holds every section and field, in order", "[repor
   CHECK(d.at("splits").at("train").at("samples").as_int64() == 15000);
   CHECK(d.at("leakage_check").at("passed").as_bool());
 
-  const Json& p = doc.at("pretraining");
+  REQUIRE(doc.at("pretraining").at("runs").size() == 1);
+  const Json& p = doc.at("pretraining").at("runs").at("SimCLR (PCLR)");
   CHECK(p.at("method").as_string() == "SimCLR");
   CHECK(p.at("loss").at("name").as_string() == "NTXentLoss");
   CHECK(p.at("loss").at("options").at("temperature").as_double() == 0.1);
@@ -181,9 +183,9 @@ TEST_CASE("Report: report.json holds every section and field, in order", "[repor
   CHECK(p.at("seeds").at("data").as_int64() == 7);
   CHECK(p.at("steps").as_int64() == 1000);
   CHECK(p.at("final_loss").as_double() == 3.25);
-  REQUIRE(p.at("figures").size() == 1);
-  CHECK(p.at("figures")[0].at("kind").as_string() == "loss");
-  CHECK(p.at("figures")[0].at("series")[0].at("y")[3].as_double() == 3.25);
+  REQUIRE(doc.at("pretraining").at("figures").size() == 1);
+  CHECK(doc.at("pretraining").at("figures")[0].at("kind").as_string() == "loss");
+  CHECK(doc.at("pretraining").at("figures")[0].at("series")[0].at("y")[3].as_double() == 3.25);
 
   const Json& e = doc.at("evaluation");
   // Results are records with typed fields, in the order they were added; evaluation starts
@@ -274,7 +276,11 @@ TEST_CASE("Report: the checklist marks what is missing and never invents it", "[
   CHECK(present == std::vector<std::string>{"patient_level_split", "hyperparameters", "subgroups"});
   const std::string md = partial.markdown();
   CHECK_THAT(md, Contains("| Patient-level split rule | present | `data.split_rule` |"));
-  CHECK_THAT(md, Contains("| Augmentation policy | **missing** | `pretraining.augmentation` |"));
+  CHECK_THAT(
+      md,
+      Contains(
+          "| Augmentation policy | **missing** | `pretraining.runs.<run>.augmentation` | missing "
+          "for run \"pretraining\" |"));
   CHECK_THAT(
       md,
       Contains(
@@ -444,8 +450,12 @@ TEST_CASE("Report: a write that fails leaves no partial report", "[report]") {
   second.set_method("second");
   second.write(good.string());
   CHECK(
-      Json::parse(read_text(good / "report.json")).at("pretraining").at("method").as_string() ==
-      "second");
+      Json::parse(read_text(good / "report.json"))
+          .at("pretraining")
+          .at("runs")
+          .at("pretraining")
+          .at("method")
+          .as_string() == "second");
   CHECK_THAT(read_text(good / "report.md"), Contains("| method | second |"));
 }
 
@@ -543,7 +553,7 @@ TEST_CASE("Report: validate_report finds every planted schema violation", "[repo
     }
     CHECK(found);
   };
-  one([](Json& d) { d["schema"]["version"] = 1; }, "schema.version: expected 2, got 1");
+  one([](Json& d) { d["schema"]["version"] = 1; }, "schema.version: expected 3, got 1");
   one([](Json& d) { d["schema"]["name"] = "other"; }, "schema.name: expected \"medcl-report\"");
   one(
       [](Json& d) {
@@ -1034,4 +1044,101 @@ TEST_CASE("Report: a fairness audit is kept, tabulated and drawn by group", "[re
   bad = audit;
   bad.groups.clear();
   CHECK_THROWS_WITH(r.add_fairness("death", "x", "sex", bad), Contains("at least one group"));
+}
+
+TEST_CASE("Report: every compared model points to its own pretraining record", "[report]") {
+  Report r(ReportOptions().draw_figures(false));
+  Json policy = Json::object();
+  policy["modality"] = "tabular";
+  Json step = Json::object();
+  step["name"] = "feature_mask";
+  step["params"] = Json::object();
+  step["params"]["p"] = 0.25;
+  policy["transform"] = Json::object();
+  policy["transform"]["name"] = "sequence";
+  policy["transform"]["steps"] = Json::array({step});
+  for (const char* run : {"SimCLR instance", "SimCLR patient"}) {
+    r.begin_pretraining(run);
+    r.set_method("SimCLR");
+    r.set_pairing_rule(std::string(run) == "SimCLR instance" ? "two views" : "same patient");
+    r.set_augmentation(policy);
+    r.set_hyperparameter("batch_size", 256);
+    r.set_training_result(100, 2.5);
+  }
+  CHECK(r.pretraining_runs() == std::vector<std::string>({"SimCLR instance", "SimCLR patient"}));
+  CHECK(r.get("pretraining", "pairing").as_string() == "same patient"); // the current run
+  r.add_result(medcl::eval::Result("death", "SimCLR instance", "AUROC", 0.8));
+  r.add_result(medcl::eval::Result("death", "SimCLR patient", "AUROC", 0.82));
+  r.add_result(medcl::eval::Result("death", "raw features", "AUROC", 0.78));
+  r.add_result(medcl::eval::Result("death", "SimCLR fine-tuned", "AUROC", 0.85));
+
+  // Two models are not accounted for: raw features (no pretraining: must be said) and the
+  // fine-tuned model (its run is not named after it).
+  auto item = [&](const std::string& id) {
+    for (const auto& i : r.checklist()) {
+      if (i.id == id) {
+        return i;
+      }
+    }
+    FAIL("no checklist item " << id);
+    return medcl::eval::ChecklistItem();
+  };
+  CHECK_FALSE(item("pairing_heuristic").present);
+  CHECK_THAT(
+      item("pairing_heuristic").detail,
+      Contains("missing for raw features (no pretraining record); SimCLR fine-tuned"));
+  r.set_model_pretraining("raw features", "");
+  r.set_model_pretraining("SimCLR fine-tuned", "SimCLR patient");
+  CHECK(item("pairing_heuristic").present);
+  CHECK(item("augmentation_policy").present);
+  CHECK(
+      item("hyperparameters").detail ==
+      "present for all 3 pretrained; 1 model(s) without pretraining");
+  // A run without its augmentation makes the item missing, naming the model and the run.
+  r.begin_pretraining("SimCLR temporal");
+  r.set_method("SimCLR");
+  r.add_result(medcl::eval::Result("death", "SimCLR temporal", "AUROC", 0.81));
+  CHECK_FALSE(item("augmentation_policy").present);
+  CHECK_THAT(
+      item("augmentation_policy").detail,
+      Contains("SimCLR temporal (run \"SimCLR temporal\" has no augmentation)"));
+
+  CHECK_THROWS_WITH(
+      r.set_model_pretraining("x", "SimCLR nothing"),
+      Contains("model \"x\": no pretraining run \"SimCLR nothing\""));
+  CHECK_THROWS_WITH(r.begin_pretraining(""), Contains("expected a run name"));
+  CHECK_THROWS_WITH(r.set("evaluation", "models", Json()), Contains("set_model_pretraining"));
+  r.describe_model("raw features", "evaluation", Json::object());
+  CHECK_THROWS_WITH(
+      r.describe_model("raw features", "pretraining", Json()), Contains("set_model_pretraining"));
+
+  const Json doc = r.json();
+  CHECK(medcl::eval::validate_report(doc).empty());
+  const Json& models = doc.at("evaluation").at("models");
+  CHECK(models.at("SimCLR instance").at("pretraining").as_string() == "SimCLR instance");
+  CHECK(models.at("SimCLR instance").at("pretraining_status").as_string() == "linked");
+  CHECK(models.at("raw features").at("pretraining").is_null());
+  CHECK(models.at("raw features").at("pretraining_status").as_string() == "none");
+  CHECK(models.at("SimCLR fine-tuned").at("pretraining").as_string() == "SimCLR patient");
+  CHECK(doc.at("pretraining").at("runs").size() == 3);
+
+  // A model linked to a run that is not there is a schema violation.
+  Json broken = doc;
+  broken["evaluation"]["models"]["raw features"]["pretraining_status"] = "linked";
+  broken["evaluation"]["models"]["raw features"]["pretraining"] = "nowhere";
+  const auto problems = medcl::eval::validate_report(broken);
+  REQUIRE(problems.size() == 1);
+  CHECK_THAT(problems[0], Contains("evaluation.models.raw features.pretraining"));
+
+  // report.md: one section per run, nested descriptions as lists, never a JSON blob.
+  const std::string md = r.markdown();
+  INFO(md);
+  CHECK_THAT(md, Contains("### SimCLR instance\n"));
+  CHECK_THAT(md, Contains("### SimCLR patient\n"));
+  CHECK_THAT(md, Contains("**augmentation**\n\n- **modality**: tabular\n- **transform**:\n"));
+  CHECK_THAT(md, Contains("    - **feature_mask**:\n      - **params**:\n        - **p**: 0.25\n"));
+  CHECK(md.find("{\"") == std::string::npos);
+  CHECK_THAT(md, Contains("### Models\n\n| model | pretraining | evaluation |"));
+  CHECK_THAT(md, Contains("| SimCLR fine-tuned | run \"SimCLR patient\" | — |"));
+  CHECK_THAT(md, Contains("| raw features | none (no pretraining) |"));
 }

@@ -229,6 +229,8 @@ class ClinicalEvaluation {
     r.model = model;
     r.test_scores = positive_class(ft);
     score_test(r, report);
+    report.describe_model(
+        model, "evaluation", fine_tune_protocol(options, ft.best_epoch, "pretrained encoder"));
     report.add_result(Result(
         options_.task(),
         model,
@@ -250,6 +252,16 @@ class ClinicalEvaluation {
       Report& report,
       const FineTuneOptions& options = {}) const {
     auto r = evaluate_fine_tuned(model, make_encoder(), inputs, report, options);
+    {
+      // Trained from scratch: no pretraining; the protocol says so.
+      Json protocol = report.get("evaluation", "models").at(model).at("evaluation");
+      protocol["protocol"] =
+          "encoder trained from scratch with a linear head on the training patients' labels "
+          "(AdamW, early stopping on the validation patients); again from scratch on every label "
+          "fraction and seed";
+      report.describe_model(model, "evaluation", protocol);
+      report.set_model_pretraining(model, "");
+    }
     auto y = at::tensor(cohort_.labels, at::kLong);
     const auto tr = rows("train"), va = rows("val"), te = rows("test");
     const auto x_va = inputs.index_select(0, va);
@@ -277,6 +289,9 @@ class ClinicalEvaluation {
     return r;
   }
 
+  /// The evaluation protocol of a fine-tuned model, as report.json's evaluation.models records it.
+  Json fine_tune_protocol(const FineTuneOptions& o, int64_t best_epoch, const char* start) const;
+
   /// DeLong's paired test of two models evaluated on this cohort's test patients; the difference
   /// AUROC(a) - AUROC(b) with its interval and p-value go into the report.
   AurocComparison compare(const ModelEvaluation& a, const ModelEvaluation& b, Report& report) const;
@@ -292,6 +307,8 @@ class ClinicalEvaluation {
   }
 
  private:
+  /// The split, label-fraction and interval settings every model's protocol records.
+  void common_protocol(Json& protocol) const;
   /// Probabilities of class 1 of a fine-tuned model.
   static std::vector<double> positive_class(const FineTuneResult& ft) {
     const at::Tensor p1 = ft.probabilities.select(1, 1).to(at::kDouble).contiguous();

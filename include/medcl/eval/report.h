@@ -23,7 +23,7 @@ namespace eval {
 /// The name and version of report.json's schema (docs/reporting.md). The version grows when a
 /// field changes meaning or disappears; adding an optional field keeps it.
 constexpr const char* kReportSchemaName = "medcl-report";
-constexpr int64_t kReportSchemaVersion = 2;
+constexpr int64_t kReportSchemaVersion = 3;
 
 /// How a Report draws its figures.
 struct ReportOptions {
@@ -174,6 +174,8 @@ struct ChecklistItem {
   bool present = false;
   /// Where the item lives (or would live) in report.json, e.g. "data.split_rule".
   std::string location;
+  /// For the items of a pretraining: which models have it and which lack it, in words.
+  std::string detail;
 };
 
 /// What `Report::write` produced.
@@ -196,16 +198,18 @@ struct ReportFiles {
 /// The reproducibility and evaluation report of a run. Code that pretrains and evaluates fills
 /// it in; `write(directory)` produces report.json, report.md and the figures.
 ///
-/// report.json (schema `medcl-report` version 2, docs/reporting.md) has these top-level sections,
+/// report.json (schema `medcl-report` version 3, docs/reporting.md) has these top-level sections,
 /// always in this order:
 ///  - `schema`: `name` and `version`;
 ///  - `medcl`: library version, LibTorch version, device, compiler, date (UTC), command line;
 ///  - `data`: `corpus` (description), `split_rule`, `splits` (per split: patients, samples),
 ///    `leakage_check` (passed, detail);
-///  - `pretraining`: `method`, `loss` (name, options), `pairing`, `augmentation` (policy
-///    description), `encoder`, `optimizer`, `schedules`, `seeds`, `hyperparameters`, `steps`,
-///    `final_loss`, `figures` (loss curve) — any other key through `set`;
-///  - `evaluation`: `results` (one record per metric value: task, model, metric, value, interval,
+///  - `pretraining`: `runs` (one record per pretraining: `method`, `loss` (name, options),
+///    `pairing`, `augmentation` (policy description), `encoder`, `optimizer`, `schedules`,
+///    `seeds`, `hyperparameters`, `steps`, `final_loss` — any other key through `set`) and
+///    `figures` (loss curves);
+///  - `evaluation`: `models` (each model's pretraining run and evaluation protocol), `results`
+///    (one record per metric value: task, model, metric, value, interval,
 ///    n, patients, fraction, seed, subgroup, cohort, reference model, detail), `calibration` (task
 ///    -> model -> ECE and reliability bins), `label_efficiency` (task -> rows per model and
 ///    fraction with the repeats and the patients and records each used), `audits`,
@@ -266,6 +270,23 @@ class Report {
   void set_leakage_check(bool passed, std::string detail);
 
   // ---- pretraining ----
+
+  /// Starts, or returns to, the pretraining run `name` (e.g. "SimCLR patient (PCLR)"): the
+  /// pretraining setters below, `set`/`get` on "pretraining" and `record_pretraining` fill the
+  /// current run. A report that compares several pretrainings keeps one complete record each
+  /// (pretraining.runs); setters called before any run start one named "pretraining".
+  void begin_pretraining(const std::string& name);
+  /// The names of the pretraining runs, in the order they were begun.
+  std::vector<std::string> pretraining_runs() const;
+  /// Which pretraining run an evaluated model's encoder came from: `run` names a run, "" says the
+  /// model has none (raw features, a model trained from scratch). A model named as a run is
+  /// linked to it without this call; a model linked to nothing is reported as "not recorded" and
+  /// the pretraining items of the checklist are then missing for it. Errors: an empty model, a
+  /// run that does not exist.
+  void set_model_pretraining(const std::string& model, const std::string& run);
+  /// Adds `key` (e.g. "evaluation": the probe or fine-tuning protocol and its seeds) to the record
+  /// of `model` in evaluation.models. ClinicalEvaluation records its protocol this way.
+  void describe_model(const std::string& model, const std::string& key, Json value);
 
   void set_method(std::string method);
   /// The loss and its options, e.g. ("NTXentLoss", {"temperature": 0.1}).
@@ -409,7 +430,10 @@ class Report {
 
   /// The reporting checklist, in a fixed order: patient-level split rule, pretraining corpus,
   /// pairing heuristic, augmentation policy, key hyper-parameters, external validation,
-  /// calibration, subgroups.
+  /// calibration, subgroups. The pairing, augmentation and hyper-parameter items are answered per
+  /// model: present only when every compared model that was pretrained has them in its own run
+  /// (models without pretraining do not count; a model with no pretraining record lacks them),
+  /// and `detail` names the models that lack them.
   std::vector<ChecklistItem> checklist() const;
   /// The whole report.json document (figures listed without a drawn status).
   Json json() const;
@@ -461,12 +485,20 @@ class Report {
       const std::string& xlabel,
       const std::string& ylabel);
   Json build(const std::vector<ReportFigureStatus>* status) const;
+  /// Answers a pretraining checklist item model by model (see checklist()).
+  void pretraining_item(ChecklistItem& item, const std::string& key) const;
+  /// The current pretraining run's record (started as "pretraining" when none is).
+  Json& run_entry();
+  /// evaluation.models as written: every model of a result or a description, in order of first
+  /// appearance, with its pretraining resolved.
+  Json models_json() const;
   std::string render_markdown(const Json& doc) const;
 
   ReportOptions options_;
   Json doc_;
   std::vector<Result> results_;
   std::vector<Figure> figures_;
+  std::string run_;
 };
 
 } // namespace eval

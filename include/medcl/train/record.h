@@ -23,18 +23,23 @@ struct PretrainingRecord {
   std::string pairing;
 };
 
-/// Fills the report's pretraining section from `method.describe()`, `trainer.describe()` and the
-/// trainer's loss history. The pairing rule is the loss's pairing strategy when it has one, else
-/// `record.pairing`, else "two augmented views of each sample (instance discrimination)".
+/// Fills the pretraining run `run` of the report (default: the method's name; see
+/// `Report::begin_pretraining`) from `method.describe()`, `trainer.describe()` and the trainer's
+/// loss history. The pairing rule is the loss's pairing strategy when it has one, else
+/// `record.pairing`, else "two augmented views of each sample (instance discrimination)". Name
+/// the run as the model is named in the evaluation, and the report links the two (else
+/// `Report::set_model_pretraining`); a report comparing several pretrainings records each.
 ///
 /// Example:
 ///   medcl::train::record_pretraining(report, method, trainer,
-///       {policy.describe(), "MLP 17-128-64", ""});
+///       {policy.describe(), "MLP 17-128-64", ""}, "SimCLR patient (PCLR)");
 inline void record_pretraining(
     Report& report,
     const MethodBase& method,
     const Trainer& trainer,
-    const PretrainingRecord& record) {
+    const PretrainingRecord& record,
+    const std::string& run = "") {
+  report.begin_pretraining(run.empty() ? method.name() : run);
   const auto d = method.describe();
   report.set_method(method.name());
   std::string loss_name = method.name();
@@ -86,7 +91,7 @@ inline void record_pretraining(
   }
   // A queue of negatives (MoCo v2, SwAV) makes the loss rise while it fills: say so beside the
   // curve, so that a reader does not take it for divergence.
-  std::string series = method.name();
+  std::string series = run.empty() ? method.name() : run;
   if (d.contains("queue_size") && d.at("queue_size").is_integer() &&
       d.at("queue_size").as_int64() > 0) {
     series += " (the loss rises while its queue of " +
