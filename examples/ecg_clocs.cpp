@@ -97,6 +97,8 @@ int main(int argc, char** argv) {
   corpus["windows"] = "1 s single-lead windows at 250 Hz, standardised per window";
   corpus["pretraining_windows"] = static_cast<int64_t>(train_rows.size());
   report.set_corpus(corpus);
+  report.add_data_file(dcm, "ecg12/waveform_ecg.dcm");
+  report.add_data_file(npz, "mitbih208/ecg.dat");
   report.set_split_rule(
       "held out in time: windows in the first 70% of each record for pretraining, the last 30% for "
       "evaluation; windows straddling the boundary are dropped (one patient per record: no "

@@ -152,6 +152,10 @@ int main(int argc, char** argv) {
       "all visits (labelled or not) of trial patients outside the test split";
   corpus["features"] = medcl::Json::array_of(visits.features);
   report.set_corpus(corpus);
+  report.add_data_file(pbcseq, "pbcseq/pbcseq.csv");
+  if (std::ifstream(pbc).good()) {
+    report.add_data_file(pbc, "pbcseq/pbc.csv");
+  }
   ev.describe_data(report);
 
   // ---- augmentation: hide recorded values (as a missed lab would) and add measurement noise ----

@@ -104,6 +104,9 @@ int main(int argc, char** argv) {
   corpus["patch"] =
       "12^3 voxels at 1 mm: T1 intensity + 3 position channels; label: AAL region at the centre";
   report.set_corpus(corpus);
+  for (const char* file : {"ch2better.nii.gz", "aal.nii.gz", "aal.nii.txt"}) {
+    report.add_data_file(dir + "/" + file, std::string("colin27/") + file);
+  }
   report.set_split_rule(
       "spatial: 16^3-voxel blocks in a 3-D checkerboard; training patches inside even blocks, "
       "test patches inside odd blocks (one subject: the split is spatial, not by patient)");

@@ -161,6 +161,10 @@ Outcome run_task(
   corpus_json["pretraining_samples"] = static_cast<int64_t>(corpus.size());
   corpus_json["pretraining_rule"] = "every sample of the data set outside the task's test split";
   report.set_corpus(corpus_json);
+  const std::string folder = set_name == "ALL" ? "all" : set_name; // as scripts/fetch-data names it
+  for (const char* file : {"expression.tsv", "pheno.csv"}) {
+    report.add_data_file(args.data + "/" + folder + "/" + file, folder + "/" + file);
+  }
   ev.describe_data(report);
   using namespace medcl::augment;
   auto make_policy = [&]() {

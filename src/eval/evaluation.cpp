@@ -389,7 +389,20 @@ ModelEvaluation ClinicalEvaluation::evaluate(
         site_text.push_back(site_name(s));
       }
     }
-    report.add_embedding_map(slug(model) + "_pca", pca.pc1, pca.pc2, label_text, site_text);
+    auto axis = [&](size_t k) {
+      const double share =
+          k < pca.explained_variance_ratio.size() ? 100 * pca.explained_variance_ratio[k] : 0;
+      return "PC" + std::to_string(k + 1) + " (" + fixed(share, 1) + "% of variance)";
+    };
+    report.add_embedding_map(
+        slug(model) + "_pca",
+        pca.pc1,
+        pca.pc2,
+        label_text,
+        site_text,
+        "PCA of the test embeddings of " + model,
+        axis(0),
+        axis(1));
   }
   if (o.retrieval_examples() > 0) {
     // Queries from distinct test patients spread over the test set (not its first records, which

@@ -138,11 +138,23 @@ std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
   gp << "set title " << gp_quote(f.title) << "\n";
   gp << "set xlabel " << gp_quote(f.xlabel) << "\n";
   gp << "set ylabel " << gp_quote(f.ylabel) << "\n";
-  gp << "set grid\n";
+  gp << "set grid lc rgb '#d9d9d9'\n";
+  // Okabe and Ito's colour-blind-safe palette (yellow left out: too faint on white), each colour
+  // with its own point shape so that series stay apart in grey print; black and grey after.
+  static const char* const kPalette[] = {
+      "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#7F7F7F"};
+  static const int kPoints[] = {7, 5, 9, 11, 13, 15, 7, 5};
+  for (int k = 0; k < 8; ++k) {
+    gp << "set linetype " << k + 1 << " lc rgb '" << kPalette[k] << "' pt " << kPoints[k] << "\n";
+  }
+  gp << "set linetype cycle 8\n";
   std::string lead;
   std::string style = "with lines lw 2";
   if (f.kind == "roc" || f.kind == "reliability") {
-    gp << "set xrange [0:1]\nset yrange [0:1]\nset size ratio -1\nset key bottom right\n";
+    // ROC curves leave the lower right empty; calibration curves may reach any corner, so
+    // their legend goes below the plot.
+    gp << "set xrange [0:1]\nset yrange [0:1]\nset size ratio -1\n"
+       << (f.kind == "roc" ? "set key bottom right\n" : "set key below\n");
     lead = std::string("x with lines dt 2 lc rgb 'gray' title ") +
         gp_quote(f.kind == "roc" ? "chance" : "perfect calibration") + ", ";
     style = f.kind == "roc" ? "with lines lw 2" : "with linespoints lw 2 pt 7";
@@ -170,7 +182,7 @@ std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
     }
     const double pad = 0.1 * top + 0.01;
     gp << "set xrange [0:1]\nset yrange [" << -2 * pad << ":" << top + pad
-       << "]\nset key top right\n";
+       << "]\nset key below\n"; // the curves fill the upper part: the legend goes under
     style = "with lines lw 2";
   } else if (f.kind == "fairness") {
     // Groups on the x axis by name; models side by side at each group.
@@ -183,7 +195,8 @@ std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
     lead = "0.5 with lines dt 2 lc rgb 'gray' title 'chance', ";
     style = "using 1:2:3:4 with yerrorbars lw 2 pt 7";
   } else if (f.kind == "scatter") {
-    gp << "set key outside right\n";
+    // The legend under the plot, in rows: beside it, it took a third of the width.
+    gp << "set key below horizontal\n";
     style = "with points pt 7 ps 0.6";
   } else {
     gp << "set key top right\n";
@@ -193,7 +206,14 @@ std::string gnuplot_script(const Report::Figure& f, const ReportOptions& o) {
     if (s > 0) {
       gp << ", \\\n     ";
     }
-    gp << gp_quote(f.name + ".dat") << " index " << s << " " << style << " title "
+    std::string series_style = style;
+    if (f.kind == "decision_curve" &&
+        (f.series[s].name == "treat all" || f.series[s].name == "treat none")) {
+      // The references are neutral: grey, dashed (treat all) and dotted (treat none).
+      series_style = f.series[s].name == "treat all" ? "with lines lw 1.5 dt 2 lc rgb '#555555'"
+                                                     : "with lines lw 1.5 dt 3 lc rgb '#999999'";
+    }
+    gp << gp_quote(f.name + ".dat") << " index " << s << " " << series_style << " title "
        << gp_quote(f.series[s].name);
   }
   gp << "\n";

@@ -276,7 +276,17 @@ std::string Report::render_markdown(const Json& doc) const {
 
   const Json& d = doc.at("data");
   md += "## Data\n\n";
-  md_members(md, d, {"splits", "leakage_check"});
+  md_members(md, d, {"splits", "leakage_check", "files"});
+  if (d.contains("files") && d.at("files").size() > 0) {
+    md +=
+        "Data files read (SHA-256, as `sha256sum` prints it):\n\n| file | bytes | sha256 |\n| --- "
+        "| --- | --- |\n";
+    for (const auto& f : d.at("files").elements()) {
+      md += "| " + cell(f.at("name").as_string()) + " | " + value_text(f.at("bytes")) + " | `" +
+          f.at("sha256").as_string() + "` |\n";
+    }
+    md += "\n";
+  }
   if (d.contains("splits")) {
     md += "| split | patients | samples |\n| --- | --- | --- |\n";
     for (const auto& s : d.at("splits").items()) {

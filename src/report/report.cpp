@@ -434,6 +434,29 @@ void Report::set_corpus(Json description) {
   doc_["data"]["corpus"] = std::move(description);
 }
 
+void Report::add_data_file(const std::string& path, const std::string& name) {
+  TORCH_CHECK(!path.empty(), "Report::add_data_file: expected a path, got an empty one");
+  std::uintmax_t bytes = 0;
+  const std::string digest = sha256_file(path, &bytes);
+  const std::string shown = name.empty() ? fs::path(path).filename().string() : name;
+  Json entry = Json::object();
+  entry["name"] = shown;
+  entry["bytes"] = static_cast<int64_t>(bytes);
+  entry["sha256"] = digest;
+  Json& files = doc_["data"]["files"];
+  if (!files.is_array()) {
+    files = Json::array();
+  }
+  Json kept = Json::array();
+  for (const auto& f : files.elements()) {
+    if (f.at("name").as_string() != shown) {
+      kept.push_back(f);
+    }
+  }
+  kept.push_back(std::move(entry));
+  files = std::move(kept);
+}
+
 void Report::set_split_rule(std::string rule) {
   doc_["data"]["split_rule"] = std::move(rule);
 }
@@ -1025,8 +1048,8 @@ void Report::add_roc_curve(
       "roc",
       "evaluation",
       "ROC curve: " + task,
-      "false positive rate",
-      "true positive rate");
+      "false positive rate (1 - specificity)",
+      "true positive rate (sensitivity)");
   f.series.push_back(Series{model, fpr, tpr, {}, {}});
 }
 
@@ -1035,7 +1058,8 @@ void Report::add_loss_curve(
     const std::vector<double>& losses,
     const std::string& series) {
   check_xy("Report::add_loss_curve", "loss curve \"" + series + "\"", steps, losses);
-  Figure& f = figure("loss", "loss", "pretraining", "Training loss", "step", "loss");
+  Figure& f =
+      figure("loss", "loss", "pretraining", "Pretraining loss per step", "training step", "loss");
   f.series.push_back(Series{series, steps, losses, {}, {}});
 }
 
@@ -1044,7 +1068,10 @@ void Report::add_embedding_map(
     const std::vector<double>& x,
     const std::vector<double>& y,
     const std::vector<std::string>& labels,
-    const std::vector<std::string>& sites) {
+    const std::vector<std::string>& sites,
+    const std::string& title,
+    const std::string& xlabel,
+    const std::string& ylabel) {
   const char* fn = "Report::add_embedding_map";
   const std::string what = "embedding map \"" + name + "\"";
   TORCH_CHECK(!name.empty(), fn, ": expected a map name, got an empty one");
@@ -1072,9 +1099,9 @@ void Report::add_embedding_map(
         name + "_by_" + suffix,
         "scatter",
         "evaluation",
-        name + " coloured by " + suffix,
-        "dimension 1",
-        "dimension 2");
+        (title.empty() ? name : title) + ", coloured by " + suffix,
+        xlabel,
+        ylabel);
     f.series.clear();
     std::map<std::string, size_t> index;
     for (size_t i = 0; i < x.size(); ++i) {
@@ -1103,8 +1130,8 @@ std::vector<Report::Figure> Report::figures() const {
           "reliability",
           "evaluation",
           "Reliability diagram: " + task.first,
-          "mean predicted probability",
-          "observed rate",
+          "mean predicted probability (per bin)",
+          "observed rate of the outcome",
           {},
           {}};
       for (const auto& model : task.second.items()) {
@@ -1137,7 +1164,7 @@ std::vector<Report::Figure> Report::figures() const {
           "evaluation",
           "Decision curve: " + task.first,
           "threshold probability",
-          "net benefit",
+          "net benefit (true positives per patient, net of harms)",
           {},
           {}};
       const Json* any = nullptr;

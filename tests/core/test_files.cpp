@@ -5,6 +5,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -93,4 +94,45 @@ TEST_CASE("remove_tree reports what it could not remove", "[core][files]") {
   CHECK_THROWS_WITH(medcl::remove_tree(locked), Contains("remove_tree: cannot remove " + locked));
   ::chmod((locked + "/inner").c_str(), 0700);
   REQUIRE(medcl::remove_tree(locked) == 3);
+}
+
+TEST_CASE("sha256: the FIPS 180-4 examples, and files as sha256sum reads them", "[core]") {
+  CHECK(
+      medcl::sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(
+      medcl::sha256_hex("abc") ==
+      "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(
+      medcl::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+      "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  CHECK(
+      medcl::sha256_hex(std::string(1000000, 'a')) ==
+      "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  // A file of several read blocks with a ragged end: the same digest as the bytes in memory.
+  medcl_test::TempDir dir;
+  std::string bytes;
+  for (int i = 0; i < 200003; ++i) {
+    bytes += static_cast<char>((i * 131 + i / 7) & 0xff);
+  }
+  const std::string path = (dir.path / "blob.bin").string();
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  std::uintmax_t size = 0;
+  CHECK(medcl::sha256_file(path, &size) == medcl::sha256_hex(bytes));
+  CHECK(size == bytes.size());
+  if (std::system("command -v sha256sum >/dev/null 2>&1") == 0) {
+    const std::string out = (dir.path / "sum.txt").string();
+    REQUIRE(std::system(("sha256sum '" + path + "' > '" + out + "'").c_str()) == 0);
+    std::ifstream in(out);
+    std::string digest;
+    in >> digest;
+    CHECK(digest == medcl::sha256_hex(bytes));
+  }
+  CHECK_THROWS_WITH(
+      medcl::sha256_file((dir.path / "absent").string()),
+      medcl_test::Contains("sha256_file: cannot open"));
+  CHECK_THROWS_WITH(
+      medcl::sha256_file(dir.path.string()), medcl_test::Contains("sha256_file: reading"));
 }

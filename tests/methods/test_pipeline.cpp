@@ -273,6 +273,12 @@ TEST_CASE(
   const std::string md((std::istreambuf_iterator<char>(md_in)), std::istreambuf_iterator<char>());
   CHECK(md.find("### Decision curves") != std::string::npos);
   CHECK(md.find("### Subgroup fairness") != std::string::npos);
+  // The PCA map says what it shows: the model, the components and their share of variance.
+  CHECK(md.find("![PCA of the test embeddings of SimCLR, coloured by label]") != std::string::npos);
+  std::ifstream gp_in(dir.path / "simclr_pca_by_label.gp");
+  const std::string gp((std::istreambuf_iterator<char>(gp_in)), std::istreambuf_iterator<char>());
+  CHECK(gp.find("set xlabel \"PC1 (") != std::string::npos);
+  CHECK(gp.find("% of variance)\"") != std::string::npos);
   CHECK(md.find("#### outcome · SimCLR · by sex") != std::string::npos);
   CHECK(md.find("| outcome | treat all |") != std::string::npos);
 }

@@ -364,7 +364,7 @@ TEST_CASE("Report: figures are drawn with gnuplot when it exists", "[report]") {
   }
   const std::string md = read_text(files.markdown_path);
   CHECK_THAT(md, Contains("![ROC curve: af](roc_af.png)"));
-  CHECK_THAT(md, Contains("![Training loss](loss.png)"));
+  CHECK_THAT(md, Contains("![Pretraining loss per step](loss.png)"));
   const Json doc = Json::parse(read_text(files.json_path));
   CHECK(doc.at("evaluation").at("figures")[0].at("drawn").as_bool());
   CHECK(doc.at("evaluation").at("figures")[0].at("reason").is_null());
@@ -899,6 +899,10 @@ TEST_CASE("Report: decision curves are checked, drawn and tabulated", "[report]"
   const std::string script((std::istreambuf_iterator<char>(gp)), std::istreambuf_iterator<char>());
   CHECK(script.find("\"treat all\"") != std::string::npos);
   CHECK(script.find("\"treat none\"") != std::string::npos);
+  // The references are neutral grey, dashed and dotted; the models take the palette.
+  CHECK(script.find("dt 2 lc rgb '#555555' title \"treat all\"") != std::string::npos);
+  CHECK(script.find("dt 3 lc rgb '#999999' title \"treat none\"") != std::string::npos);
+  CHECK(script.find("set linetype 1 lc rgb '#0072B2'") != std::string::npos);
 }
 
 TEST_CASE("Report: calibration with the logistic fit shows slope and intercept", "[report]") {
@@ -1141,4 +1145,61 @@ TEST_CASE("Report: every compared model points to its own pretraining record", "
   CHECK_THAT(md, Contains("### Models\n\n| model | pretraining | evaluation |"));
   CHECK_THAT(md, Contains("| SimCLR fine-tuned | run \"SimCLR patient\" | — |"));
   CHECK_THAT(md, Contains("| raw features | none (no pretraining) |"));
+}
+
+TEST_CASE("Report: embedding maps have titles and axes in words, legends below", "[report]") {
+  Report r(ReportOptions().draw_figures(false));
+  r.add_embedding_map(
+      "simclr_pca",
+      {0, 1, 2},
+      {1, 0, 1},
+      {"dead", "alive", "dead"},
+      {"a", "b", "a"},
+      "PCA of the test embeddings of SimCLR",
+      "PC1 (41.2% of variance)",
+      "PC2 (12.0% of variance)");
+  r.add_embedding_map("plain", {0, 1}, {1, 0}, {"x", "y"});
+  int seen = 0;
+  for (const auto& f : r.figures()) {
+    if (f.name == "simclr_pca_by_site") {
+      ++seen;
+      CHECK(f.title == "PCA of the test embeddings of SimCLR, coloured by site");
+      CHECK(f.xlabel == "PC1 (41.2% of variance)");
+      CHECK(f.ylabel == "PC2 (12.0% of variance)");
+    }
+    if (f.name == "plain_by_label") {
+      ++seen;
+      CHECK(f.title == "plain, coloured by label");
+      CHECK(f.xlabel == "dimension 1");
+    }
+  }
+  CHECK(seen == 2);
+  TempDir dir;
+  r.write(dir.path.string());
+  CHECK_THAT(read_text(dir.path / "simclr_pca_by_site.gp"), Contains("set key below horizontal"));
+  CHECK_THAT(
+      read_text(dir.path / "simclr_pca_by_site.gp"),
+      Contains("set xlabel \"PC1 (41.2% of variance)\""));
+}
+
+TEST_CASE("Report: the data files a run read are recorded by checksum", "[report]") {
+  TempDir dir;
+  const std::string path = (dir.path / "cohort.csv").string();
+  std::ofstream(path) << "id,age\n1,64\n";
+  Report r(ReportOptions().draw_figures(false));
+  r.add_data_file(path);
+  r.add_data_file(path, "pbcseq/cohort.csv");
+  r.add_data_file(path); // again: replaces its entry
+  const Json& files = r.get("data", "files");
+  REQUIRE(files.size() == 2);
+  CHECK(files[0].at("name").as_string() == "pbcseq/cohort.csv");
+  CHECK(files[1].at("name").as_string() == "cohort.csv"); // no directory of this machine
+  CHECK(files[1].at("bytes").as_int64() == 12);
+  CHECK(files[1].at("sha256").as_string() == medcl::sha256_hex("id,age\n1,64\n"));
+  CHECK(r.json().dump().find(dir.path.string()) == std::string::npos);
+  const std::string md = r.markdown();
+  CHECK_THAT(md, Contains("| cohort.csv | 12 | `" + medcl::sha256_hex("id,age\n1,64\n") + "` |"));
+  CHECK_THROWS_WITH(
+      r.add_data_file((dir.path / "absent.csv").string()), Contains("sha256_file: cannot open"));
+  CHECK(medcl::eval::validate_report(r.json()).empty());
 }

@@ -1,7 +1,7 @@
 #pragma once
 
 /// Removing and listing a directory tree without `std::filesystem::remove_all` and
-/// `std::filesystem::recursive_directory_iterator`.
+/// `std::filesystem::recursive_directory_iterator`; the SHA-256 of a file (which data a run read).
 ///
 /// PyTorch's pip wheels since 2.5 export the `std::filesystem` code of the libstdc++ they were
 /// built with (pytorch/pytorch#133437). A program built with another GCC that links such a
@@ -29,5 +29,13 @@ std::uintmax_t remove_tree(const std::string& path);
 /// path that starts with `dir`, sorted. Throws (c10::Error) naming the directory that could not
 /// be read.
 std::vector<std::string> list_tree(const std::string& dir);
+
+/// SHA-256 (FIPS 180-4) of `bytes`, as 64 lower-case hexadecimal digits (what `sha256sum`
+/// prints).
+std::string sha256_hex(const std::string& bytes);
+
+/// SHA-256 of the file at `path`, read in blocks (any size); `size`, when given, receives its
+/// length in bytes. Throws (c10::Error) naming the path when it cannot be opened or read.
+std::string sha256_file(const std::string& path, std::uintmax_t* size = nullptr);
 
 } // namespace medcl

@@ -203,7 +203,7 @@ struct ReportFiles {
 ///  - `schema`: `name` and `version`;
 ///  - `medcl`: library version, LibTorch version, device, compiler, date (UTC), command line;
 ///  - `data`: `corpus` (description), `split_rule`, `splits` (per split: patients, samples),
-///    `leakage_check` (passed, detail);
+///    `leakage_check` (passed, detail), `files` (name, bytes, sha256 of each data file read);
 ///  - `pretraining`: `runs` (one record per pretraining: `method`, `loss` (name, options),
 ///    `pairing`, `augmentation` (policy description), `encoder`, `optimizer`, `schedules`,
 ///    `seeds`, `hyperparameters`, `steps`, `final_loss` — any other key through `set`) and
@@ -268,6 +268,11 @@ class Report {
   void add_split(const std::string& split, int64_t patients, int64_t samples);
   /// The result of the patient-leakage check between splits.
   void set_leakage_check(bool passed, std::string detail);
+  /// A data file the run read: its SHA-256 and size go into data.files under `name` (default:
+  /// the file's name without its directory, so that no path of the machine enters the report;
+  /// e.g. "pbcseq/pbc.csv"), so that a reader can tell whether two reports used the same data.
+  /// Adding a name again replaces its entry. Errors name the file that cannot be read.
+  void add_data_file(const std::string& path, const std::string& name = "");
 
   // ---- pretraining ----
 
@@ -418,13 +423,18 @@ class Report {
       const std::vector<double>& losses,
       const std::string& series = "train");
   /// A 2-D map of embeddings (t-SNE, UMAP, PCA): two scatter figures, "<name>_by_label" and
-  /// "<name>_by_site" (the latter only when `sites` is not empty).
+  /// "<name>_by_site" (the latter only when `sites` is not empty). `title` says what is mapped in
+  /// words (default: the name), the figures append "coloured by label" / "by site"; the axis
+  /// labels name the coordinates (e.g. "PC1 (23.4% of variance)"; default "dimension 1", "2").
   void add_embedding_map(
       const std::string& name,
       const std::vector<double>& x,
       const std::vector<double>& y,
       const std::vector<std::string>& labels,
-      const std::vector<std::string>& sites = {});
+      const std::vector<std::string>& sites = {},
+      const std::string& title = "",
+      const std::string& xlabel = "dimension 1",
+      const std::string& ylabel = "dimension 2");
 
   // ---- output ----
 
