@@ -103,6 +103,16 @@ inline int missing_checklist_items(
     std::fprintf(stderr, "report.json does not follow its schema: %s\n", problem.c_str());
     ++missing;
   }
+  // Every compared model points to its own record: a pretraining run, or none said.
+  const auto& evaluation = doc.at("evaluation");
+  if (evaluation.contains("models")) {
+    for (const auto& model : evaluation.at("models").items()) {
+      if (model.second.at("pretraining_status").as_string() == "not recorded") {
+        std::fprintf(stderr, "model without a pretraining record: %s\n", model.first.c_str());
+        ++missing;
+      }
+    }
+  }
   for (const auto& item : doc.at("checklist").elements()) {
     if (item.at("status").as_string() != "present" &&
         not_applicable.count(item.at("id").as_string()) == 0) {
