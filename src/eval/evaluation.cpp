@@ -310,10 +310,11 @@ ModelEvaluation ClinicalEvaluation::evaluate(
             .level(o.level()));
     const std::string at_threshold = "at threshold " + fixed(r.operating_threshold, 3) +
         " (specificity " + fixed(o.specificity(), 2) + " on validation)";
+    std::string too_small; // one warning per model and attribute, naming every such group
     for (const auto& g : audit.groups) {
       if (!g.estimable) {
-        TORCH_WARN(
-            fn, ": '", model, "', ", a.name, " = ", g.name, ": ", g.note, " (named in the report)");
+        too_small += (too_small.empty() ? "" : "; ") + g.name + " (" + std::to_string(g.positives) +
+            " positive(s), " + std::to_string(g.n - g.positives) + " negative(s))";
         continue;
       }
       auto add = [&](const char* metric, const Interval& i, const std::string& detail) {
@@ -331,6 +332,21 @@ ModelEvaluation ClinicalEvaluation::evaluate(
       }
       add("sensitivity", g.sensitivity, at_threshold);
       add("specificity", g.specificity, at_threshold);
+    }
+    if (!too_small.empty()) {
+      TORCH_WARN(
+          fn,
+          ": '",
+          model,
+          "', ",
+          a.name,
+          ": too small to estimate (at least ",
+          o.subgroup_min_positives(),
+          " positives and ",
+          o.subgroup_min_negatives(),
+          " negatives needed): ",
+          too_small,
+          "; named in the report");
     }
     report.add_fairness(
         task,
