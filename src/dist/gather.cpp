@@ -82,12 +82,19 @@ at::Tensor gather(
   }
   std::vector<int64_t> rows;
   at::Tensor out;
+  // Every rank must agree on this: the backward is a collective.
+  const bool records_gradient = x.defined() && x.requires_grad() && at::GradMode::is_enabled();
   {
     at::NoGradGuard no_grad;
     out = detail::all_gather(
-        group, fn, detail::Collective::GatherWithGradient, x.defined() ? x.detach() : x, &rows);
+        group,
+        fn,
+        detail::Collective::GatherWithGradient,
+        x.defined() ? x.detach() : x,
+        &rows,
+        records_gradient ? 1 : 0);
   }
-  if (x.requires_grad() && at::GradMode::is_enabled()) {
+  if (records_gradient) {
     const int64_t offset = std::accumulate(rows.begin(), rows.begin() + group.rank(), int64_t{0});
     auto node = std::shared_ptr<GatherBackward>(
         new GatherBackward(

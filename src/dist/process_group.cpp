@@ -718,7 +718,8 @@ at::Tensor all_gather(
     const char* fn,
     Collective op,
     const at::Tensor& tensor,
-    std::vector<int64_t>* counts) {
+    std::vector<int64_t>* counts,
+    int records_gradient) {
   const std::string error = local_tensor_error(fn, tensor, /*need_rows=*/true);
   if (group.size() == 1) {
     TORCH_CHECK(error.empty(), error);
@@ -727,9 +728,31 @@ at::Tensor all_gather(
     }
     return tensor;
   }
-  const auto all = exchange_metadata(
-      group, fn, op, error.empty() ? tensor_fields(tensor) : std::vector<int64_t>{}, error);
+  std::vector<int64_t> fields;
+  if (error.empty()) {
+    fields = tensor_fields(tensor);
+    fields.push_back(records_gradient);
+  }
+  auto all = exchange_metadata(group, fn, op, fields, error);
+  std::vector<int64_t> flags;
+  for (auto& f : all) {
+    flags.push_back(f.back());
+    f.pop_back();
+  }
   check_same_tensors(fn, all, /*except_first=*/true);
+  for (size_t r = 1; r < flags.size(); ++r) {
+    TORCH_CHECK(
+        flags[r] == flags[0],
+        fn,
+        ": ranks disagree on whether the result records a gradient: on rank 0 it ",
+        flags[0] == 1 ? "does" : "does not",
+        ", on rank ",
+        r,
+        " it ",
+        flags[r] == 1 ? "does" : "does not",
+        " (the backward is a collective: gather tensors that require grad, with grad mode on, on "
+        "every rank or on none)");
+  }
   std::vector<int64_t> rows;
   for (const auto& f : all) {
     rows.push_back(f[2]);

@@ -287,6 +287,10 @@ void mismatch_scenario(const std::string& dir) {
     auto z = torch::ones({2, 3}, odd ? at::kFloat : at::kDouble).requires_grad_(true);
     medcl::dist::gather_with_gradient(z, group);
   });
+  step("gradient_mode", [&]() {
+    auto z = torch::ones({2, 3}, at::kDouble).requires_grad_(!odd);
+    medcl::dist::gather_with_gradient(z, group);
+  });
   // After all of these the group still works.
   step("after", [&]() {
     const auto all = group.all_gather(torch::full({1}, static_cast<double>(rank), at::kDouble));
@@ -668,6 +672,10 @@ TEST_CASE("ranks that disagree fail together, with errors naming what differs", 
     CHECK_THAT(
         read_step(d, "gradient_dtype", r),
         Contains("gather_with_gradient: ranks disagree on the dtype"));
+    CHECK_THAT(
+        read_step(d, "gradient_mode", r),
+        Contains("gather_with_gradient: ranks disagree on whether the result records a gradient: "
+                 "on rank 0 it does, on rank 2 it does not"));
     CHECK(read_step(d, "after", r) == "ok");
   }
   // Which collective each side was in.

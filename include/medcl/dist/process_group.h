@@ -256,13 +256,16 @@ at::Tensor all_gather_rows(
     const at::Tensor& local,
     const std::vector<int64_t>& counts);
 
-/// ProcessGroup::all_gather with `fn` and `op` in its messages.
+/// ProcessGroup::all_gather with `fn` and `op` in its messages. `records_gradient` (0 or 1; -1:
+/// not checked) must be the same on every rank: gather_with_gradient's backward is a collective,
+/// so a rank whose result records no gradient would leave the others waiting in it.
 at::Tensor all_gather(
     const ProcessGroup& group,
     const char* fn,
     Collective op,
     const at::Tensor& tensor,
-    std::vector<int64_t>* counts);
+    std::vector<int64_t>* counts,
+    int records_gradient = -1);
 
 /// ProcessGroup::all_reduce with `fn` and `op` in its messages.
 void all_reduce(const ProcessGroup& group, const char* fn, Collective op, at::Tensor& tensor);
