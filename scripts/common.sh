@@ -23,9 +23,15 @@ medcl_packages() {
   if ! medcl_user_torch; then
     # MEDCL_TORCH_PACKAGES: another LibTorch from the archive (scripts/cuda-compile-check asks
     # for Debian 13's CUDA one this way).
-    pkgs="$pkgs ${MEDCL_TORCH_PACKAGES:-libtorch-dev libopenblas0-openmp}"
-    # medcl::dist: the archive's LibTorch has c10d with Gloo, whose headers include Gloo's own.
-    pkgs="$pkgs libgloo-dev"
+    local torch_pkgs="${MEDCL_TORCH_PACKAGES:-libtorch-dev libopenblas0-openmp}"
+    pkgs="$pkgs $torch_pkgs"
+    # medcl::dist: the archive's LibTorch has c10d with Gloo, whose headers include Gloo's own. The
+    # CUDA LibTorch is built on Gloo's CUDA variant (contrib), whose package conflicts with
+    # libgloo-dev: installing that one would remove the CUDA LibTorch.
+    case " $torch_pkgs " in
+      *" libtorch-cuda-dev "*) pkgs="$pkgs libgloo-cuda-dev" ;;
+      *) pkgs="$pkgs libgloo-dev" ;;
+    esac
   fi
   # The reference software the clinical statistics are checked against (ctest r.statistics,
   # skipped where they are missing; nothing is built with them).
