@@ -36,6 +36,7 @@ medcl_packages() {
   # The reference software the clinical statistics are checked against (ctest r.statistics,
   # skipped where they are missing; nothing is built with them).
   pkgs="$pkgs r-base-core r-cran-proc r-cran-survival r-cran-riskregression"
+  pkgs="$pkgs chromium" # tests/report/test_html.cpp renders report.html in it (skipped without)
   echo "$pkgs"
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 
 // What the parts of the report share (src/report/): checks and records (records.cpp), text for
-// report.md (markdown.cpp), figure data and gnuplot (gnuplot.cpp). Not installed.
+// report.md (markdown.cpp), figure data and gnuplot (gnuplot.cpp), report.html (html.cpp). Not
+// installed.
 
 #include <medcl/core/json.h>
 #include <medcl/eval/report.h>
@@ -44,6 +45,26 @@ std::string run_gnuplot(
     const std::filesystem::path& dir,
     const std::string& script,
     const std::string& image);
+
+// ---- html.cpp ----
+/// Text for HTML content or a quoted attribute value: & < > " ' escaped, control characters other
+/// than tab and line feed replaced by spaces.
+std::string html_escape(const std::string& text);
+/// Base64 (RFC 4648, standard alphabet, '=' padding) of `bytes`.
+std::string base64_encode(const std::string& bytes);
+/// report.html: the Markdown that report.md holds (`markdown`) as one self-contained HTML5 page
+/// titled `title`: a table of contents of the `##` sections, each image embedded as a data: URI
+/// read from `figure_dir` (an image that is missing there, or not a file next to the report,
+/// becomes a visible note), no script and nothing loaded from elsewhere (a Content-Security-Policy
+/// says so to the browser). Links stay as they are (the figures' .dat and .gp lie next to the
+/// page); any other scheme than http, https or mailto is shown as text only. Free text is escaped:
+/// raw HTML in the Markdown reads as text. Supports what render_markdown writes: ATX headings,
+/// paragraphs, pipe tables ("\|" in cells), fenced code, "- " lists nested by indentation, code
+/// spans, **strong**, *emphasis* and _emphasis_, images and links.
+std::string markdown_to_html(
+    const std::string& markdown,
+    const std::filesystem::path& figure_dir,
+    const std::string& title);
 
 } // namespace report_detail
 } // namespace eval
