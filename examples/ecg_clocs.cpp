@@ -313,7 +313,7 @@ int main(int argc, char** argv) {
     }
   }
   const auto files = report.write(args.out + "/report");
-  std::printf("report: %s\n", files.markdown_path.c_str());
+  std::printf("report: %s (one page: %s)\n", files.markdown_path.c_str(), files.html_path.c_str());
   // No labels, no sites: calibration, subgroups and external validation do not apply here.
   bad += example::missing_checklist_items(
       files.json_path, {"calibration", "subgroups", "external_validation"});

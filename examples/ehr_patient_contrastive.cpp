@@ -331,7 +331,11 @@ int main(int argc, char** argv) {
   }
 
   const auto files = report.write(args.out + "/report");
-  std::printf("report: %s, %s\n", files.json_path.c_str(), files.markdown_path.c_str());
+  std::printf(
+      "report: %s, %s\none page to share: %s\n",
+      files.json_path.c_str(),
+      files.markdown_path.c_str(),
+      files.html_path.c_str());
 
   // The example checks its own report: every checklist item present, every metric finite.
   int missing = example::missing_checklist_items(files.json_path);

@@ -279,7 +279,7 @@ int main(int argc, char** argv) {
     bad += std::isfinite(v) ? 0 : 1;
   }
   const auto files = report.write(args.out + "/report");
-  std::printf("report: %s\n", files.markdown_path.c_str());
+  std::printf("report: %s (one page: %s)\n", files.markdown_path.c_str(), files.html_path.c_str());
   // One subject, a multi-class task: external validation and calibration do not apply here.
   bad += example::missing_checklist_items(files.json_path, {"calibration", "external_validation"});
   if (bad > 0) {

@@ -316,7 +316,8 @@ Outcome run_task(
   out.missing += example::missing_checklist_items(
       files.json_path,
       site_all.empty() ? std::set<std::string>{"external_validation"} : std::set<std::string>{});
-  std::printf("  report: %s\n", files.markdown_path.c_str());
+  std::printf(
+      "  report: %s (one page: %s)\n", files.markdown_path.c_str(), files.html_path.c_str());
   return out;
 }
 

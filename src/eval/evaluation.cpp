@@ -353,7 +353,7 @@ ModelEvaluation ClinicalEvaluation::evaluate(
         model,
         a.name,
         audit,
-        "the most permissive with specificity >= " + fixed(o.specificity(), 2) +
+        "the most permissive with specificity ≥ " + fixed(o.specificity(), 2) +
             " on the validation patients");
     r.fairness.emplace(a.name, std::move(audit));
   }

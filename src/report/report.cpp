@@ -1592,7 +1592,11 @@ ReportFiles Report::write(const std::string& directory) const {
     }
     const Json doc = build(&result.figures);
     write_file(tmp / "report.json", doc.dump(2) + "\n");
-    write_file(tmp / "report.md", render_markdown(doc));
+    const std::string markdown = render_markdown(doc);
+    write_file(tmp / "report.md", markdown);
+    // report.html: the same text as one page with the figures just drawn embedded.
+    write_file(tmp / "report.html", markdown_to_html(markdown, tmp, options_.title()));
+    files.push_back("report.html");
 
     // Move into place: the old report.json goes first (so an old report.json never sits beside a
     // new report.md), the new one comes last (its presence marks a complete report).
@@ -1631,6 +1635,7 @@ ReportFiles Report::write(const std::string& directory) const {
   }
   result.json_path = json_path.string();
   result.markdown_path = md_path.string();
+  result.html_path = (dir / "report.html").string();
   return result;
 }
 

@@ -4,6 +4,8 @@
 #include <medcl/eval/report.h>
 #include <medcl/version.h>
 
+#include "../src/report/internal.h" // base64_encode: report.html embeds the figures
+
 #include <c10/util/Exception.h>
 #include "catch.h"
 #include "support.h"
@@ -347,6 +349,12 @@ TEST_CASE("Report: figures are drawn with gnuplot when it exists", "[report]") {
   CHECK_THAT(roc, Contains("0.10000000000000001 0.59999999999999998"));
   CHECK_THAT(read_text(tmp.path / "label_efficiency_af.dat"), Contains("# x y lower upper"));
   CHECK(count_with_prefix(tmp.path, ".medcl-report-tmp") == 0);
+  // report.html beside them: the same report on one page, no script.
+  REQUIRE(files.html_path == (tmp.path / "report.html").string());
+  const std::string html = read_text(files.html_path);
+  CHECK_THAT(html, Contains("<!DOCTYPE html>"));
+  CHECK(html.find("<script") == std::string::npos);
+  CHECK_THAT(html, Contains("Reporting checklist"));
   if (!gnuplot_available()) {
     WARN("gnuplot is not installed: pictures not checked");
     for (const auto& f : files.figures) {
@@ -365,6 +373,13 @@ TEST_CASE("Report: figures are drawn with gnuplot when it exists", "[report]") {
   const std::string md = read_text(files.markdown_path);
   CHECK_THAT(md, Contains("![ROC curve: af](roc_af.png)"));
   CHECK_THAT(md, Contains("![Pretraining loss per step](loss.png)"));
+  // Every drawn figure is embedded in report.html, byte for byte.
+  for (const auto& f : files.figures) {
+    INFO(f.name);
+    const std::string png = read_text(tmp.path / f.image);
+    CHECK_THAT(
+        html, Contains("data:image/png;base64," + medcl::eval::report_detail::base64_encode(png)));
+  }
   const Json doc = Json::parse(read_text(files.json_path));
   CHECK(doc.at("evaluation").at("figures")[0].at("drawn").as_bool());
   CHECK(doc.at("evaluation").at("figures")[0].at("reason").is_null());

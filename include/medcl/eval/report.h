@@ -192,11 +192,14 @@ struct ReportFigureStatus {
 struct ReportFiles {
   std::string json_path;
   std::string markdown_path;
+  /// report.html: report.md as one self-contained page (figures embedded, no script).
+  std::string html_path;
   std::vector<ReportFigureStatus> figures;
 };
 
 /// The reproducibility and evaluation report of a run. Code that pretrains and evaluates fills
-/// it in; `write(directory)` produces report.json, report.md and the figures.
+/// it in; `write(directory)` produces report.json, report.md, report.html (one self-contained
+/// page: report.md with the figures embedded) and the figures.
 ///
 /// report.json (schema `medcl-report` version 3, docs/reporting.md) has these top-level sections,
 /// always in this order:
