@@ -172,6 +172,26 @@ ValidationResult validate_split(
   return r;
 }
 
+// The positions of each group's records; every index must name one of the `names` groups.
+std::vector<std::vector<size_t>>
+group_members(const char* fn, const std::vector<int64_t>& groups, size_t names) {
+  const auto g = static_cast<int64_t>(names);
+  std::vector<std::vector<size_t>> members(names);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    TORCH_CHECK(
+        groups[i] >= 0 && groups[i] < g,
+        fn,
+        ": group indices must be in [0, ",
+        g,
+        "), got ",
+        groups[i],
+        " at position ",
+        i);
+    members[static_cast<size_t>(groups[i])].push_back(i);
+  }
+  return members;
+}
+
 // The metrics of a fairness audit, in the order of FairnessGap::metric's list.
 constexpr size_t kFairnessMetrics = 6;
 const char* const kFairnessMetricNames[kFairnessMetrics] = {
@@ -295,21 +315,8 @@ FairnessReport subgroup_fairness(
       options.bootstrap() >= 10, fn, ": bootstrap must be >= 10, got ", options.bootstrap());
   const double level = options.level();
   TORCH_CHECK(level > 0 && level < 1, fn, ": level must be in (0, 1), got ", level);
-  const auto g = static_cast<int64_t>(group_names.size());
   const auto ng = group_names.size();
-  std::vector<std::vector<size_t>> members(ng);
-  for (size_t i = 0; i < scores.size(); ++i) {
-    TORCH_CHECK(
-        groups[i] >= 0 && groups[i] < g,
-        fn,
-        ": group indices must be in [0, ",
-        g,
-        "), got ",
-        groups[i],
-        " at position ",
-        i);
-    members[static_cast<size_t>(groups[i])].push_back(i);
-  }
+  const auto members = detail::group_members(fn, groups, ng);
 
   FairnessReport out;
   out.threshold = t;
@@ -486,21 +493,14 @@ SubgroupReport subgroup_metrics(
   detail::check_same_length(fn, "group indices", scores.size(), groups.size());
   TORCH_CHECK(!group_names.empty(), fn, ": no subgroup names");
   detail::check_binary_labels(fn, labels);
-  const auto g = static_cast<int64_t>(group_names.size());
   std::vector<std::vector<double>> s(group_names.size());
   std::vector<std::vector<int64_t>> l(group_names.size());
-  for (size_t i = 0; i < scores.size(); ++i) {
-    TORCH_CHECK(
-        groups[i] >= 0 && groups[i] < g,
-        fn,
-        ": group indices must be in [0, ",
-        g,
-        "), got ",
-        groups[i],
-        " at position ",
-        i);
-    s[static_cast<size_t>(groups[i])].push_back(scores[i]);
-    l[static_cast<size_t>(groups[i])].push_back(labels[i]);
+  const auto members = detail::group_members(fn, groups, group_names.size());
+  for (size_t k = 0; k < members.size(); ++k) {
+    for (size_t i : members[k]) {
+      s[k].push_back(scores[i]);
+      l[k].push_back(labels[i]);
+    }
   }
   for (size_t k = 0; k < group_names.size(); ++k) {
     TORCH_CHECK(
