@@ -361,7 +361,20 @@ FairnessReport subgroup_fairness(
       r.calibration_note = detail::error_text(e);
     }
     r.operating_point = operating_point(s, l, t);
-    point[k] = detail::fairness_values(s, l, t, r.has_calibration);
+    // The point values the gaps compare, from what was just measured (not measured again).
+    auto& v = point[k];
+    v.value[0] = r.auroc.estimate;
+    v.defined[0] = true;
+    if (r.has_calibration) {
+      v.value[1] = r.calibration.slope.estimate;
+      v.value[2] = r.calibration.intercept.estimate;
+      v.value[3] = r.calibration.in_the_large.estimate;
+      v.defined[1] = v.defined[2] = v.defined[3] = true;
+    }
+    v.value[4] = r.operating_point.sensitivity;
+    v.defined[4] = r.operating_point.has_sensitivity;
+    v.value[5] = r.operating_point.specificity;
+    v.defined[5] = r.operating_point.has_specificity;
     out.groups.push_back(std::move(r));
   }
 
