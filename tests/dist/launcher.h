@@ -1,8 +1,9 @@
 #pragma once
 
 // Launches N worker processes for medcl::dist's tests: the test executable runs itself again
-// (fork + exec of /proc/self/exe) with the hidden test case "medcl-dist-worker" and the rank's
-// environment, one log file per rank, and waits for them for a bounded time (never forever).
+// (fork + exec of /proc/self/exe) with the hidden test case "medcl-dist-worker" (or the one
+// Launch::worker_test names) and the rank's environment, one log file per rank, and waits for
+// them for a bounded time (never forever).
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -82,6 +83,9 @@ struct Launch {
   std::chrono::seconds deadline{120};
   /// Where the logs go.
   std::string dir;
+  /// The hidden test case the workers run (each test executable has its own); empty:
+  /// worker_test_name().
+  std::string worker_test;
 };
 
 inline std::string read_text_file(const std::string& path) {
@@ -147,7 +151,7 @@ inline std::vector<WorkerExit> launch_workers(const Launch& launch) {
       envp.push_back(e.data());
     }
     envp.push_back(nullptr);
-    std::string name = worker_test_name();
+    std::string name = launch.worker_test.empty() ? worker_test_name() : launch.worker_test;
     std::vector<char*> argv{self, name.data(), nullptr};
     const std::string log = launch.dir + "/log." + std::to_string(r) + ".txt";
 
