@@ -566,6 +566,8 @@ const char* collective_name(Collective op) {
       return "gather_with_gradient's backward";
     case Collective::GatherKeys:
       return "gather_keys";
+    case Collective::LossInputs:
+      return "the loss's check of its inputs";
   }
   return "an unknown collective";
 }
@@ -573,7 +575,7 @@ const char* collective_name(Collective op) {
 namespace {
 std::string collective_name_of(int64_t code) {
   if (code >= static_cast<int64_t>(Collective::Barrier) &&
-      code <= static_cast<int64_t>(Collective::GatherKeys)) {
+      code <= static_cast<int64_t>(Collective::LossInputs)) {
     return collective_name(static_cast<Collective>(code));
   }
   return "an unknown collective (#" + std::to_string(code) + ")";

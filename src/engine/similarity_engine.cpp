@@ -130,6 +130,7 @@ struct DirectionCoef {
   at::Tensor
       shift_fac; // fast path: weight * exp(scale - log T), so that softmax = fac * e^{l - scale}
   int64_t valid_rows = 0;
+  int64_t global_rows = 0; // valid rows over every process (= valid_rows in one process)
 };
 
 /// Adds one extra positive logit per row (MoCo's query-key logit) to the statistics.
@@ -148,7 +149,8 @@ DirectionCoef finalize(
     const NegativeWeighting& w,
     double scale,
     double direction_weight,
-    at::ScalarType acc) {
+    at::ScalarType acc,
+    const std::function<int64_t(int64_t)>& global_row_count) {
   const double neg = masked_value(acc);
   auto d = [](const at::Tensor& t) { return t.to(at::kDouble); };
   auto pn = d(s.pos_n);
@@ -156,6 +158,9 @@ DirectionCoef finalize(
   auto valid = pn.gt(0.5).logical_and(nn.gt(0.5));
   DirectionCoef c;
   c.valid_rows = valid.sum().item<int64_t>();
+  // The divisor of the mean: this process's rows, or every process's (a data-parallel share).
+  const int64_t divisor = global_row_count ? global_row_count(c.valid_rows) : c.valid_rows;
+  c.global_rows = divisor;
   auto inv_pn = at::where(valid, 1.0 / pn.clamp_min(1.0), at::zeros({}, pn.options()));
   auto mean_pos = d(s.pos_sum) * inv_pn;
   at::Tensor log_t, log_pos, sign_pos, log_a, log_b, floor_grad;
@@ -198,7 +203,7 @@ DirectionCoef finalize(
   }
   auto loss = at::where(valid, log_t - mean_pos, at::zeros({}, pn.options()));
   c.floor_grad = floor_grad.defined() ? floor_grad : at::zeros_like(loss);
-  const double rw = c.valid_rows > 0 ? direction_weight / static_cast<double>(c.valid_rows) : 0.0;
+  const double rw = divisor > 0 ? direction_weight / static_cast<double>(divisor) : 0.0;
   c.weight = at::where(valid, at::full({}, rw, pn.options()), at::zeros({}, pn.options())).to(acc);
   c.inv_pn = inv_pn.to(acc);
   c.log_pos = at::where(valid, log_pos, at::full_like(log_pos, neg)).to(acc);
@@ -760,12 +765,12 @@ at::Tensor contrast_forward(const std::shared_ptr<EngineState>& st_ptr) {
     accumulate_paired(rs, st.paired_logit, w);
   }
   const double dir_w = p.symmetric ? 0.5 * p.loss_scale : p.loss_scale;
-  st.row = finalize(rs, w, p.scale, dir_w, acc);
-  int64_t valid = st.row.valid_rows;
+  st.row = finalize(rs, w, p.scale, dir_w, acc, p.global_row_count);
+  int64_t valid = st.row.global_rows;
   at::Tensor total = (st.row.loss * st.row.weight.to(at::kDouble)).sum();
   if (p.symmetric) {
-    st.col = finalize(cs, w, p.scale, dir_w, acc);
-    valid += st.col.valid_rows;
+    st.col = finalize(cs, w, p.scale, dir_w, acc, p.global_row_count);
+    valid += st.col.global_rows;
     total = total + (st.col.loss * st.col.weight.to(at::kDouble)).sum();
   }
   if (valid == 0) {

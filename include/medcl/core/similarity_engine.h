@@ -20,6 +20,7 @@
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 namespace medcl {
@@ -81,6 +82,12 @@ struct ContrastProblem {
   SimilarityEngineOptions options;
   /// Name of the calling loss, for error messages and warnings.
   const char* caller = "similarity engine";
+  /// Data-parallel losses: given this process's number of rows that count (those with a positive
+  /// and a negative; per direction when symmetric), returns the number over every process (an
+  /// all-reduce, so every process must run the engine). The loss is then the sum over this
+  /// process's rows divided by that global number: this process's share of the global mean.
+  /// Unset: the local mean.
+  std::function<int64_t(int64_t)> global_row_count;
 };
 
 /// A problem for anchors and candidates that are already L2-normalised, with logits scaled by

@@ -227,6 +227,8 @@ enum class Collective : int64_t {
   GatherWithGradient,
   GatherWithGradientBackward,
   GatherKeys,
+  /// A loss's check that every rank calls it with the same options and embedding size.
+  LossInputs,
 };
 
 /// "barrier", "broadcast", "all_reduce", ...

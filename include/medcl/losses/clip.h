@@ -4,6 +4,7 @@
 /// CLIP's symmetric image-text contrastive loss.
 
 #include <medcl/losses/contrastive_common.h>
+#include <medcl/losses/distributed.h>
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
@@ -27,6 +28,12 @@ struct CLIPLossOptions {
   TORCH_ARG(std::optional<PairingStrategy>, pairing) = std::nullopt;
   /// Refuse NaN/Inf embeddings. Default: true
   TORCH_ARG(bool, check_finite) = true;
+  /// Data-parallel training: the process group whose ranks' batches form one global batch.
+  /// Each rank's anchors are contrasted with every rank's candidates (gathered with gradient),
+  /// positives and exclusions are decided on every rank's sample keys, and the loss returned is
+  /// this rank's share: the shares summed over the ranks equal the one-process loss on the
+  /// concatenated batch (see docs/distributed.md). Default: one process
+  TORCH_ARG(dist::ProcessGroup, group) = {};
   /// CLIPLoss only: initial log of the logit scale. Default: ln(1/0.07)
   TORCH_ARG(double, init_log_scale) = std::log(1.0 / 0.07);
   /// CLIPLoss only: the log-scale is clamped to at most this. Default: ln(100)
@@ -87,6 +94,114 @@ inline at::Tensor clip_with_rule(
   return detail::contrast_loss(std::move(p));
 }
 
+/// CLIP across the ranks of `options.group()`: this rank's images against every rank's texts and
+/// this rank's texts against every rank's images (one gather with gradient of both), each
+/// direction's mean taken over every rank's rows. `keyed`: pairs follow the pairing strategy on
+/// every rank's image and text keys (the text direction reads the rule by columns). Returns this
+/// rank's share.
+inline at::Tensor clip_distributed(
+    const char* fn,
+    const at::Tensor& image,
+    const at::Tensor& text,
+    const at::Tensor& logit_scale,
+    const SampleKeys& image_keys,
+    const SampleKeys& text_keys,
+    bool keyed,
+    const CLIPLossOptions& options) {
+  const auto& g = options.group();
+  const auto strategy = options.pairing().value_or(PairingStrategy::cross_modal(Key::Study));
+  double scale = 0.0;
+  const auto error = local_check_error([&]() {
+    check_rank_embedding(fn, "image", image, 2);
+    check_rank_embedding(fn, "text", text, 2);
+    TORCH_CHECK(
+        image.sizes() == text.sizes(),
+        fn,
+        ": image and text must have the same shape, got ",
+        image.sizes(),
+        " and ",
+        text.sizes());
+    check_same_device_dtype(fn, "image", image, "text", text);
+    TORCH_CHECK(
+        logit_scale.defined() && logit_scale.numel() == 1,
+        fn,
+        ": logit_scale must hold one value, got ",
+        logit_scale.defined() ? logit_scale.sizes() : at::IntArrayRef{});
+    scale = logit_scale.item<double>();
+    TORCH_CHECK(
+        std::isfinite(scale) && scale > 0.0,
+        fn,
+        ": logit_scale must be finite and > 0, got ",
+        scale);
+    if (options.check_finite() && image.numel() > 0) {
+      check_finite(fn, "image", image);
+      check_finite(fn, "text", text);
+    }
+    if (keyed) {
+      image_keys.check(fn, "image", image.size(0), image.device());
+      text_keys.check(fn, "text", text.size(0), text.device());
+    }
+  });
+  const bool shaped = image.defined() && image.dim() == 2;
+  agree_across_ranks(
+      fn,
+      g,
+      {agreed_int("embedding size", shaped ? image.size(1) : -1),
+       agreed_text("dtype", image.defined() ? std::string(c10::toString(image.scalar_type())) : ""),
+       agreed_double("logit scale", scale),
+       agreed_double("eps", options.eps()),
+       agreed_text("negative weighting", options.weighting().describe()),
+       agreed_text("pairing strategy", keyed ? strategy.describe() : std::string("matched pair")),
+       agreed_text("image keys", keyed ? image_keys.names() : std::string("none")),
+       agreed_text("text keys", keyed ? text_keys.names() : std::string("none"))},
+      error);
+  const int64_t b = image.size(0);
+  const int64_t d = image.size(1);
+  const auto lo = image.options().dtype(at::kLong);
+  auto x = l2_normalize(image, options.eps());
+  auto t = l2_normalize(text, options.eps());
+  auto global = gather_rows(at::cat({x, t}, 1), 1, g);
+  const int64_t m = global.all.size(0);
+  auto all_x = global.all.narrow(1, 0, d);
+  auto all_t = global.all.narrow(1, d, d);
+  std::shared_ptr<const PairRule> to_text;
+  std::shared_ptr<const PairRule> to_image;
+  if (!keyed) {
+    to_text = std::make_shared<IndexRule>(
+        at::arange(b, lo) + global.row0,
+        at::full({b}, -1, lo),
+        m,
+        "matched pair (row i with column i)");
+    to_image = to_text;
+  } else {
+    auto ik = image_keys.size() < 0 ? image_keys : dist::gather_keys(image_keys, g);
+    auto tk = text_keys.size() < 0 ? text_keys : dist::gather_keys(text_keys, g);
+    std::shared_ptr<const PairRule> full = strategy.rule(
+        ik, tk, m, m, /*same_set=*/false, /*diagonal_positive=*/true, image.device(), fn);
+    to_text = std::make_shared<RowBlockRule>(full, global.row0, b);
+    to_image =
+        std::make_shared<RowBlockRule>(std::make_shared<TransposedRule>(full), global.row0, b);
+  }
+  auto direction = [&](const at::Tensor& anchors,
+                       const at::Tensor& candidates,
+                       std::shared_ptr<const PairRule> rule) {
+    auto p = make_contrast_problem(
+        fn,
+        anchors,
+        candidates,
+        std::move(rule),
+        1.0 / scale,
+        options.weighting(),
+        options.engine(),
+        detail::matmul_dtype(image));
+    p.scale_tensor = logit_scale;
+    p.loss_scale = 0.5;
+    return distributed_contrast(std::move(p), g, global.all);
+  };
+  auto image_to_text = direction(x, all_t, std::move(to_text));
+  return image_to_text + direction(t, all_x, std::move(to_image));
+}
+
 } // namespace detail
 
 namespace functional {
@@ -118,6 +233,10 @@ inline at::Tensor clip_loss(
   if (options.pairing().has_value()) {
     return clip_loss(image, text, logit_scale, SampleKeys{}, SampleKeys{}, options);
   }
+  if (options.group().size() > 1) {
+    return detail::clip_distributed(
+        "clip_loss", image, text, logit_scale, SampleKeys{}, SampleKeys{}, false, options);
+  }
   const auto lo = at::TensorOptions().dtype(at::kLong).device(image.device());
   return detail::clip_with_rule(
       "clip_loss",
@@ -141,6 +260,10 @@ inline at::Tensor clip_loss(
     const SampleKeys& text_keys,
     const CLIPLossOptions& options) {
   constexpr const char* fn = "clip_loss";
+  if (options.group().size() > 1) {
+    return detail::clip_distributed(
+        fn, image, text, logit_scale, image_keys, text_keys, true, options);
+  }
   detail::check_embedding(fn, "image", image, 2);
   detail::check_embedding(fn, "text", text, 2);
   TORCH_CHECK(

@@ -6,6 +6,7 @@
 #include <medcl/core/checks.h>
 #include <medcl/core/normalize.h>
 #include <medcl/core/similarity_engine.h>
+#include <medcl/dist/process_group.h>
 #include <medcl/pairing/sample_keys.h>
 #include <medcl/pairing/strategy.h>
 

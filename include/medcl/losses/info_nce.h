@@ -4,6 +4,7 @@
 /// InfoNCE with an explicit set of negative keys: MoCo's loss with its queue.
 
 #include <medcl/losses/contrastive_common.h>
+#include <medcl/losses/distributed.h>
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
@@ -28,6 +29,12 @@ struct InfoNCELossOptions {
   TORCH_ARG(std::optional<PairingStrategy>, pairing) = std::nullopt;
   /// Refuse NaN/Inf embeddings. Default: true
   TORCH_ARG(bool, check_finite) = true;
+  /// Data-parallel training: the process group whose ranks' batches form one global batch.
+  /// Each rank's anchors are contrasted with every rank's candidates (gathered with gradient),
+  /// positives and exclusions are decided on every rank's sample keys, and the loss returned is
+  /// this rank's share: the shares summed over the ranks equal the one-process loss on the
+  /// concatenated batch (see docs/distributed.md). Default: one process
+  TORCH_ARG(dist::ProcessGroup, group) = {};
 };
 
 namespace detail {
@@ -109,6 +116,119 @@ inline at::Tensor info_nce_engine(
   return contrast_loss(std::move(p));
 }
 
+/// InfoNCE across the ranks of `options.group()`. With a queue (`negative_keys`, the same on
+/// every rank, as MoCo keeps it): this rank's queries against the queue, the mean taken over
+/// every rank's queries. Without: this rank's queries against every rank's positive keys
+/// (gathered with gradient), positives and exclusions from every rank's `query_keys`. `keyed`:
+/// the keyed overload (the pairing strategy applies). Returns this rank's share.
+inline at::Tensor info_nce_distributed(
+    const char* fn,
+    const at::Tensor& query,
+    const at::Tensor& positive_key,
+    const at::Tensor& negative_keys,
+    const SampleKeys& query_keys,
+    const SampleKeys& negative_sample_keys,
+    bool keyed,
+    const InfoNCELossOptions& options) {
+  const auto& g = options.group();
+  const auto strategy = options.pairing().value_or(PairingStrategy::none());
+  const auto error = local_check_error([&]() {
+    check_rank_embedding(fn, "query", query, 2);
+    check_rank_embedding(fn, "positive_key", positive_key, 2);
+    TORCH_CHECK(
+        query.sizes() == positive_key.sizes(),
+        fn,
+        ": query and positive_key must have the same shape, got ",
+        query.sizes(),
+        " and ",
+        positive_key.sizes());
+    check_same_device_dtype(fn, "query", query, "positive_key", positive_key);
+    check_temperature(fn, "temperature", options.temperature());
+    if (options.check_finite() && query.numel() > 0) {
+      check_finite(fn, "query", query);
+      check_finite(fn, "positive_key", positive_key);
+    }
+    if (keyed) {
+      query_keys.check(fn, "query", query.size(0), query.device());
+    }
+    if (negative_keys.defined()) {
+      check_negative_keys(fn, query, negative_keys, options);
+      if (keyed) {
+        negative_sample_keys.check(fn, "negative", negative_keys.size(0), query.device());
+      }
+    }
+  });
+  const bool shaped = query.defined() && query.dim() == 2;
+  agree_across_ranks(
+      fn,
+      g,
+      {agreed_int("embedding size", shaped ? query.size(1) : -1),
+       agreed_text("dtype", query.defined() ? std::string(c10::toString(query.scalar_type())) : ""),
+       agreed_double("temperature", options.temperature()),
+       agreed_double("eps", options.eps()),
+       agreed_text("negative weighting", options.weighting().describe()),
+       agreed_text("pairing strategy", keyed ? strategy.describe() : std::string("the key")),
+       agreed_text("sample keys", keyed ? query_keys.names() : std::string("none")),
+       agreed_int(
+           "queue length (negative_keys rows)",
+           negative_keys.defined() && negative_keys.dim() == 2 ? negative_keys.size(0) : -1)},
+      error);
+  const int64_t b = query.size(0);
+  const auto lo = query.options().dtype(at::kLong);
+  auto q = l2_normalize(query, options.eps());
+  auto k = l2_normalize(positive_key, options.eps());
+  if (negative_keys.defined()) {
+    // The queue is every rank's: only the mean is global.
+    const int64_t m = negative_keys.size(0);
+    std::shared_ptr<const PairRule> rule = keyed ? strategy.rule(
+                                                       query_keys,
+                                                       negative_sample_keys,
+                                                       b,
+                                                       m,
+                                                       /*same_set=*/false,
+                                                       /*diagonal_positive=*/false,
+                                                       query.device(),
+                                                       fn)
+                                                 : std::make_shared<AllNegativeRule>(b, m, lo);
+    auto p = make_contrast_problem(
+        fn,
+        q,
+        l2_normalize(negative_keys, options.eps()),
+        std::move(rule),
+        options.temperature(),
+        options.weighting(),
+        options.engine(),
+        matmul_dtype(query));
+    p.paired = k;
+    return distributed_contrast(std::move(p), g, q);
+  }
+  auto global = gather_rows(k, 1, g);
+  const int64_t m = global.all.size(0);
+  std::shared_ptr<const PairRule> rule;
+  if (!keyed) {
+    rule = std::make_shared<IndexRule>(
+        at::arange(b, lo) + global.row0,
+        at::full({b}, -1, lo),
+        m,
+        "matched pair (row i with column i)");
+  } else {
+    const auto all = query_keys.size() < 0 ? query_keys : dist::gather_keys(query_keys, g);
+    auto full = strategy.rule(
+        all, all, m, m, /*same_set=*/false, /*diagonal_positive=*/true, query.device(), fn);
+    rule = std::make_shared<RowBlockRule>(std::move(full), global.row0, b);
+  }
+  auto p = make_contrast_problem(
+      fn,
+      q,
+      global.all,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      matmul_dtype(query));
+  return distributed_contrast(std::move(p), g, global.all);
+}
+
 } // namespace detail
 
 namespace functional {
@@ -144,6 +264,10 @@ inline at::Tensor info_nce_loss(
     return info_nce_loss(query, positive_key, negative_keys, SampleKeys{}, SampleKeys{}, options);
   }
   constexpr const char* fn = "info_nce_loss";
+  if (options.group().size() > 1) {
+    return detail::info_nce_distributed(
+        fn, query, positive_key, negative_keys, SampleKeys{}, SampleKeys{}, false, options);
+  }
   detail::check_info_nce_inputs(fn, query, positive_key, options);
   const int64_t b = query.size(0);
   const auto lo = query.options().dtype(at::kLong);
@@ -179,6 +303,10 @@ inline at::Tensor info_nce_loss(
     const SampleKeys& negative_sample_keys,
     const InfoNCELossOptions& options) {
   constexpr const char* fn = "info_nce_loss";
+  if (options.group().size() > 1) {
+    return detail::info_nce_distributed(
+        fn, query, positive_key, negative_keys, query_keys, negative_sample_keys, true, options);
+  }
   detail::check_info_nce_inputs(fn, query, positive_key, options);
   const int64_t b = query.size(0);
   query_keys.check(fn, "query", b, query.device());

@@ -4,6 +4,7 @@
 /// NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR.
 
 #include <medcl/losses/contrastive_common.h>
+#include <medcl/losses/distributed.h>
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
@@ -31,6 +32,12 @@ struct NTXentLossOptions {
   TORCH_ARG(std::optional<PairingStrategy>, pairing) = std::nullopt;
   /// Refuse NaN/Inf embeddings (one reduction and a host sync). Default: true
   TORCH_ARG(bool, check_finite) = true;
+  /// Data-parallel training: the process group whose ranks' batches form one global batch.
+  /// Each rank's anchors are contrasted with every rank's candidates (gathered with gradient),
+  /// positives and exclusions are decided on every rank's sample keys, and the loss returned is
+  /// this rank's share: the shares summed over the ranks equal the one-process loss on the
+  /// concatenated batch (see docs/distributed.md). Default: one process
+  TORCH_ARG(dist::ProcessGroup, group) = {};
 };
 
 namespace detail {
@@ -77,6 +84,83 @@ inline at::Tensor nt_xent_engine(
       matmul_dtype(z0)));
 }
 
+/// NT-Xent across the ranks of `options.group()`: this rank's 2b views against every rank's
+/// (gathered with gradient), positives and exclusions from every rank's keys (`keys` null: the
+/// other view). Returns this rank's share of the global loss.
+inline at::Tensor nt_xent_distributed(
+    const char* fn,
+    const at::Tensor& z0,
+    const at::Tensor& z1,
+    const SampleKeys* keys,
+    const NTXentLossOptions& options) {
+  const auto& g = options.group();
+  const auto error = local_check_error([&]() {
+    check_rank_embedding(fn, "z0", z0, 2);
+    check_rank_embedding(fn, "z1", z1, 2);
+    TORCH_CHECK(
+        z0.sizes() == z1.sizes(),
+        fn,
+        ": z0 and z1 must have the same shape, got ",
+        z0.sizes(),
+        " and ",
+        z1.sizes());
+    check_same_device_dtype(fn, "z0", z0, "z1", z1);
+    check_temperature(fn, "temperature", options.temperature());
+    if (options.check_finite() && z0.numel() > 0) {
+      check_finite(fn, "z0", z0);
+      check_finite(fn, "z1", z1);
+    }
+    if (keys != nullptr) {
+      keys->check(fn, "sample", z0.size(0), z0.device());
+    }
+  });
+  const bool shaped = z0.defined() && z0.dim() == 2;
+  agree_across_ranks(
+      fn,
+      g,
+      {agreed_int("embedding size", shaped ? z0.size(1) : -1),
+       agreed_text("dtype", z0.defined() ? std::string(c10::toString(z0.scalar_type())) : ""),
+       agreed_double("temperature", options.temperature()),
+       agreed_double("eps", options.eps()),
+       agreed_text("negative weighting", options.weighting().describe()),
+       agreed_text(
+           "pairing strategy",
+           keys == nullptr ? std::string("the other view")
+                           : options.pairing().value_or(PairingStrategy::instance()).describe()),
+       agreed_text("sample keys", keys == nullptr ? std::string("none") : keys->names())},
+      error);
+  const int64_t b = z0.size(0);
+  auto z = l2_normalize(at::cat({z0, z1}, 0), options.eps());
+  auto global = gather_rows(z, 2, g);
+  const int64_t m = global.all.size(0);
+  const auto lo = z0.options().dtype(at::kLong);
+  std::shared_ptr<const PairRule> rule;
+  if (keys == nullptr) {
+    auto local = at::arange(2 * b, lo);
+    rule = std::make_shared<IndexRule>(
+        (local + b).remainder(std::max<int64_t>(2 * b, 1)) + global.row0,
+        local + global.row0,
+        m,
+        "instance: the other view of the same sample");
+  } else {
+    auto all = gather_view_keys(*keys, b, 2, global.sample_offset, z0.device(), g);
+    auto strategy = options.pairing().value_or(PairingStrategy::instance());
+    auto full = strategy.rule(
+        all, all, m, m, /*same_set=*/true, /*diagonal_positive=*/false, z0.device(), fn);
+    rule = std::make_shared<RowBlockRule>(std::move(full), global.row0, 2 * b);
+  }
+  auto p = make_contrast_problem(
+      fn,
+      z,
+      global.all,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      matmul_dtype(z0));
+  return distributed_contrast(std::move(p), g, global.all);
+}
+
 } // namespace detail
 
 namespace functional {
@@ -108,6 +192,9 @@ nt_xent_loss(const at::Tensor& z0, const at::Tensor& z1, const NTXentLossOptions
     return nt_xent_loss(z0, z1, SampleKeys{}, options);
   }
   constexpr const char* fn = "nt_xent_loss";
+  if (options.group().size() > 1) {
+    return detail::nt_xent_distributed(fn, z0, z1, nullptr, options);
+  }
   detail::check_nt_xent_inputs(fn, z0, z1, options);
   const int64_t b = z0.size(0);
   auto rule = std::make_shared<TwoViewRule>(b, z0.options().dtype(at::kLong));
@@ -134,6 +221,9 @@ inline at::Tensor nt_xent_loss(
     const SampleKeys& keys,
     const NTXentLossOptions& options) {
   constexpr const char* fn = "nt_xent_loss";
+  if (options.group().size() > 1) {
+    return detail::nt_xent_distributed(fn, z0, z1, &keys, options);
+  }
   detail::check_nt_xent_inputs(fn, z0, z1, options);
   const int64_t b = z0.size(0);
   auto all = detail::stacked_view_keys(fn, keys, b, 2, z0.device());

@@ -4,6 +4,7 @@
 /// Supervised contrastive loss (SupCon).
 
 #include <medcl/losses/contrastive_common.h>
+#include <medcl/losses/distributed.h>
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
@@ -30,6 +31,12 @@ struct SupConLossOptions {
   TORCH_ARG(std::optional<PairingStrategy>, pairing) = std::nullopt;
   /// Refuse NaN/Inf embeddings. Default: true
   TORCH_ARG(bool, check_finite) = true;
+  /// Data-parallel training: the process group whose ranks' batches form one global batch.
+  /// Each rank's anchors are contrasted with every rank's candidates (gathered with gradient),
+  /// positives and exclusions are decided on every rank's sample keys, and the loss returned is
+  /// this rank's share: the shares summed over the ranks equal the one-process loss on the
+  /// concatenated batch (see docs/distributed.md). Default: one process
+  TORCH_ARG(dist::ProcessGroup, group) = {};
 };
 
 namespace detail {
@@ -91,6 +98,113 @@ inline at::Tensor supcon_engine(
   return contrast_loss(std::move(p));
 }
 
+/// SupCon across the ranks of `options.group()`: this rank's b·V views against every rank's
+/// (gathered with gradient). `keys` null: positives by `labels` (or, undefined, the other views
+/// of the sample); else by the pairing strategy on every rank's keys. Returns this rank's share.
+inline at::Tensor supcon_distributed(
+    const char* fn,
+    const at::Tensor& features,
+    const at::Tensor& labels,
+    const SampleKeys* keys,
+    const SupConLossOptions& options) {
+  const auto& g = options.group();
+  const bool has_labels = keys != nullptr ? keys->has(Key::Label) : labels.defined();
+  const auto strategy = options.pairing().value_or(
+      has_labels ? PairingStrategy::same_label() : PairingStrategy::instance());
+  const auto error = local_check_error([&]() {
+    check_rank_embedding(fn, "features", features, 3);
+    check_temperature(fn, "temperature", options.temperature());
+    check_temperature(fn, "base_temperature", options.base_temperature());
+    if (options.check_finite() && features.numel() > 0) {
+      check_finite(fn, "features", features);
+    }
+    if (keys != nullptr) {
+      keys->check(fn, "sample", features.size(0), features.device());
+    } else if (labels.defined()) {
+      check_label_ids(fn, labels, options);
+      TORCH_CHECK(
+          labels.dim() == 1 && labels.size(0) == features.size(0),
+          fn,
+          ": labels must be [B] with B = ",
+          features.size(0),
+          ", got shape ",
+          labels.sizes());
+      TORCH_CHECK(
+          labels.device() == features.device(),
+          fn,
+          ": labels must be on the features' device ",
+          features.device(),
+          ", got ",
+          labels.device());
+    } else {
+      TORCH_CHECK(
+          features.size(1) >= 2,
+          fn,
+          ": without labels SupCon needs at least 2 views per sample, got features of shape ",
+          features.sizes());
+    }
+  });
+  const bool shaped = features.defined() && features.dim() == 3;
+  agree_across_ranks(
+      fn,
+      g,
+      {agreed_int("embedding size", shaped ? features.size(2) : -1),
+       agreed_int("number of views", shaped ? features.size(1) : -1),
+       agreed_text(
+           "dtype", features.defined() ? std::string(c10::toString(features.scalar_type())) : ""),
+       agreed_double("temperature", options.temperature()),
+       agreed_double("base_temperature", options.base_temperature()),
+       agreed_double("eps", options.eps()),
+       agreed_text("negative weighting", options.weighting().describe()),
+       agreed_text(
+           "pairing strategy",
+           keys != nullptr ? strategy.describe()
+                           : (has_labels ? "same label" : "the other views of the sample")),
+       agreed_text(
+           "sample keys",
+           keys != nullptr ? keys->names() : (has_labels ? "labels" : std::string("none")))},
+      error);
+  const int64_t b = features.size(0);
+  const int64_t v = features.size(1);
+  auto flat =
+      l2_normalize(features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
+  auto global = gather_rows(flat, v, g);
+  const int64_t m = global.all.size(0);
+  const auto lo = features.options().dtype(at::kLong);
+  std::shared_ptr<const PairRule> rule;
+  if (keys != nullptr) {
+    auto all = gather_view_keys(*keys, b, v, global.sample_offset, features.device(), g);
+    auto full = strategy.rule(
+        all, all, m, m, /*same_set=*/true, /*diagonal_positive=*/false, features.device(), fn);
+    rule = std::make_shared<RowBlockRule>(std::move(full), global.row0, v * b);
+  } else if (!has_labels && v == 2) {
+    auto local = at::arange(2 * b, lo);
+    rule = std::make_shared<IndexRule>(
+        (local + b).remainder(std::max<int64_t>(2 * b, 1)) + global.row0,
+        local + global.row0,
+        m,
+        "instance: the other view of the same sample");
+  } else {
+    auto ids = has_labels ? labels.to(at::kLong)
+                          : at::arange(global.sample_offset, global.sample_offset + b, lo);
+    auto all = g.all_gather(ids.repeat({v}));
+    auto full = std::make_shared<KeyMatchRule>(
+        all, all, /*exclude_diagonal=*/true, has_labels ? "same label" : "same instance");
+    rule = std::make_shared<RowBlockRule>(std::move(full), global.row0, v * b);
+  }
+  auto p = make_contrast_problem(
+      fn,
+      flat,
+      global.all,
+      std::move(rule),
+      options.temperature(),
+      options.weighting(),
+      options.engine(),
+      matmul_dtype(features));
+  p.loss_scale = options.temperature() / options.base_temperature();
+  return distributed_contrast(std::move(p), g, global.all);
+}
+
 } // namespace detail
 
 namespace functional {
@@ -121,6 +235,17 @@ inline at::Tensor supcon_loss(
     const at::Tensor& labels = {},
     const SupConLossOptions& options = {}) {
   constexpr const char* fn = "supcon_loss";
+  if (options.group().size() > 1) {
+    if (!options.pairing().has_value()) {
+      return detail::supcon_distributed(fn, features, labels, nullptr, options);
+    }
+    // Checked on every rank together (a floating-point label is refused there, not truncated).
+    SampleKeys keys;
+    keys.label = labels.defined() && !at::isFloatingType(labels.scalar_type())
+        ? labels.to(at::kLong)
+        : labels;
+    return detail::supcon_distributed(fn, features, at::Tensor(), &keys, options);
+  }
   detail::check_supcon_inputs(fn, features, options);
   const int64_t b = features.size(0);
   const int64_t v = features.size(1);
@@ -169,6 +294,9 @@ inline at::Tensor supcon_loss(
 inline at::Tensor
 supcon_loss(const at::Tensor& features, const SampleKeys& keys, const SupConLossOptions& options) {
   constexpr const char* fn = "supcon_loss";
+  if (options.group().size() > 1) {
+    return detail::supcon_distributed(fn, features, at::Tensor(), &keys, options);
+  }
   detail::check_supcon_inputs(fn, features, options);
   const int64_t b = features.size(0);
   const int64_t v = features.size(1);

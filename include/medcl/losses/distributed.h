@@ -1,0 +1,361 @@
+#pragma once
+
+/// \file
+/// The InfoNCE family across processes: the pieces that let a loss contrast this process's
+/// anchors with every process's candidates and decide positives and exclusions on every
+/// process's sample keys (a patient's record on rank 3 is a positive, or not a negative, for the
+/// same patient's record on rank 0).
+///
+/// Layout: the candidates are every rank's rows in rank order, and within a rank in the loss's
+/// own order (view-major for NT-Xent and SupCon). This rank's anchors are the candidate rows
+/// [row0, row0 + n). A rule for all the rows (built once from the gathered keys, O(M) memory:
+/// the rules build their masks one tile at a time) is cut to this rank's rows by RowBlockRule.
+/// Each rank's loss is the sum over its rows divided by the number of rows over every rank
+/// (ContrastProblem::global_row_count), so the ranks' losses sum to the one-process loss, and
+/// with dist::gather_with_gradient their gradients sum to the one-process gradient.
+
+#include <medcl/core/pair_rule.h>
+#include <medcl/core/similarity_engine.h>
+#include <medcl/dist/gather.h>
+#include <medcl/dist/gather_keys.h>
+#include <medcl/dist/process_group.h>
+#include <medcl/pairing/sample_keys.h>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace medcl {
+
+/// Rows [row0, row0 + rows) of a rule built for more anchor rows (every process's), all of its
+/// columns: how one process sees a rule of the global batch.
+class RowBlockRule : public PairRule {
+ public:
+  RowBlockRule(std::shared_ptr<const PairRule> global, int64_t row0, int64_t rows)
+      : g_(std::move(global)), row0_(row0), rows_(rows) {
+    TORCH_CHECK(g_ != nullptr, "RowBlockRule: no rule");
+    TORCH_CHECK(
+        row0 >= 0 && rows >= 0 && row0 + rows <= g_->rows(),
+        "RowBlockRule: rows [",
+        row0,
+        ", ",
+        row0 + rows,
+        ") are outside the rule's ",
+        g_->rows(),
+        " rows");
+  }
+  int64_t rows() const override {
+    return rows_;
+  }
+  int64_t cols() const override {
+    return g_->cols();
+  }
+  PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const override {
+    return g_->tile(row0_ + r0, row0_ + r1, c0, c1);
+  }
+  std::optional<SparsePairs> sparse() const override {
+    auto s = g_->sparse();
+    if (!s.has_value()) {
+      return std::nullopt;
+    }
+    return SparsePairs{cut(s->positive_col), cut(s->excluded_col)};
+  }
+  std::optional<KeyClasses> key_classes() const override {
+    auto k = g_->key_classes();
+    if (!k.has_value()) {
+      return std::nullopt;
+    }
+    return KeyClasses{cut(k->anchor_keys), k->candidate_keys};
+  }
+  std::optional<at::Tensor> excluded_cols() const override {
+    auto e = g_->excluded_cols();
+    if (!e.has_value()) {
+      return std::nullopt;
+    }
+    return cut(*e);
+  }
+  std::string describe() const override {
+    return g_->describe();
+  }
+
+ private:
+  at::Tensor cut(const at::Tensor& t) const {
+    return t.narrow(0, row0_, rows_);
+  }
+  std::shared_ptr<const PairRule> g_;
+  int64_t row0_;
+  int64_t rows_;
+};
+
+/// The transpose of a rule: row j, column i is the rule's (i, j). CLIP's text-to-image
+/// direction across processes (the images' rule read by columns).
+class TransposedRule : public PairRule {
+ public:
+  explicit TransposedRule(std::shared_ptr<const PairRule> rule) : g_(std::move(rule)) {
+    TORCH_CHECK(g_ != nullptr, "TransposedRule: no rule");
+  }
+  int64_t rows() const override {
+    return g_->cols();
+  }
+  int64_t cols() const override {
+    return g_->rows();
+  }
+  PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const override {
+    auto t = g_->tile(c0, c1, r0, r1);
+    return {
+        t.positive.defined() ? t.positive.t() : t.positive,
+        t.excluded.defined() ? t.excluded.t() : t.excluded};
+  }
+  std::optional<SparsePairs> sparse() const override {
+    return g_->sparse_transposed();
+  }
+  std::optional<SparsePairs> sparse_transposed() const override {
+    return g_->sparse();
+  }
+  std::string describe() const override {
+    return g_->describe() + " (transposed)";
+  }
+
+ private:
+  std::shared_ptr<const PairRule> g_;
+};
+
+/// Rows with at most one positive and one excluded column, given by index (-1 for none): e.g.
+/// SimCLR's other view and the anchor itself among every process's candidates.
+class IndexRule : public PairRule {
+ public:
+  IndexRule(at::Tensor positive_col, at::Tensor excluded_col, int64_t cols, std::string what)
+      : pos_(std::move(positive_col)),
+        excl_(std::move(excluded_col)),
+        cols_(cols),
+        what_(std::move(what)) {
+    TORCH_CHECK(
+        pos_.dim() == 1 && excl_.sizes() == pos_.sizes() && pos_.scalar_type() == at::kLong &&
+            excl_.scalar_type() == at::kLong,
+        "IndexRule: positive_col and excluded_col must be int64 [N] each");
+  }
+  int64_t rows() const override {
+    return pos_.size(0);
+  }
+  int64_t cols() const override {
+    return cols_;
+  }
+  PairTile tile(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const override {
+    return {
+        tile_mask_from_sparse(pos_, r0, r1, c0, c1), tile_mask_from_sparse(excl_, r0, r1, c0, c1)};
+  }
+  std::optional<SparsePairs> sparse() const override {
+    return SparsePairs{pos_, excl_};
+  }
+  std::string describe() const override {
+    return what_;
+  }
+
+ private:
+  at::Tensor pos_;
+  at::Tensor excl_;
+  int64_t cols_;
+  std::string what_;
+};
+
+namespace detail {
+
+/// FNV-1a of a description: the same on every process (std::hash need not be).
+inline int64_t fingerprint(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return static_cast<int64_t>(h >> 1);
+}
+
+/// One value every process must agree on before a loss gathers anything.
+struct AgreedField {
+  const char* name;
+  int64_t value;
+  /// Printed as a double (the bits of one), or as a description.
+  bool is_double = false;
+  std::string text;
+};
+
+inline AgreedField agreed_double(const char* name, double v) {
+  int64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(bits));
+  return {name, bits, true, ""};
+}
+inline AgreedField agreed_text(const char* name, const std::string& text) {
+  return {name, fingerprint(text), false, text};
+}
+inline AgreedField agreed_int(const char* name, int64_t v) {
+  return {name, v, false, ""};
+}
+
+/// Every rank sends its fields (and whether its own input checks failed: `local_error`, then
+/// thrown on that rank and named on the others, so that no rank waits in a collective for one
+/// that has stopped); a field that differs from rank 0's is named on every rank with both
+/// values. Runs before any embedding or key is gathered.
+inline void agree_across_ranks(
+    const char* fn,
+    const dist::ProcessGroup& group,
+    const std::vector<AgreedField>& fields,
+    const std::string& local_error) {
+  std::vector<int64_t> values;
+  for (const auto& f : fields) {
+    values.push_back(f.value);
+  }
+  TORCH_INTERNAL_ASSERT(static_cast<int64_t>(values.size()) <= dist::detail::kMaxMetadataFields);
+  auto all = dist::detail::exchange_metadata(
+      group, fn, dist::detail::Collective::LossInputs, values, local_error);
+  auto show = [](const AgreedField& f, int64_t v) {
+    std::ostringstream s;
+    if (f.is_double) {
+      double d = 0;
+      std::memcpy(&d, &v, sizeof(d));
+      s << d;
+    } else if (!f.text.empty()) {
+      s << "fingerprint " << v;
+    } else {
+      s << v;
+    }
+    return s.str();
+  };
+  for (size_t r = 1; r < all.size(); ++r) {
+    for (size_t i = 0; i < fields.size() && i < all[r].size(); ++i) {
+      if (all[r][i] == all[0][i]) {
+        continue;
+      }
+      const auto& f = fields[i];
+      TORCH_CHECK(
+          false,
+          fn,
+          ": the ranks disagree on the ",
+          f.name,
+          ": rank 0 has ",
+          show(f, all[0][i]),
+          ", rank ",
+          r,
+          " has ",
+          show(f, all[r][i]),
+          f.text.empty() ? std::string() : " (this rank's: " + f.text + ")",
+          ". Every rank must call the loss with the same options, embedding size and dtype.");
+    }
+  }
+}
+
+/// The ContrastProblem::global_row_count of a process group: an all-reduce of the count.
+inline std::function<int64_t(int64_t)> global_row_counter(const dist::ProcessGroup& group) {
+  return [group](int64_t local) {
+    auto t = at::full({1}, local, at::kLong);
+    group.all_reduce(t);
+    return t.item<int64_t>();
+  };
+}
+
+/// Every rank's rows, gathered with gradient, and where this rank's rows sit among them.
+struct GlobalRows {
+  at::Tensor all;              // [M, D]: every rank's rows in rank order
+  int64_t row0 = 0;            // this rank's first row
+  int64_t sample_offset = 0;   // this rank's first sample (rows / views before it)
+  std::vector<int64_t> counts; // rows per rank
+};
+
+/// Test hook, never set outside medcl's tests: when true, the losses gather with
+/// dist::detail::gather_with_local_gradient (whose backward is not summed over the ranks), the
+/// negative control that shows the tests' comparison catches a wrong gradient.
+inline bool& negative_control_local_gather() {
+  static bool on = false;
+  return on;
+}
+
+/// Gathers `local` [views · b, D] (b samples, view-major) of every rank.
+inline GlobalRows gather_rows(const at::Tensor& local, int64_t views, const dist::ProcessGroup& g) {
+  GlobalRows out;
+  out.all = negative_control_local_gather()
+      ? dist::detail::gather_with_local_gradient(local, g, &out.counts)
+      : dist::gather_with_gradient(local, g, &out.counts);
+  for (int64_t r = 0; r < g.rank(); ++r) {
+    out.row0 += out.counts[r];
+  }
+  out.sample_offset = out.row0 / views;
+  return out;
+}
+
+/// The keys of every rank's rows in the layout of gather_rows: this rank's `keys` of its b
+/// samples (empty: none carried), `instance` defaulting to the global sample index, repeated for
+/// `views` views (view-major, with `view`), gathered in rank order.
+inline SampleKeys gather_view_keys(
+    const SampleKeys& keys,
+    int64_t b,
+    int64_t views,
+    int64_t sample_offset,
+    const at::Device& device,
+    const dist::ProcessGroup& g) {
+  const auto lo = at::TensorOptions().dtype(at::kLong).device(device);
+  SampleKeys local = keys;
+  if (!local.has(Key::Instance)) {
+    local.instance = at::arange(sample_offset, sample_offset + b, lo);
+  }
+  return dist::gather_keys(local.repeat_views(views, lo), g);
+}
+
+/// Runs the engine on this rank's share, or takes part in its collectives with no rows. With no
+/// anchors this rank still all-reduces its (zero) row counts and returns a zero loss connected to
+/// the gathered candidates `connected`, so that its backward joins the gather's all-reduce.
+inline at::Tensor distributed_contrast(
+    ContrastProblem p,
+    const dist::ProcessGroup& g,
+    const at::Tensor& connected,
+    int directions = 1) {
+  p.global_row_count = global_row_counter(g);
+  if (p.anchors.size(0) > 0) {
+    return contrast_loss(std::move(p));
+  }
+  for (int d = 0; d < directions; ++d) {
+    p.global_row_count(0);
+  }
+  return connected.sum().mul(0.0).to(p.anchors.scalar_type());
+}
+
+/// Runs `check` (this rank's input checks) and returns its error message, so that the ranks can
+/// stop together (agree_across_ranks) instead of one throwing while the others wait.
+template <class F>
+std::string local_check_error(F&& check) {
+  try {
+    check();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return std::string();
+}
+
+/// The checks of an embedding on one rank of a group: like check_embedding, except that a rank
+/// may hold no rows (the last, short global batch).
+inline void
+check_rank_embedding(const char* fn, const char* name, const at::Tensor& t, int64_t rank) {
+  TORCH_CHECK(t.defined(), fn, ": ", name, " is an undefined tensor");
+  TORCH_CHECK(
+      t.dim() == rank, fn, ": expected ", name, " of rank ", rank, ", got shape ", t.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(t.scalar_type()),
+      fn,
+      ": expected ",
+      name,
+      " of a floating-point dtype, got ",
+      t.scalar_type());
+  for (int64_t d = 1; d < t.dim(); ++d) {
+    TORCH_CHECK(t.size(d) > 0, fn, ": ", name, " has an empty dimension (shape ", t.sizes(), ")");
+  }
+}
+
+} // namespace detail
+} // namespace medcl
