@@ -1,0 +1,226 @@
+// Weak scaling of data-parallel NT-Xent pretraining: the step time of SimCLR with a small MLP
+// encoder at a fixed per-rank batch on 1 rank and on W ranks (processes on this machine, one thread
+// each, Gloo over loopback), the weak-scaling efficiency t(1) / t(W) (1 is perfect: W times the
+// samples in the same time), and the bytes each rank receives per step (from the sizes, by the
+// formulas of docs/distributed.md).
+//
+// A step: two views through the encoder, NT-Xent across the ranks (every rank's views gathered with
+// gradient), backward, the gradients summed over the ranks (medcl::dist::GradientReducer), AdamW.
+//
+//   medcl_bench_dist [--ranks=2] [--batch=256] [--steps=30] [--warmup=5] [--dim=128]
+//
+// The program runs itself again as the workers (RANK, WORLD_SIZE in their environment).
+
+#include <medcl/dist/data_parallel.h>
+#include <medcl/dist/process_group.h>
+#include <medcl/losses/nt_xent.h>
+
+#include <torch/torch.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+int64_t arg(int argc, char** argv, const char* name, int64_t fallback) {
+  const std::string prefix = std::string("--") + name + "=";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) {
+      return std::stoll(argv[i] + prefix.size());
+    }
+  }
+  return fallback;
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? std::string(v) : fallback;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+torch::nn::Sequential encoder(int64_t dim) {
+  return torch::nn::Sequential(
+      torch::nn::Linear(64, 512),
+      torch::nn::ReLU(),
+      torch::nn::Linear(512, 512),
+      torch::nn::ReLU(),
+      torch::nn::Linear(512, dim));
+}
+
+// One worker: writes its per-step times (seconds) and the reducer's bytes to <dir>/rank<r>.txt.
+int worker(const std::string& dir, int64_t batch, int64_t steps, int64_t warmup, int64_t dim) {
+  const int64_t rank = std::stoll(env_or("RANK", "0"));
+  const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
+  medcl::dist::ProcessGroup group;
+  if (world > 1) {
+    auto store = medcl::dist::Store::file(dir + "/store", world, std::chrono::seconds(120));
+    group = medcl::dist::new_group(
+        store,
+        rank,
+        world,
+        medcl::dist::ProcessGroupOptions()
+            .timeout(std::chrono::seconds(120))
+            .hostname("127.0.0.1"));
+  }
+  torch::manual_seed(7);
+  auto net = encoder(dim);
+  medcl::dist::broadcast_parameters(*net, group);
+  medcl::dist::GradientReducer reducer(*net, group);
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-3));
+  const auto opts = medcl::NTXentLossOptions().temperature(0.2).group(group);
+  torch::manual_seed(100 + static_cast<uint64_t>(rank));
+  const auto data = torch::randn({batch, 64});
+  std::vector<double> times;
+  for (int64_t s = 0; s < warmup + steps; ++s) {
+    group.barrier();
+    const auto t0 = std::chrono::steady_clock::now();
+    auto v0 = data + 0.1 * torch::randn_like(data);
+    auto v1 = data + 0.1 * torch::randn_like(data);
+    auto loss = medcl::functional::nt_xent_loss(net->forward(v0), net->forward(v1), opts);
+    opt.zero_grad();
+    loss.backward();
+    reducer.reduce();
+    opt.step();
+    const auto t1 = std::chrono::steady_clock::now();
+    if (s >= warmup) {
+      times.push_back(std::chrono::duration<double>(t1 - t0).count());
+    }
+  }
+  std::ofstream out(dir + "/rank" + std::to_string(rank) + ".txt");
+  out << reducer.bytes_last_step() << "\n";
+  for (double t : times) {
+    out << t << "\n";
+  }
+  return 0;
+}
+
+// Runs `world` workers of this program; returns every rank's median step time and the reducer's
+// bytes of rank 0.
+std::pair<double, int64_t>
+run(const char* self, int64_t world, const std::string& dir, char** argv) {
+  std::vector<pid_t> pids;
+  for (int64_t r = 0; r < world; ++r) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      ::setenv("OMP_NUM_THREADS", "1", 1);
+      ::setenv("MEDCL_BENCH_DIST_DIR", dir.c_str(), 1);
+      ::execve(self, argv, environ);
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  bool ok = true;
+  for (auto pid : pids) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  if (!ok) {
+    std::fprintf(stderr, "a worker failed\n");
+    std::exit(1);
+  }
+  double slowest = 0;
+  int64_t bytes = 0;
+  for (int64_t r = 0; r < world; ++r) {
+    std::ifstream in(dir + "/rank" + std::to_string(r) + ".txt");
+    int64_t b = 0;
+    in >> b;
+    if (r == 0) {
+      bytes = b;
+    }
+    std::vector<double> t;
+    double x = 0;
+    while (in >> x) {
+      t.push_back(x);
+    }
+    slowest = std::max(slowest, median(t));
+  }
+  return {slowest, bytes};
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  const int64_t ranks = arg(argc, argv, "ranks", 2);
+  const int64_t batch = arg(argc, argv, "batch", 256);
+  const int64_t steps = arg(argc, argv, "steps", 30);
+  const int64_t warmup = arg(argc, argv, "warmup", 5);
+  const int64_t dim = arg(argc, argv, "dim", 128);
+  at::set_num_threads(1);
+  const std::string worker_dir = env_or("MEDCL_BENCH_DIST_DIR", "");
+  if (!worker_dir.empty()) {
+    return worker(worker_dir, batch, steps, warmup, dim);
+  }
+  if (!medcl::dist::available()) {
+    std::printf("medcl was built without medcl::dist: nothing to measure\n");
+    return 0;
+  }
+  char self[4096];
+  const ssize_t len = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (len <= 0) {
+    std::fprintf(stderr, "cannot read /proc/self/exe\n");
+    return 1;
+  }
+  self[len] = '\0';
+  const auto base =
+      std::filesystem::temp_directory_path() / ("medcl-bench-dist-" + std::to_string(::getpid()));
+  std::printf(
+      "NT-Xent pretraining step, MLP 64-512-512-%lld, per-rank batch %lld (2 views), one thread "
+      "per "
+      "rank, Gloo over loopback; median of %lld steps\n",
+      static_cast<long long>(dim),
+      static_cast<long long>(batch),
+      static_cast<long long>(steps));
+  double t1 = 0;
+  for (int64_t w : {int64_t(1), ranks}) {
+    const auto dir = base / ("w" + std::to_string(w));
+    std::filesystem::create_directories(dir);
+    const auto result = run(self, w, dir.string(), argv);
+    const double t = result.first;
+    if (w == 1) {
+      t1 = t;
+    }
+    // Bytes received per rank per step (docs/distributed.md): the gathered views, the gathered
+    // gradient's all-reduce, the row counts, and the parameters' all-reduce.
+    const double n = 2.0 * static_cast<double>(batch);
+    const double big_n = n * static_cast<double>(w);
+    const double wd = static_cast<double>(w);
+    const double loss_bytes = w == 1 ? 0.0
+                                     : (wd - 1) * n * static_cast<double>(dim) * 4 +
+            2 * (wd - 1) / wd * big_n * static_cast<double>(dim) * 4;
+    const double param_bytes =
+        w == 1 ? 0.0 : 2 * (wd - 1) / wd * static_cast<double>(result.second);
+    std::printf(
+        "ranks %lld: step %.2f ms, %.0f samples/s in all, weak-scaling efficiency %.1f%%, "
+        "received per rank per step %.2f MiB (loss %.2f MiB, gradients %.2f MiB of %.2f MiB "
+        "reduced)\n",
+        static_cast<long long>(w),
+        t * 1e3,
+        static_cast<double>(batch * w) / t,
+        100.0 * t1 / t,
+        (loss_bytes + param_bytes) / (1 << 20),
+        loss_bytes / (1 << 20),
+        param_bytes / (1 << 20),
+        static_cast<double>(result.second) / (1 << 20));
+  }
+  std::filesystem::remove_all(base);
+  return 0;
+}
