@@ -30,7 +30,8 @@ medcl_packages() {
     # libgloo-dev: installing that one would remove the CUDA LibTorch.
     case " $torch_pkgs " in
       *" libtorch-cuda-dev "*) pkgs="$pkgs libgloo-cuda-dev" ;;
-      *) pkgs="$pkgs libgloo-dev" ;;
+      # python3-torch: torchrun, through which tests/dist launch a distributed loss too.
+      *) pkgs="$pkgs libgloo-dev python3-torch" ;;
     esac
   fi
   # The reference software the clinical statistics are checked against (ctest r.statistics,

@@ -19,6 +19,9 @@
 
 #include <torch/torch.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -212,6 +215,11 @@ void write_text(const std::string& path, const std::string& text) {
 }
 
 ProcessGroup worker_group(const std::string& dir) {
+  if (env_or("MEDCL_DIST_STORE", "file") == "env") {
+    // Launched by torchrun: RANK, WORLD_SIZE, MASTER_ADDR/PORT (and maybe its agent's store).
+    return medcl::dist::init_from_env(
+        ProcessGroupOptions().timeout(std::chrono::seconds(60)).hostname("127.0.0.1"));
+  }
   const int64_t rank = std::stoll(env_or("RANK", "0"));
   const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
   auto store = Store::file(dir + "/store", world, std::chrono::seconds(90));
@@ -312,6 +320,9 @@ std::vector<at::Tensor> load_tensors(const std::string& path) {
   return t;
 }
 
+// Compares the workers' results in `dir` with the one-process computation.
+void compare_losses(const std::string& dir, int world, at::ScalarType dtype, bool control);
+
 void check_losses(int world, at::ScalarType dtype, bool control) {
   medcl_test::TempDir dir;
   medcl_test::Launch l;
@@ -327,9 +338,13 @@ void check_losses(int world, at::ScalarType dtype, bool control) {
     INFO(medcl_test::all_logs(exits));
     REQUIRE(e.code == 0);
   }
+  compare_losses(dir.path.string(), world, dtype, control);
+}
+
+void compare_losses(const std::string& dir, int world, at::ScalarType dtype, bool control) {
   std::vector<std::vector<at::Tensor>> results;
   for (int r = 0; r < world; ++r) {
-    results.push_back(load_tensors(dir.path.string() + "/losses." + std::to_string(r) + ".pt"));
+    results.push_back(load_tensors(dir + "/losses." + std::to_string(r) + ".pt"));
   }
   const auto rows = rows_per_rank(world);
   const int64_t n = total(rows);
@@ -456,4 +471,39 @@ TEST_CASE("losses whose ranks disagree stop every rank with a named error", "[di
   }
   CHECK_THAT(outcome("nan", 1), Contains("image"));
   CHECK_THAT(outcome("nan", 0), Contains("rank 1 refused its input"));
+}
+
+TEST_CASE("the InfoNCE family on 2 ranks launched by torchrun --no_python", "[dist]") {
+  if (!medcl::dist::available()) {
+    MEDCL_SKIP("medcl was built without medcl::dist (libgloo-dev missing at configure time)");
+  }
+  if (std::system("command -v torchrun > /dev/null 2>&1") != 0) {
+    MEDCL_SKIP("torchrun not found (Debian: python3-torch)");
+  }
+  char self[4096];
+  const ssize_t len = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  REQUIRE(len > 0);
+  self[len] = '\0';
+  // --standalone: torchrun's c10d rendezvous on a free port, rank 0 hosts the TCPStore; without
+  // it (static rendezvous) the ranks use the store of torchrun's agent.
+  const auto mode = GENERATE(std::string("--standalone"), std::string("--master_port="));
+  medcl_test::TempDir dir;
+  const std::string d = dir.path.string();
+  std::string rdzv = mode;
+  if (mode != "--standalone") {
+    rdzv = mode + std::to_string(medcl_test::free_loopback_port()) + " --master_addr=127.0.0.1";
+  }
+  const std::string cmd = "cd '" + d +
+      "' && MEDCL_DIST_SCENARIO=losses MEDCL_DIST_STORE=env MEDCL_DIST_DTYPE=double "
+      "MEDCL_DIST_CONTROL=0 MEDCL_DIST_DIR='" +
+      d + "' OMP_NUM_THREADS=1 timeout 200 torchrun " + rdzv +
+      // --redirects and --tee given: torch 1.13's defaults ("0") parse to None on Python 3.11.
+      " --nnodes=1 --nproc_per_node=2 --redirects=2 --tee=2 --log_dir=torchrun-logs --no_python '" +
+      std::string(self) + "' medcl-dist-worker > torchrun.log 2>&1";
+  INFO(cmd);
+  const int status = std::system(cmd.c_str());
+  INFO(medcl_test::read_text_file(d + "/torchrun.log"));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  compare_losses(d, 2, at::kDouble, false);
 }
