@@ -27,6 +27,7 @@
 #include <medcl/data/pbc.h>
 #include <medcl/data/samplers.h>
 #include <medcl/data/splits.h>
+#include <medcl/dist/data_parallel.h>
 #include <medcl/dist/gather.h>
 #include <medcl/dist/gather_keys.h>
 #include <medcl/eval/audits.h>
