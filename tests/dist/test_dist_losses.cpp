@@ -307,6 +307,20 @@ void mismatch_scenario(const std::string& dir) {
     auto o = medcl::NTXentLossOptions().group(group).pairing(PairingStrategy::same_patient());
     F::nt_xent_loss(z, z + 0.1, k, o);
   });
+  step("too_large", [&]() {
+    // This rank can take 1000 bytes only: 3 x 12 rows x 4 x 8 bytes do not fit.
+    if (odd) {
+      ::setenv("MEDCL_GATHER_LIMIT_BYTES", "1000", 1);
+    }
+    try {
+      F::supcon_loss(
+          at::stack({z, z + 0.1}, 1), at::Tensor(), medcl::SupConLossOptions().group(group));
+    } catch (...) {
+      ::unsetenv("MEDCL_GATHER_LIMIT_BYTES");
+      throw;
+    }
+    ::unsetenv("MEDCL_GATHER_LIMIT_BYTES");
+  });
   step("after", [&]() {
     auto l = F::nt_xent_loss(z, z + 0.1, medcl::NTXentLossOptions().group(group));
     auto all = group.all_gather(l.reshape({1}));
@@ -467,6 +481,8 @@ TEST_CASE("losses whose ranks disagree stop every rank with a named error", "[di
     CHECK_THAT(outcome("embedding", r), Contains("disagree on the embedding size"));
     CHECK_THAT(outcome("weighting", r), Contains("disagree on the negative weighting"));
     CHECK_THAT(outcome("keys", r), Contains("disagree on the sample keys"));
+    CHECK_THAT(outcome("too_large", r), Contains("the gathered batch is too large: 12 rows"));
+    CHECK_THAT(outcome("too_large", r), Contains("MiB that rank 1 has available"));
     CHECK(outcome("after", r) == "ok");
   }
   CHECK_THAT(outcome("nan", 1), Contains("image"));

@@ -154,7 +154,10 @@ inline at::Tensor clip_distributed(
        agreed_text("pairing strategy", keyed ? strategy.describe() : std::string("matched pair")),
        agreed_text("image keys", keyed ? image_keys.names() : std::string("none")),
        agreed_text("text keys", keyed ? text_keys.names() : std::string("none"))},
-      error);
+      error,
+      shaped ? image.size(0) : 0,
+      shaped ? 2 * image.size(1) * (image.scalar_type() == at::kDouble ? 8 : 4) : 0,
+      image.defined() ? image.device() : at::Device(at::kCPU));
   const int64_t b = image.size(0);
   const int64_t d = image.size(1);
   const auto lo = image.options().dtype(at::kLong);

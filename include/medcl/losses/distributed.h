@@ -24,8 +24,11 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -188,6 +191,36 @@ struct AgreedField {
   std::string text;
 };
 
+/// Bytes of memory this process can still take for a gathered batch on `device`: the CPU's
+/// MemAvailable (Linux; -1 where unknown, and for CUDA devices), capped by the environment
+/// variable MEDCL_GATHER_LIMIT_BYTES when it is set.
+inline int64_t gather_memory_available(const at::Device& device) {
+  int64_t available = -1;
+  if (device.is_cpu()) {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    int64_t kib = 0;
+    std::string unit;
+    while (meminfo >> key >> kib >> unit) {
+      if (key == "MemAvailable:") {
+        available = kib * 1024;
+        break;
+      }
+    }
+  }
+  if (const char* cap = std::getenv("MEDCL_GATHER_LIMIT_BYTES")) {
+    char* end = nullptr;
+    const long long v = std::strtoll(cap, &end, 10);
+    TORCH_CHECK(
+        end != cap && *end == '\0' && v >= 0,
+        "MEDCL_GATHER_LIMIT_BYTES must be a number of bytes >= 0, got '",
+        cap,
+        "'");
+    available = available < 0 ? v : std::min<int64_t>(available, v);
+  }
+  return available;
+}
+
 inline AgreedField agreed_double(const char* name, double v) {
   int64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(bits));
@@ -204,15 +237,27 @@ inline AgreedField agreed_int(const char* name, int64_t v) {
 /// thrown on that rank and named on the others, so that no rank waits in a collective for one
 /// that has stopped); a field that differs from rank 0's is named on every rank with both
 /// values. Runs before any embedding or key is gathered.
+///
+/// `rows` (this rank's rows to gather) and `row_bytes` (bytes of one gathered row): the ranks also
+/// exchange them and the memory each can still take (gather_memory_available), and every rank
+/// refuses, naming the rank that lacks it, a gathered batch whose embeddings, their gradient and
+/// the engine's candidate gradient (3 · rows over every rank · row_bytes) would not fit: an error
+/// together, instead of one rank failing to allocate while the others wait in the gather.
 inline void agree_across_ranks(
     const char* fn,
     const dist::ProcessGroup& group,
     const std::vector<AgreedField>& fields,
-    const std::string& local_error) {
+    const std::string& local_error,
+    int64_t rows = -1,
+    int64_t row_bytes = 0,
+    const at::Device& device = at::kCPU) {
   std::vector<int64_t> values;
   for (const auto& f : fields) {
     values.push_back(f.value);
   }
+  const size_t agreed = values.size();
+  values.push_back(rows);
+  values.push_back(rows >= 0 ? gather_memory_available(device) : -1);
   TORCH_INTERNAL_ASSERT(static_cast<int64_t>(values.size()) <= dist::detail::kMaxMetadataFields);
   auto all = dist::detail::exchange_metadata(
       group, fn, dist::detail::Collective::LossInputs, values, local_error);
@@ -229,6 +274,9 @@ inline void agree_across_ranks(
     }
     return s.str();
   };
+  for (size_t r = 0; r < all.size(); ++r) {
+    TORCH_CHECK(all[r].size() == agreed + 2, fn, ": rank ", r, " sent another number of fields");
+  }
   for (size_t r = 1; r < all.size(); ++r) {
     for (size_t i = 0; i < fields.size() && i < all[r].size(); ++i) {
       if (all[r][i] == all[0][i]) {
@@ -249,6 +297,33 @@ inline void agree_across_ranks(
           f.text.empty() ? std::string() : " (this rank's: " + f.text + ")",
           ". Every rank must call the loss with the same options, embedding size and dtype.");
     }
+  }
+  if (rows < 0) {
+    return;
+  }
+  int64_t total_rows = 0;
+  for (const auto& a : all) {
+    total_rows += std::max<int64_t>(a[agreed], 0);
+  }
+  const double need = 3.0 * static_cast<double>(total_rows) * static_cast<double>(row_bytes);
+  for (size_t r = 0; r < all.size(); ++r) {
+    const int64_t available = all[r][agreed + 1];
+    TORCH_CHECK(
+        available < 0 || need <= static_cast<double>(available),
+        fn,
+        ": the gathered batch is too large: ",
+        total_rows,
+        " rows of every rank × ",
+        row_bytes,
+        " bytes need about ",
+        need / (1 << 20),
+        " MiB on each rank (the gathered embeddings, their gradient and the similarity engine's), "
+        "more than the ",
+        static_cast<double>(available) / (1 << 20),
+        " MiB that rank ",
+        r,
+        " has available. Lower the per-rank batch or the number of ranks (or raise "
+        "MEDCL_GATHER_LIMIT_BYTES where it caps the figure).");
   }
 }
 

@@ -172,7 +172,10 @@ inline at::Tensor info_nce_distributed(
        agreed_int(
            "queue length (negative_keys rows)",
            negative_keys.defined() && negative_keys.dim() == 2 ? negative_keys.size(0) : -1)},
-      error);
+      error,
+      negative_keys.defined() || !shaped ? -1 : query.size(0),
+      shaped ? query.size(1) * (query.scalar_type() == at::kDouble ? 8 : 4) : 0,
+      query.defined() ? query.device() : at::Device(at::kCPU));
   const int64_t b = query.size(0);
   const auto lo = query.options().dtype(at::kLong);
   auto q = l2_normalize(query, options.eps());

@@ -128,7 +128,10 @@ inline at::Tensor nt_xent_distributed(
            keys == nullptr ? std::string("the other view")
                            : options.pairing().value_or(PairingStrategy::instance()).describe()),
        agreed_text("sample keys", keys == nullptr ? std::string("none") : keys->names())},
-      error);
+      error,
+      shaped ? 2 * z0.size(0) : 0,
+      shaped ? z0.size(1) * (z0.scalar_type() == at::kDouble ? 8 : 4) : 0,
+      z0.defined() ? z0.device() : at::Device(at::kCPU));
   const int64_t b = z0.size(0);
   auto z = l2_normalize(at::cat({z0, z1}, 0), options.eps());
   auto global = gather_rows(z, 2, g);

@@ -163,7 +163,10 @@ inline at::Tensor supcon_distributed(
        agreed_text(
            "sample keys",
            keys != nullptr ? keys->names() : (has_labels ? "labels" : std::string("none")))},
-      error);
+      error,
+      shaped ? features.size(0) * features.size(1) : 0,
+      shaped ? features.size(2) * (features.scalar_type() == at::kDouble ? 8 : 4) : 0,
+      features.defined() ? features.device() : at::Device(at::kCPU));
   const int64_t b = features.size(0);
   const int64_t v = features.size(1);
   auto flat =
