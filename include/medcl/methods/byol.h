@@ -32,6 +32,14 @@ struct BYOLOptions {
 ///     + \tfrac1B\sum_i \big(2 - 2\cos(q(z_{1,i}), \mathrm{sg}(z'_{0,i}))\big) \f]
 /// The EMA update follows every optimiser step with m on a cosine schedule.
 ///
+/// Across the ranks of a process group (`set_process_group`) the loss is this rank's share: the
+/// sums over its rows divided by the global batch size. The target network is an EMA of the
+/// online one, so it stays identical on every rank as long as the online parameters are (the
+/// gradients summed over the ranks, every rank taking the same optimiser step). Batch
+/// normalisation in the heads uses each rank's own batch statistics, as PyTorch's DDP without
+/// SyncBatchNorm does: the shares then sum to the one-process loss only in eval mode, or without
+/// batch normalisation.
+///
 /// Shape: batch.views 2 × [B, ...].
 template <class Encoder>
 class BYOL : public MethodBase {
@@ -70,8 +78,9 @@ class BYOL : public MethodBase {
       c10::NoGradGuard no_grad;
       t = target_projector_->forward(target_encoder_->forward(x)).detach();
     }
-    return functional::byol_loss(p.slice(0, 0, b), t.slice(0, b, 2 * b)) +
-        functional::byol_loss(p.slice(0, b, 2 * b), t.slice(0, 0, b));
+    // With a process group, each term is this rank's share (divided by the global batch size).
+    return functional::byol_loss(p.slice(0, 0, b), t.slice(0, b, 2 * b), group_) +
+        functional::byol_loss(p.slice(0, b, 2 * b), t.slice(0, 0, b), group_);
   }
 
   void after_optimizer_step(const StepContext& ctx) override {
@@ -84,6 +93,7 @@ class BYOL : public MethodBase {
     return encoder_->forward(x);
   }
 
+  /// The momentum of the last EMA update: the same on every rank.
   std::map<std::string, double> step_statistics() const override {
     return {{"momentum", momentum_schedule_.current()}};
   }

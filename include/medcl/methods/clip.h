@@ -64,6 +64,15 @@ class CLIP : public MethodBase {
     return "CLIP";
   }
 
+  /// Also gives the group to the CLIP loss: each rank's images are contrasted with every rank's
+  /// texts and the reverse, and the loss is this rank's share (see
+  /// MethodBase::set_process_group). The logit scale is a parameter, the same on every rank.
+  void set_process_group(dist::ProcessGroup group) override {
+    options_.loss().group(group);
+    loss_->options.group(group);
+    MethodBase::set_process_group(std::move(group));
+  }
+
   at::Tensor training_loss(const MethodBatch& batch, const StepContext& ctx) override {
     (void)ctx;
     detail::check_batch("CLIP", batch, 1, 1);

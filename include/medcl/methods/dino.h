@@ -86,6 +86,15 @@ class DINO : public MethodBase {
     return "DINO";
   }
 
+  /// Also gives the group to the DINO loss: the loss is this rank's share and the centre moves
+  /// towards the mean of every rank's teacher outputs, so it stays the same on every rank (see
+  /// MethodBase::set_process_group). The teacher is an EMA of the student, identical on every
+  /// rank as long as the student's parameters are.
+  void set_process_group(dist::ProcessGroup group) override {
+    loss_->options.group(group);
+    MethodBase::set_process_group(std::move(group));
+  }
+
   at::Tensor training_loss(const MethodBatch& batch, const StepContext& ctx) override {
     detail::check_batch("DINO", batch, 1, 64);
     const int64_t b = batch.size();
@@ -131,6 +140,7 @@ class DINO : public MethodBase {
     return teacher_encoder_->forward(x);
   }
 
+  /// The momentum and teacher temperature of the last step: the same on every rank.
   std::map<std::string, double> step_statistics() const override {
     return {
         {"momentum", momentum_schedule_.current()}, {"teacher_temperature", teacher_temperature_}};

@@ -5,6 +5,7 @@
 /// and the updates that follow an optimiser step (EMA teachers, queues, prototypes, centres).
 
 #include <medcl/core/json.h>
+#include <medcl/dist/process_group.h>
 #include <medcl/eval/embed.h>
 #include <medcl/nn/heads.h>
 #include <medcl/pairing/sample_keys.h>
@@ -17,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace medcl {
@@ -114,6 +116,28 @@ class MethodBase : public torch::nn::Module {
     (void)state;
   }
 
+  /// Data-parallel training: the process group whose ranks' batches form one global batch (the
+  /// ranks' batches concatenated in rank order). The method passes it to its loss, which then
+  /// returns this rank's share of the global loss (the shares summed over the ranks equal the
+  /// one-process loss on the concatenated batch), and uses it for its own collectives (MoCo's and
+  /// SwAV's queues gather every rank's keys, DINO's centre averages every rank's teacher outputs,
+  /// SwAV's Sinkhorn-Knopp normalises over every rank's samples). The parameters' gradients are
+  /// then summed over the ranks (the trainer's job). Every rank must call it with its own handle
+  /// of the same group before the first step; momentum copies stay identical on every rank as
+  /// long as the parameters are. A method overrides it to reach its loss, calling this one too.
+  /// See docs/distributed.md. Default: one process
+  ///
+  /// Example:
+  ///   auto group = medcl::dist::init_from_env();
+  ///   method.set_process_group(group);   // before the first training_loss, on every rank
+  virtual void set_process_group(dist::ProcessGroup group) {
+    group_ = std::move(group);
+  }
+  /// The process group set by `set_process_group` (the one-process group by default).
+  const dist::ProcessGroup& process_group() const {
+    return group_;
+  }
+
   /// The parameters the optimiser updates (momentum copies and frozen parameters excluded).
   std::vector<at::Tensor> trainable_parameters() const {
     std::vector<at::Tensor> out;
@@ -124,6 +148,10 @@ class MethodBase : public torch::nn::Module {
     }
     return out;
   }
+
+ protected:
+  /// The ranks that share a global batch (set_process_group); one process by default.
+  dist::ProcessGroup group_;
 };
 
 namespace detail {

@@ -4,10 +4,13 @@
 /// MoCo v2 (momentum encoder + queue) and MoCo v3 (momentum encoder, predictor, symmetric in-batch
 /// InfoNCE).
 
+#include <medcl/dist/gather_keys.h>
 #include <medcl/losses/info_nce.h>
 #include <medcl/memory/memory_queue.h>
 #include <medcl/methods/method.h>
 #include <medcl/nn/momentum.h>
+
+#include <vector>
 
 namespace medcl {
 
@@ -75,6 +78,13 @@ struct MoCoOptions {
 /// keys, the loss is symmetric and multiplied by 2τ as in the paper. Keys are enqueued after the
 /// optimiser step (the loss's backward may still read the queue).
 ///
+/// Across the ranks of a process group (`set_process_group`), the InfoNCE loss gets the group
+/// (this rank's queries against the queue, or in-batch against every rank's keys; this rank's
+/// share of the loss), and every rank enqueues every rank's keys and sample keys in rank order,
+/// so that all ranks hold the same queue, the one-process queue of the concatenated batches. The
+/// momentum encoder is an EMA of the query encoder, identical on every rank as long as the
+/// parameters are. Batch normalisation in the heads (v3) uses each rank's own batch statistics.
+///
 /// Shape: batch.views 2 × [B, ...]; the encoder maps [B, ...] -> [B, feature_dim].
 template <class Encoder>
 class MoCo : public MethodBase {
@@ -114,6 +124,14 @@ class MoCo : public MethodBase {
 
   std::string name() const override {
     return options_.version() == MoCoVersion::V2 ? "MoCo v2" : "MoCo v3";
+  }
+
+  /// Also gives the group to the InfoNCE loss and to the queue, which then enqueues every rank's
+  /// keys (see MethodBase::set_process_group).
+  void set_process_group(dist::ProcessGroup group) override {
+    options_.loss().group(group);
+    loss_->options.group(group);
+    MethodBase::set_process_group(std::move(group));
   }
 
   at::Tensor training_loss(const MethodBatch& batch, const StepContext& ctx) override {
@@ -160,10 +178,9 @@ class MoCo : public MethodBase {
     if (options_.version() == MoCoVersion::V3) {
       loss = loss * (2.0 * options_.loss().temperature());
     }
-    pending_keys_ = options_.symmetric() ? at::cat({k1, k0}, 0) : k1;
-    pending_sample_keys_ = options_.symmetric()
-        ? batch.keys.map([](const at::Tensor& t) { return t.repeat({2}); })
-        : batch.keys;
+    pending_keys_ =
+        options_.symmetric() ? std::vector<at::Tensor>{k1, k0} : std::vector<at::Tensor>{k1};
+    pending_sample_keys_ = batch.keys;
     return loss;
   }
 
@@ -171,10 +188,10 @@ class MoCo : public MethodBase {
     momentum_schedule_.advance(ctx.step, ctx.total_steps);
     momentum_schedule_.update(*encoder_, *momentum_encoder_);
     momentum_schedule_.update(*projector_, *momentum_projector_);
-    if (queue_ && pending_keys_.defined()) {
-      queue_->enqueue(pending_keys_, pending_sample_keys_);
+    if (queue_ && !pending_keys_.empty()) {
+      enqueue_pending();
     }
-    pending_keys_ = at::Tensor();
+    pending_keys_.clear();
     pending_sample_keys_ = SampleKeys();
   }
 
@@ -182,6 +199,7 @@ class MoCo : public MethodBase {
     return encoder_->forward(x);
   }
 
+  /// The momentum of the last EMA update and the queue's filling: the same on every rank.
   std::map<std::string, double> step_statistics() const override {
     std::map<std::string, double> s{{"momentum", momentum_schedule_.current()}};
     if (queue_) {
@@ -240,6 +258,27 @@ class MoCo : public MethodBase {
   }
 
  private:
+  // Enqueues the last batch's keys (k1, then k0 when symmetric) with their sample keys; across
+  // ranks, every rank's keys of each view in rank order, so that every rank enqueues the rows the
+  // one process would enqueue for the concatenated batch: [k1 of every rank; k0 of every rank].
+  void enqueue_pending() {
+    std::vector<at::Tensor> keys;
+    SampleKeys sample_keys = pending_sample_keys_;
+    if (group_.size() > 1) {
+      for (const auto& k : pending_keys_) {
+        keys.push_back(group_.all_gather(k));
+      }
+      sample_keys = dist::gather_keys(sample_keys, group_);
+    } else {
+      keys = pending_keys_;
+    }
+    const auto views = static_cast<int64_t>(keys.size());
+    auto repeat = [views](const at::Tensor& t) { return t.repeat({views}); };
+    queue_->enqueue(
+        views == 1 ? keys.front() : at::cat(keys, 0),
+        views == 1 ? sample_keys : sample_keys.map(repeat));
+  }
+
   MoCoOptions options_;
   Encoder encoder_{nullptr};
   ProjectionHead projector_{nullptr};
@@ -248,7 +287,7 @@ class MoCo : public MethodBase {
   ProjectionHead momentum_projector_{nullptr};
   InfoNCELoss loss_{nullptr};
   std::unique_ptr<MemoryQueue> queue_;
-  at::Tensor pending_keys_;
+  std::vector<at::Tensor> pending_keys_;
   SampleKeys pending_sample_keys_;
   MomentumSchedule momentum_schedule_;
 };

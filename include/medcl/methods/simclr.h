@@ -60,6 +60,14 @@ class SimCLR : public MethodBase {
     return "SimCLR";
   }
 
+  /// Also gives the group to the NT-Xent loss: each rank's views are contrasted with every rank's
+  /// and the loss is this rank's share (see MethodBase::set_process_group).
+  void set_process_group(dist::ProcessGroup group) override {
+    options_.loss().group(group);
+    loss_->options.group(group);
+    MethodBase::set_process_group(std::move(group));
+  }
+
   at::Tensor training_loss(const MethodBatch& batch, const StepContext& ctx) override {
     (void)ctx;
     detail::check_batch("SimCLR", batch, 2, 2);

@@ -27,6 +27,11 @@ struct SimSiamOptions {
 /// averaged over the batch; minimum -1. No negatives, no momentum encoder: the stop-gradient and
 /// the predictor prevent collapse.
 ///
+/// Across the ranks of a process group (`set_process_group`) the loss is this rank's share: the
+/// sum over its rows divided by the global batch size. Batch normalisation in the heads uses each
+/// rank's own batch statistics (as PyTorch's DDP without SyncBatchNorm): the shares then sum to
+/// the one-process loss only in eval mode, or without batch normalisation.
+///
 /// Shape: batch.views 2 × [B, ...].
 template <class Encoder>
 class SimSiam : public MethodBase {
@@ -57,8 +62,9 @@ class SimSiam : public MethodBase {
     const int64_t b = batch.size();
     auto z = projector_->forward(encoder_->forward(at::cat({batch.views[0], batch.views[1]}, 0)));
     auto p = predictor_->forward(z);
+    // With a process group, this rank's share (divided by the global batch size).
     return functional::simsiam_loss(
-        p.slice(0, 0, b), p.slice(0, b, 2 * b), z.slice(0, 0, b), z.slice(0, b, 2 * b));
+        p.slice(0, 0, b), p.slice(0, b, 2 * b), z.slice(0, 0, b), z.slice(0, b, 2 * b), group_);
   }
 
   at::Tensor backbone_features(const at::Tensor& x) override {

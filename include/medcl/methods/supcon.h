@@ -50,6 +50,15 @@ class SupCon : public MethodBase {
     return "SupCon";
   }
 
+  /// Also gives the group to the SupCon loss: each rank's views are contrasted with every rank's,
+  /// labels and pairing keys included, and the loss is this rank's share (see
+  /// MethodBase::set_process_group).
+  void set_process_group(dist::ProcessGroup group) override {
+    options_.loss().group(group);
+    loss_->options.group(group);
+    MethodBase::set_process_group(std::move(group));
+  }
+
   at::Tensor training_loss(const MethodBatch& batch, const StepContext& ctx) override {
     (void)ctx;
     detail::check_batch("SupCon", batch, 1, 64);

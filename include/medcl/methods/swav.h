@@ -37,6 +37,13 @@ struct SwAVOptions {
 /// the queue is in use) and every other view predicts them (see `functional::swav_loss`). The
 /// prototypes' gradient is cancelled for the first `freeze_prototypes_steps` steps.
 ///
+/// Across the ranks of a process group (`set_process_group`), Sinkhorn-Knopp normalises over
+/// every rank's samples (the codes of this rank's rows are the one-process codes' rows), the loss
+/// is this rank's share, and the queue enqueues every rank's projections in rank order, so that
+/// every rank holds the same queue, the one-process queue of the concatenated batches. Batch
+/// normalisation in the projection head uses each rank's own batch statistics (as PyTorch's DDP
+/// without SyncBatchNorm).
+///
 /// Shape: batch.views H × [B, ...] (H >= 1); batch.local_views L × [B, ...]; H + L >= 2.
 template <class Encoder>
 class SwAV : public MethodBase {
@@ -61,6 +68,14 @@ class SwAV : public MethodBase {
 
   std::string name() const override {
     return "SwAV";
+  }
+
+  /// Also gives the group to the SwAV loss (Sinkhorn-Knopp over every rank's samples, this rank's
+  /// share of the loss) and to the queue, which then enqueues every rank's projections (see
+  /// MethodBase::set_process_group).
+  void set_process_group(dist::ProcessGroup group) override {
+    options_.loss().group(group);
+    MethodBase::set_process_group(std::move(group));
   }
 
   at::Tensor training_loss(const MethodBatch& batch, const StepContext& ctx) override {
@@ -110,7 +125,9 @@ class SwAV : public MethodBase {
         if (queues_[i].device() != pending_[i].device()) {
           queues_[i].to(pending_[i].device());
         }
-        queues_[i].enqueue(pending_[i]);
+        // Every rank enqueues every rank's projections, in rank order: the queues stay the same
+        // on every rank (Sinkhorn-Knopp counts the queue once).
+        queues_[i].enqueue(group_.size() > 1 ? group_.all_gather(pending_[i]) : pending_[i]);
       }
     }
     pending_.clear();
@@ -120,6 +137,7 @@ class SwAV : public MethodBase {
     return encoder_->forward(x);
   }
 
+  /// The queue's filling: the same on every rank.
   std::map<std::string, double> step_statistics() const override {
     if (queues_.empty()) {
       return {};
