@@ -22,11 +22,15 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -551,9 +555,10 @@ void mismatch_scenario(const std::string& dir, const ProcessGroup& group) {
     }
     F::byol_loss(p, x, group);
   });
-  step("sinkhorn_epsilon", [&]() {
+  const auto sinkhorn_epsilon = [&]() {
     F::sinkhorn_knopp(x, medcl::SinkhornOptions().epsilon(odd ? 0.1 : 0.05), group);
-  });
+  };
+  step("sinkhorn_epsilon", sinkhorn_epsilon);
   step("swav_queue", [&]() {
     const auto queue = torch::randn({odd ? 3 : 2, 4}, at::kDouble);
     F::swav_loss({x, x}, {}, {queue, queue}, medcl::SwAVLossOptions().group(group));

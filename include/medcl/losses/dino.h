@@ -214,9 +214,10 @@ inline at::Tensor dino_loss(
   }
   // Across ranks: every rank checks its own share, then all agree (or fail together) before the
   // global batch size is summed.
-  const auto error = detail::local_check_error([&]() {
+  const auto checks = [&]() {
     detail::check_dino_inputs(fn, student_outputs, teacher_outputs, center, options, true);
-  });
+  };
+  const auto error = detail::local_check_error(checks);
   const at::Tensor first = student_outputs.empty() ? at::Tensor() : student_outputs.front();
   const bool shaped = first.defined() && first.dim() == 2;
   detail::agree_across_ranks(

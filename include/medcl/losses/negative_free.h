@@ -145,10 +145,11 @@ inline at::Tensor byol_loss(
     return byol_loss(online_prediction, target_projection);
   }
   constexpr const char* fn = "byol_loss";
-  const auto error = detail::local_check_error([&]() {
+  const auto checks = [&]() {
     detail::check_rank_pair(
         fn, "online_prediction", online_prediction, "target_projection", target_projection);
-  });
+  };
+  const auto error = detail::local_check_error(checks);
   const int64_t n = detail::negative_free_global_rows(
       fn,
       group,

@@ -346,8 +346,8 @@ inline at::Tensor swav_loss_across_ranks(
     const std::vector<at::Tensor>& queue,
     const SwAVLossOptions& options) {
   const auto& group = options.group();
-  const auto error =
-      local_check_error([&]() { check_swav_rank_inputs(fn, high, low, queue, options); });
+  const auto checks = [&]() { check_swav_rank_inputs(fn, high, low, queue, options); };
+  const auto error = local_check_error(checks);
   const at::Tensor first = high.empty() ? at::Tensor() : high.front();
   const bool shaped = first.defined() && first.dim() == 2;
   agree_across_ranks(
