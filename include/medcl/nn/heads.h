@@ -4,6 +4,8 @@
 /// The heads that self-supervised methods put on top of a user's encoder: projection MLP,
 /// prediction MLP, DINO head with a weight-normalised last layer, SwAV prototypes.
 
+#include <medcl/dist/sync_batch_norm.h>
+
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/cloneable.h>
@@ -39,6 +41,12 @@ struct ProjectionHeadOptions {
   /// Batch normalisation (without affine parameters) after the last layer, as SimSiam's
   /// projector and MoCo v3's heads. Default: false
   TORCH_ARG(bool, last_batch_norm) = false;
+  /// Synchronise the batch normalisations over the ranks of this process group when it has more
+  /// than one (`medcl::dist::SyncBatchNorm1d`: the statistics of every rank's rows, as SimCLR,
+  /// BYOL and MoCo v3 train on many devices); the one-process group keeps
+  /// `torch::nn::BatchNorm1d`. For a head built already, or a whole model:
+  /// `medcl::dist::convert_sync_batch_norm(module, group)`. Default: the one-process group
+  TORCH_ARG(dist::ProcessGroup, sync_batch_norm) = {};
 };
 
 namespace detail {
@@ -50,6 +58,21 @@ inline void check_head_dims(const char* who, int64_t in, int64_t hidden, int64_t
   TORCH_CHECK(n >= 1, who, ": num_layers must be >= 1, got ", n);
 }
 
+/// Appends batch normalisation of `features` to `seq`: torch::nn::BatchNorm1d, or
+/// medcl::dist::SyncBatchNorm1d over the head's process group of several ranks.
+inline void push_batch_norm(
+    torch::nn::Sequential& seq,
+    const ProjectionHeadOptions& o,
+    int64_t features,
+    bool affine) {
+  if (o.sync_batch_norm().size() > 1) {
+    seq->push_back(dist::SyncBatchNorm1d(
+        dist::SyncBatchNorm1dOptions(features).affine(affine).process_group(o.sync_batch_norm())));
+  } else {
+    seq->push_back(torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(features).affine(affine)));
+  }
+}
+
 inline torch::nn::Sequential make_mlp(const char* who, const ProjectionHeadOptions& o) {
   check_head_dims(who, o.input_dim(), o.hidden_dim(), o.output_dim(), o.num_layers());
   torch::nn::Sequential seq;
@@ -58,7 +81,7 @@ inline torch::nn::Sequential make_mlp(const char* who, const ProjectionHeadOptio
     seq->push_back(
         torch::nn::Linear(torch::nn::LinearOptions(in, o.hidden_dim()).bias(!o.batch_norm())));
     if (o.batch_norm()) {
-      seq->push_back(torch::nn::BatchNorm1d(o.hidden_dim()));
+      push_batch_norm(seq, o, o.hidden_dim(), /*affine=*/true);
     }
     seq->push_back(torch::nn::ReLU());
     in = o.hidden_dim();
@@ -66,8 +89,7 @@ inline torch::nn::Sequential make_mlp(const char* who, const ProjectionHeadOptio
   seq->push_back(
       torch::nn::Linear(torch::nn::LinearOptions(in, o.output_dim()).bias(!o.last_batch_norm())));
   if (o.last_batch_norm()) {
-    seq->push_back(
-        torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(o.output_dim()).affine(false)));
+    push_batch_norm(seq, o, o.output_dim(), /*affine=*/false);
   }
   return seq;
 }
