@@ -302,7 +302,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "sharded samplers: empty slices at the tail, and a sharded tail is exact",
+    "sharded samplers: empty slices at the tail, or the short global batch dropped",
     "[data][samplers]") {
   // PatientGroupedSampler: 19 groups of 2; 3 ranks of 2 groups: 3 global batches of 12, then one
   // group for rank 0 and nothing (an empty vector, not the end) for ranks 1 and 2.
@@ -328,6 +328,39 @@ TEST_CASE(
   REQUIRE(pat[(*last0)[0]] == pat[(*last0)[1]]); // the group is whole
   for (auto& s : ranks)
     REQUIRE_FALSE(s.next(4).has_value());
+
+  // drop_last: the short global batch is dropped on every rank, every slice is full.
+  std::vector<medcl::data::PatientGroupedSampler> full;
+  medcl::data::PatientGroupedSampler single(patients_11(), 2, 7);
+  single.drop_last(true);
+  for (int64_t r = 0; r < 3; ++r) {
+    full.emplace_back(patients_11(), 2, 7);
+    full.back().shard(r, 3);
+    full.back().drop_last(true);
+    REQUIRE(full.back().batches_per_epoch(4) == 3);
+  }
+  REQUIRE(single.drop_last());
+  REQUIRE(single.batches_per_epoch(12) == 3);
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    if (epoch > 0) {
+      single.reset();
+      for (auto& s : full)
+        s.reset();
+    }
+    for (int step = 0; step < 3; ++step) {
+      std::vector<size_t> joined;
+      for (auto& s : full) {
+        const auto b = s.next(4);
+        REQUIRE(b.has_value());
+        REQUIRE(b->size() == 4);
+        joined.insert(joined.end(), b->begin(), b->end());
+      }
+      REQUIRE(joined == *single.next(12));
+    }
+    for (auto& s : full)
+      REQUIRE_FALSE(s.next(4).has_value());
+    REQUIRE_FALSE(single.next(12).has_value());
+  }
 }
 
 TEST_CASE(

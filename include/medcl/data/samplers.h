@@ -74,7 +74,11 @@ inline std::pair<size_t, size_t> even_share(size_t units, size_t rank, size_t wo
 /// ⌈plan size / (world_size·b)⌉ per epoch, and the concatenation of the ranks' slices in rank
 /// order is the global batch. A rank gets an empty vector (not nullopt: it must still take part
 /// in the step's collectives) only when the last global batch has fewer units than there are
-/// ranks; medcl's losses accept ranks with no rows.
+/// ranks; medcl's losses accept ranks with no rows, but a `torch::data` dataset whose batches are
+/// stacked (`Stack`) cannot make a batch of nothing: set `drop_last(true)` there, or choose a
+/// batch size that leaves no such tail. Unlike PyTorch's `DistributedSampler` (rank r takes
+/// every W-th index and the epoch is padded with repeated samples), the slices are contiguous and
+/// nothing is repeated, so that the global batch is the one-process batch.
 class EpochPlanSampler : public torch::data::samplers::Sampler<std::vector<size_t>> {
  public:
   explicit EpochPlanSampler(uint64_t seed) : seed_(seed) {}
@@ -134,6 +138,17 @@ class EpochPlanSampler : public torch::data::samplers::Sampler<std::vector<size_
     }
   }
 
+  /// Whether the last global batch of each epoch is dropped when it is shorter than
+  /// world_size() · batch_size (on every rank at the same step), so that every batch is full and
+  /// no rank's slice is empty. Default: false
+  EpochPlanSampler& drop_last(bool on) {
+    drop_last_ = on;
+    return *this;
+  }
+  bool drop_last() const {
+    return drop_last_;
+  }
+
   /// This rank's slice of the next global batch of `world_size() * batch_size` indices; nullopt
   /// once the epoch's plan is used up (on every rank at the same step). Unsharded: the next
   /// `batch_size` indices.
@@ -143,10 +158,11 @@ class EpochPlanSampler : public torch::data::samplers::Sampler<std::vector<size_
     if (!planned_) {
       reset();
     }
-    if (pos_ >= plan_.size()) {
+    const size_t global = world_ * batch_size;
+    if (pos_ >= plan_.size() || (drop_last_ && plan_.size() - pos_ < global)) {
       return c10::nullopt;
     }
-    const size_t end = std::min(plan_.size(), pos_ + world_ * batch_size);
+    const size_t end = std::min(plan_.size(), pos_ + global);
     const size_t unit = shard_unit();
     TORCH_INTERNAL_ASSERT(
         (end - pos_) % unit == 0, name(), ": a global batch cuts a unit of ", unit, " indices");
@@ -220,15 +236,16 @@ class EpochPlanSampler : public torch::data::samplers::Sampler<std::vector<size_
   int64_t world_size() const {
     return static_cast<int64_t>(world_);
   }
-  /// How many batches (steps) the current epoch has with `batch_size` per rank: the same on every
-  /// rank. Plans the first epoch when nothing was planned yet (as next() would).
+  /// How many batches (steps) the current epoch has with `batch_size` per rank, the last short one
+  /// included unless drop_last(): the same on every rank. Plans the first epoch when nothing was
+  /// planned yet (as next() would).
   size_t batches_per_epoch(size_t batch_size) {
     TORCH_CHECK(batch_size > 0, name(), ": batch_size must be > 0");
     if (!planned_) {
       reset();
     }
     const size_t global = world_ * batch_size;
-    return (plan_.size() + global - 1) / global;
+    return drop_last_ ? plan_.size() / global : (plan_.size() + global - 1) / global;
   }
 
  protected:
@@ -265,6 +282,7 @@ class EpochPlanSampler : public torch::data::samplers::Sampler<std::vector<size_
   size_t pos_ = 0;
   size_t rank_ = 0;
   size_t world_ = 1;
+  bool drop_last_ = false;
 };
 
 } // namespace detail
