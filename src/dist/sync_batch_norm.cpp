@@ -101,9 +101,11 @@ struct SyncBatchNormBackward : public torch::autograd::Node {
     const auto shape = channel_shape(xhat_, c);
     const auto sum_dy = at::sum(dy, dims, false, at::kDouble);
     const auto sum_dy_xhat = at::sum(dy * xhat_, dims, false, at::kDouble);
-    auto global = at::cat({sum_dy, sum_dy_xhat});
+    // 2C numbers: through the CPU, whatever the device.
+    auto global = at::cat({sum_dy, sum_dy_xhat}).cpu();
     detail::all_reduce(
         group_, "medcl::dist::SyncBatchNorm1d (backward)", detail::Collective::AllReduce, global);
+    global = global.to(dy.device());
 
     torch::autograd::variable_list out(3);
     if (should_compute_output(0)) {
@@ -133,7 +135,7 @@ struct SyncBatchNormBackward : public torch::autograd::Node {
  private:
   ProcessGroup group_;
   at::Tensor xhat_;
-  at::Tensor invstd_; // double [C]
+  at::Tensor invstd_; // double [C], on the input's device
   at::Tensor weight_; // [C] or undefined
   double count_;
   at::ScalarType input_dtype_;
@@ -265,10 +267,12 @@ at::Tensor sync_batch_norm_collective_path(
       counts_text(counts),
       ")");
   const auto var = m2 / n;
-  const auto invstd = (var + eps).rsqrt();
+  const auto invstd = (var + eps).rsqrt().to(x.device());
+  const auto mean_here = mean.to(x.device());
 
   const auto compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const auto xhat = (x.to(compute) - mean.to(compute).view(shape)) * invstd.to(compute).view(shape);
+  const auto xhat =
+      (x.to(compute) - mean_here.to(compute).view(shape)) * invstd.to(compute).view(shape);
   at::Tensor y = xhat;
   if (weight.defined()) {
     y = y * weight.detach().to(compute).view(shape);
@@ -284,11 +288,13 @@ at::Tensor sync_batch_norm_collective_path(
   {
     c10::NoGradGuard no_grad;
     if (running_mean.defined()) {
-      running_mean.mul_(1 - momentum).add_(mean.to(running_mean.scalar_type()) * momentum);
+      running_mean.mul_(1 - momentum)
+          .add_(mean.to(running_mean.device(), running_mean.scalar_type()) * momentum);
     }
     if (running_var.defined()) {
       const auto unbiased = m2 / (n - 1);
-      running_var.mul_(1 - momentum).add_(unbiased.to(running_var.scalar_type()) * momentum);
+      running_var.mul_(1 - momentum)
+          .add_(unbiased.to(running_var.device(), running_var.scalar_type()) * momentum);
     }
   }
 
