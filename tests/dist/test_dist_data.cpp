@@ -1,16 +1,17 @@
-// Data and evaluation across ranks: shard_range, gather_rows and extract_embeddings of a
-// callable, a module and a method on 2 and 3 real processes (the test runs itself again as
-// workers, see launcher.h), equal to the one-process embeddings, with shards that do not divide
-// evenly and an empty shard; sharded samplers driving real ranks step by step; ranks that
-// disagree or fail stop together with a named error.
+// Data and evaluation across ranks: shard_range, map_shards, gather_rows and the evaluation
+// embeddings (extract_embeddings of a callable, a module and a method with a process group) on 2
+// and 3 real processes (the test runs itself again as workers, see launcher.h), equal to one
+// process, with shards that do not divide evenly and an empty shard; sharded samplers driving
+// real ranks step by step; ranks that disagree or fail stop together with a named error.
 
 #include "catch.h"
 #include "dist/launcher.h"
 #include "support.h"
 
 #include <medcl/data/samplers.h>
-#include <medcl/dist/embeddings.h>
 #include <medcl/dist/process_group.h>
+#include <medcl/dist/shards.h>
+#include <medcl/eval/embed_across_ranks.h>
 #include <medcl/methods/simclr.h>
 
 #include <torch/torch.h>
@@ -75,6 +76,13 @@ std::shared_ptr<medcl::SimCLR<torch::nn::Sequential>> make_method() {
   return m;
 }
 
+// A per-row function with an integer result of two columns: map_shards of it must give
+// row_codes(inputs) whatever the shards.
+at::Tensor row_codes(const at::Tensor& x) {
+  const auto first = x.select(1, 0).to(at::kLong);
+  return at::stack({first * 7 + x.select(1, 1).to(at::kLong), first.abs()}, 1);
+}
+
 std::vector<int64_t> sites() {
   std::vector<int64_t> s;
   for (int i = 0; i < 23; ++i) {
@@ -120,12 +128,15 @@ void embed_scenario(const std::string& dir) {
   for (int64_t n : {kRows, kFewRows}) {
     const auto x = inputs(n);
     auto encoder = make_encoder();
-    out.push_back(medcl::dist::extract_embeddings(encoder, x, group, 2));
+    out.push_back(medcl::eval::extract_embeddings(encoder, x, group, 2));
     TORCH_CHECK(encoder->is_training(), "the module's training mode was not restored");
-    out.push_back(medcl::dist::extract_embeddings(project, x, group, 3));
+    out.push_back(medcl::eval::extract_embeddings(project, x, group, 3));
     auto method = make_method();
-    out.push_back(medcl::dist::extract_embeddings(*method, x, group, 1));
+    out.push_back(medcl::eval::extract_embeddings(*method, x, group, 1));
     TORCH_CHECK(method->is_training(), "the method's training mode was not restored");
+    std::vector<int64_t> counts;
+    out.push_back(medcl::dist::map_shards(row_codes, x, group, &counts));
+    out.push_back(torch::tensor(counts, at::kLong));
   }
   // Per-record outputs of this rank's shard, gathered in input order.
   const auto mine = medcl::dist::shard_range(kRows, rank, world);
@@ -167,17 +178,17 @@ void errors_scenario(const std::string& dir) {
     write_text(dir + "/step." + name + "." + std::to_string(rank) + ".txt", outcome);
   };
   auto plain = [](const at::Tensor& x) { return x.narrow(1, 0, 3) * 2; };
-  auto rows = [&]() { medcl::dist::extract_embeddings(plain, inputs(odd ? 8 : 7), group); };
+  auto rows = [&]() { medcl::eval::extract_embeddings(plain, inputs(odd ? 8 : 7), group); };
   step("rows", rows);
   auto shape = [&]() {
-    medcl::dist::extract_embeddings(plain, torch::zeros({7, odd ? 6 : 5}, at::kDouble), group);
+    medcl::eval::extract_embeddings(plain, torch::zeros({7, odd ? 6 : 5}, at::kDouble), group);
   };
   step("shape", shape);
   step("nan", [&]() {
     auto fn = [&](const at::Tensor& x) {
       return odd ? x.narrow(1, 0, 3) * std::numeric_limits<double>::quiet_NaN() : plain(x);
     };
-    medcl::dist::extract_embeddings(fn, inputs(7), group);
+    medcl::eval::extract_embeddings(fn, inputs(7), group);
   });
   step("throws", [&]() {
     auto fn = [&](const at::Tensor& x) {
@@ -186,14 +197,19 @@ void errors_scenario(const std::string& dir) {
       }
       return plain(x);
     };
-    medcl::dist::extract_embeddings(fn, inputs(7), group);
+    medcl::eval::extract_embeddings(fn, inputs(7), group);
   });
   step("dim", [&]() {
     auto fn = [&](const at::Tensor& x) { return x.narrow(1, 0, odd ? 4 : 3); };
-    medcl::dist::extract_embeddings(fn, inputs(7), group);
+    medcl::eval::extract_embeddings(fn, inputs(7), group);
   });
+  auto wrong_rows = [&]() {
+    auto fn = [&](const at::Tensor& x) { return odd ? x.narrow(0, 0, 1) : x; };
+    medcl::dist::map_shards(fn, inputs(7), group);
+  };
+  step("wrong_rows", wrong_rows);
   auto undefined = [&]() {
-    medcl::dist::extract_embeddings(plain, odd ? at::Tensor() : inputs(7), group);
+    medcl::eval::extract_embeddings(plain, odd ? at::Tensor() : inputs(7), group);
   };
   step("undefined", undefined);
   auto gather_dtype = [&]() {
@@ -202,7 +218,7 @@ void errors_scenario(const std::string& dir) {
   step("gather_dtype", gather_dtype);
   // After all of these the group still works.
   step("after", [&]() {
-    const auto z = medcl::dist::extract_embeddings(plain, inputs(7), group, 2);
+    const auto z = medcl::eval::extract_embeddings(plain, inputs(7), group, 2);
     const auto ref = medcl::eval::extract_embeddings(plain, inputs(7), 2);
     TORCH_CHECK(z.equal(ref), "wrong embeddings after the errors");
   });
@@ -291,26 +307,40 @@ TEST_CASE("shard_range: contiguous, as even as possible, larger shards first", "
       shard_range(-1, 0, 2), Contains("shard_range: the number of rows must be >= 0, got -1"));
 }
 
-TEST_CASE("extract_embeddings and gather_rows in one process are the one-process ones", "[dist]") {
+TEST_CASE(
+    "extract_embeddings, map_shards and gather_rows in one process are the one-process ones",
+    "[dist]") {
   const ProcessGroup group;
   const auto x = inputs(kRows);
   auto encoder = make_encoder();
-  const auto z = medcl::dist::extract_embeddings(encoder, x, group, 3);
+  const auto z = medcl::eval::extract_embeddings(encoder, x, group, 3);
   CHECK(encoder->is_training());
   CHECK(z.scalar_type() == at::kFloat);
   CHECK(z.equal(medcl::eval::extract_embeddings(encoder, x, 3)));
   const auto w = callable_weights();
   auto project = [&](const at::Tensor& v) { return v.mm(w) * 0.5; };
-  CHECK(medcl::dist::extract_embeddings(project, x, group)
+  CHECK(medcl::eval::extract_embeddings(project, x, group)
             .equal(medcl::eval::extract_embeddings(project, x)));
   auto method = make_method();
-  CHECK(medcl::dist::extract_embeddings(*method, x, group, 2)
+  CHECK(medcl::eval::extract_embeddings(*method, x, group, 2)
             .equal(medcl::eval::extract_embeddings(*method, x, 2)));
   CHECK(method->is_training());
   // The one-process checks are eval's.
   CHECK_THROWS_WITH(
-      medcl::dist::extract_embeddings(project, x, group, 0),
+      medcl::eval::extract_embeddings(project, x, group, 0),
       Contains("batch_size must be >= 1, got 0"));
+
+  std::vector<int64_t> shard_counts;
+  CHECK(medcl::dist::map_shards(row_codes, x, group, &shard_counts).equal(row_codes(x)));
+  CHECK(shard_counts == std::vector<int64_t>{kRows});
+  auto first_row = [](const at::Tensor& v) { return v.narrow(0, 0, 1); };
+  CHECK_THROWS_WITH(
+      medcl::dist::map_shards(first_row, x, group),
+      Contains(
+          "medcl::dist::map_shards on rank 0: expected [7, ...] for the rows 0..6, got [1, 5]"));
+  CHECK_THROWS_WITH(
+      medcl::dist::map_shards(first_row, torch::zeros({0, 3}), group),
+      Contains("medcl::dist::map_shards: expected inputs with at least one row, got shape [0, 3]"));
 
   auto rows = torch::arange(6, at::kLong).reshape({3, 2});
   std::vector<int64_t> counts;
@@ -324,7 +354,7 @@ TEST_CASE("extract_embeddings and gather_rows in one process are the one-process
 }
 
 TEST_CASE(
-    "extract_embeddings and gather_rows on 2 and 3 ranks equal one process, uneven shards",
+    "extract_embeddings, map_shards and gather_rows on 2 and 3 ranks equal one process",
     "[dist]") {
   if (!medcl::dist::available()) {
     MEDCL_SKIP("medcl was built without medcl::dist (libgloo-dev missing at configure time)");
@@ -348,6 +378,12 @@ TEST_CASE(
     ref.push_back(medcl::eval::extract_embeddings(project, x, 3));
     auto method = make_method();
     ref.push_back(medcl::eval::extract_embeddings(*method, x, 1));
+    ref.push_back(row_codes(x));
+    std::vector<int64_t> shard_rows;
+    for (int r = 0; r < world; ++r) {
+      shard_rows.push_back(medcl::dist::shard_range(n, r, world).size());
+    }
+    ref.push_back(torch::tensor(shard_rows, at::kLong));
   }
   std::vector<int64_t> counts;
   for (int r = 0; r < world; ++r) {
@@ -373,9 +409,9 @@ TEST_CASE(
     REQUIRE(got.size() == ref.size() + 4);
     for (size_t i = 0; i < ref.size(); ++i) {
       INFO(
-          "embeddings " << i << " (module, callable, method; " << kRows << " then " << kFewRows
-                        << " rows)");
-      CHECK(got[i].scalar_type() == at::kFloat);
+          "result " << i << " (module, callable, method, map_shards, its counts; " << kRows
+                    << " then " << kFewRows << " rows)");
+      CHECK(got[i].scalar_type() == (i % 5 < 3 ? at::kFloat : at::kLong));
       CHECK(got[i].equal(ref[i])); // bit for bit, every rank the whole set in input order
     }
     CHECK(got[ref.size()].equal(torch::arange(kRows, at::kLong) * 10));
@@ -401,15 +437,16 @@ TEST_CASE("extract_embeddings: ranks that disagree or fail stop together, named"
     INFO("rank " << r);
     CHECK_THAT(
         read_step(d, "rows", r),
-        Contains("medcl::dist::extract_embeddings: ranks disagree on the number of inputs: rank 0 "
+        Contains("medcl::eval::extract_embeddings: ranks disagree on the number of inputs: rank 0 "
                  "has 7, rank 2 has 8"));
     CHECK_THAT(
         read_step(d, "shape", r),
-        Contains("ranks disagree on the inputs' dtype or shape beyond the first dimension (rank 0 "
-                 "and rank 2)"));
+        Contains("ranks disagree on the inputs beyond their number of rows: rank 0 has [*, 5] "
+                 "Double, rank 2 has [*, 6] Double"));
     CHECK_THAT(
         read_step(d, "dim", r),
-        Contains("ranks disagree on the embedding size: rank 0 has 3, rank 2 has 4"));
+        Contains("medcl::eval::extract_embeddings: ranks disagree on their results beyond the "
+                 "number of rows: rank 0 has [*, 3] Float, rank 2 has [*, 4] Float"));
     CHECK_THAT(
         read_step(d, "gather_dtype", r),
         Contains("medcl::dist::gather_rows: ranks disagree on the dtype: rank 0 has Double, rank "
@@ -422,17 +459,26 @@ TEST_CASE("extract_embeddings: ranks that disagree or fail stop together, named"
       Contains("extract_embeddings: the encoder returned NaN or Inf for rows"));
   CHECK_THAT(
       read_step(d, "throws", 1),
-      Contains("medcl::dist::extract_embeddings on rank 1: the encoder ran out of memory"));
-  CHECK_THAT(read_step(d, "undefined", 2), Contains("inputs is an undefined tensor"));
+      Contains("medcl::eval::extract_embeddings on rank 1: the encoder ran out of memory"));
+  CHECK_THAT(
+      read_step(d, "undefined", 2),
+      Contains("medcl::eval::extract_embeddings: the inputs are an undefined tensor"));
+  CHECK_THAT(
+      read_step(d, "wrong_rows", 2),
+      Contains("medcl::dist::map_shards on rank 2: expected [2, ...] for the rows 5..6, got [1, "
+               "5]"));
   for (int r = 0; r < 2; ++r) {
     CHECK_THAT(
         read_step(d, "nan", r),
-        Contains("medcl::dist::extract_embeddings: rank 2 refused its input"));
+        Contains("medcl::eval::extract_embeddings: rank 2 refused its input"));
     CHECK_THAT(read_step(d, "undefined", r), Contains("rank 2 refused its input"));
+    CHECK_THAT(
+        read_step(d, "wrong_rows", r),
+        Contains("medcl::dist::map_shards: rank 2 refused its input"));
   }
   for (int r : {0, 2}) {
     CHECK_THAT(
         read_step(d, "throws", r),
-        Contains("medcl::dist::extract_embeddings: rank 1 refused its input"));
+        Contains("medcl::eval::extract_embeddings: rank 1 refused its input"));
   }
 }
