@@ -301,6 +301,16 @@ inline void agree_or_throw(
 /// when the batch of each step is a function of the step and of tracked generators (medcl's
 /// samplers and augmentation policies are).
 ///
+/// Data parallelism (`TrainerOptions::process_group` of several ranks): every rank builds the same
+/// method and trainer and steps on its share of each global batch. The trainer hands the group to
+/// the method (`set_process_group`: its loss returns this rank's share of the global loss),
+/// broadcasts the method's parameters and buffers from rank 0, sums the gradients over the ranks
+/// after backward and before clipping (`medcl::dist::GradientReducer`), and logs the global loss
+/// and batch size (rank 0 writes the log and shows progress). Rank 0 writes checkpoints, holding
+/// every rank's generator states, while the others wait; every rank resumes from the same file,
+/// each with its own generators. Every rank must call `step`, `fit`, `save` and `resume` together.
+/// See docs/distributed.md.
+///
 /// Example:
 ///   medcl::SimCLR<torch::nn::Sequential> method(encoder, medcl::SimCLROptions(64));
 ///   medcl::train::Trainer trainer(method, medcl::train::TrainerOptions(1000).warmup_steps(50));
