@@ -48,4 +48,33 @@ function(medcl_configure_dist target)
   endif()
   message(STATUS "medcl: distributed (medcl::dist) ON: c10d Gloo, ${MedclGloo_LIBRARY}")
   set(MEDCL_WITH_DIST ON PARENT_SCOPE)
+
+  # NCCL for CUDA tensors: a LibTorch with CUDA (c10_cuda) whose c10d has ProcessGroupNCCL.hpp,
+  # and NCCL's header and library (Debian: libnccl-dev, contrib/non-free). Its content is compiled
+  # only under USE_C10D_NCCL, which TorchConfig.cmake does not define either.
+  set(MEDCL_WITH_NCCL OFF PARENT_SCOPE)
+  set(_nccl_why "")
+  if(NOT TARGET c10_cuda)
+    set(_nccl_why "LibTorch without CUDA")
+  else()
+    find_path(MEDCL_C10D_NCCL_HEADER torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp
+      HINTS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
+    find_path(MEDCL_NCCL_INCLUDE_DIR nccl.h HINTS ${TORCH_INCLUDE_DIRS} $ENV{CUDA_HOME}/include)
+    find_library(MEDCL_NCCL_LIBRARY nccl HINTS $ENV{CUDA_HOME}/lib64)
+    if(NOT MEDCL_C10D_NCCL_HEADER)
+      set(_nccl_why "LibTorch's c10d has no ProcessGroupNCCL.hpp")
+    elseif(NOT MEDCL_NCCL_INCLUDE_DIR OR NOT MEDCL_NCCL_LIBRARY)
+      set(_nccl_why "nccl.h or libnccl not found (Debian: libnccl-dev)")
+    endif()
+  endif()
+  if(_nccl_why STREQUAL "")
+    target_include_directories(${target} PRIVATE ${MEDCL_NCCL_INCLUDE_DIR})
+    target_link_libraries(${target} PRIVATE ${MEDCL_NCCL_LIBRARY} c10_cuda)
+    set_property(SOURCE src/dist/process_group.cpp APPEND PROPERTY
+      COMPILE_DEFINITIONS MEDCL_HAVE_NCCL=1 USE_C10D_NCCL=1)
+    message(STATUS "medcl: NCCL for CUDA tensors ON: ${MEDCL_NCCL_LIBRARY}")
+    set(MEDCL_WITH_NCCL ON PARENT_SCOPE)
+  else()
+    message(STATUS "medcl: NCCL for CUDA tensors OFF: ${_nccl_why}")
+  endif()
 endfunction()

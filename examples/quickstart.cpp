@@ -90,20 +90,6 @@ double knn_accuracy(
   return pred.eq(ytest).to(torch::kDouble).mean().item<double>();
 }
 
-// Rows [begin, end) of n that rank `rank` of `world` takes: contiguous, as even as possible.
-std::pair<int64_t, int64_t> shard(int64_t n, int64_t rank, int64_t world) {
-  return {n * rank / world, n * (rank + 1) / world};
-}
-
-// This rank's rows of `x` through `f`, gathered from every rank in order (no gradient).
-torch::Tensor embed_all(
-    const std::function<torch::Tensor(const torch::Tensor&)>& f,
-    const torch::Tensor& x,
-    const medcl::dist::ProcessGroup& group) {
-  const auto range = shard(x.size(0), group.rank(), group.size());
-  return group.all_gather(f(x.slice(0, range.first, range.second)));
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -173,14 +159,14 @@ int main(int argc, char** argv) {
   medcl::dist::GradientReducer reducer(trainable, group);
 
   double first = 0, last = 0;
-  const auto mine = shard(batch, group.rank(), group.size());
+  const auto mine = medcl::dist::shard_range(batch, group.rank(), group.size());
   const auto start = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < steps; ++step) {
     // The global batch and both views' augmentations, drawn alike on every rank; this rank's rows.
     auto idx = torch::randint(0, pretrain.x.size(0), {batch}, torch::kLong);
     auto x = pretrain.x.index_select(0, idx);
-    auto v0 = augment(x, noise_sd).slice(0, mine.first, mine.second);
-    auto v1 = augment(x, noise_sd).slice(0, mine.first, mine.second);
+    auto v0 = augment(x, noise_sd).slice(0, mine.begin, mine.end);
+    auto v1 = augment(x, noise_sd).slice(0, mine.begin, mine.end);
     auto z0 = projection->forward(encoder->forward(v0));
     auto z1 = projection->forward(encoder->forward(v1));
     auto loss = criterion(z0, z1);
@@ -217,11 +203,10 @@ int main(int argc, char** argv) {
   encoder->eval();
   const int64_t k = 10;
   // Each rank embeds its share of the records; every rank then holds all of them, in order.
-  auto trained_encoder = [&](const torch::Tensor& x) { return encoder->forward(x); };
   const double acc_pre = knn_accuracy(
-      embed_all(trained_encoder, probe_train.x, group),
+      medcl::eval::extract_embeddings(encoder, probe_train.x, group),
       probe_train.label,
-      embed_all(trained_encoder, probe_test.x, group),
+      medcl::eval::extract_embeddings(encoder, probe_test.x, group),
       probe_test.label,
       k,
       classes);

@@ -29,7 +29,7 @@ medcl_packages() {
     # CUDA LibTorch is built on Gloo's CUDA variant (contrib), whose package conflicts with
     # libgloo-dev: installing that one would remove the CUDA LibTorch.
     case " $torch_pkgs " in
-      *" libtorch-cuda-dev "*) pkgs="$pkgs libgloo-cuda-dev" ;;
+      *" libtorch-cuda-dev "*) pkgs="$pkgs libgloo-cuda-dev libnccl-dev" ;;
       # python3-torch: torchrun, through which tests/dist launch a distributed loss too.
       *) pkgs="$pkgs libgloo-dev python3-torch" ;;
     esac

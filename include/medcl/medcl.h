@@ -8,6 +8,7 @@
 #include <medcl/augment/policy.h>
 #include <medcl/augment/probe.h>
 #include <medcl/augment/signal.h>
+#include <medcl/augment/streams.h>
 #include <medcl/augment/tabular.h>
 #include <medcl/augment/text.h>
 #include <medcl/core/files.h>
@@ -30,8 +31,11 @@
 #include <medcl/dist/data_parallel.h>
 #include <medcl/dist/gather.h>
 #include <medcl/dist/gather_keys.h>
+#include <medcl/dist/shards.h>
+#include <medcl/dist/sync_batch_norm.h>
 #include <medcl/eval/audits.h>
 #include <medcl/eval/embed.h>
+#include <medcl/eval/embed_across_ranks.h>
 #include <medcl/eval/evaluation.h>
 #include <medcl/eval/external_validation.h>
 #include <medcl/eval/fine_tune.h>

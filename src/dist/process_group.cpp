@@ -25,6 +25,10 @@
 #include <torch/csrc/distributed/c10d/Types.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 #endif
+#if MEDCL_HAVE_NCCL
+#include <ATen/Context.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 namespace medcl {
 namespace dist {
@@ -82,6 +86,8 @@ struct ProcessGroupImpl {
   std::string store_description;
 #if MEDCL_HAVE_DIST
   c10::intrusive_ptr<GlooBase> backend;
+  // CUDA tensors' backend when it is NCCL (null: Gloo moves them too).
+  c10::intrusive_ptr<GlooBase> nccl;
 #endif
 
   static const ProcessGroupImpl* of(const ProcessGroup& group) {
@@ -205,13 +211,23 @@ const detail::ProcessGroupImpl& impl_of(const ProcessGroup& group) {
   return *impl;
 }
 
+// The backend that moves `t`: NCCL for CUDA tensors where the group has it, else Gloo.
+GlooBase& payload_backend(const detail::ProcessGroupImpl& g, const at::Tensor& t) {
+  return t.is_cuda() && g.nccl ? *g.nccl : *g.backend;
+}
+
+const char* payload_backend_name(const detail::ProcessGroupImpl& g, const at::Tensor& t) {
+  return t.is_cuda() && g.nccl ? "nccl" : "gloo";
+}
+
 // Waits for one c10d operation; a failure (a rank gone, a timeout) becomes an error naming the
 // operation, this rank and the timeout.
 void run(
     const detail::ProcessGroupImpl& g,
     const char* fn,
     const char* what,
-    const std::function<c10::intrusive_ptr<c10d::Work>()>& start) {
+    const std::function<c10::intrusive_ptr<c10d::Work>()>& start,
+    const char* backend_name = "gloo") {
   const auto timeout = g.options.timeout();
   std::string failure;
   try {
@@ -232,7 +248,9 @@ void run(
       g.rank,
       " of ",
       g.size,
-      " (gloo, timeout ",
+      " (",
+      backend_name,
+      ", timeout ",
       timeout.count(),
       " ms): another rank exited, stalled beyond the timeout or called a different collective. "
       "c10d said: ",
@@ -244,6 +262,14 @@ void run(
 
 bool available() {
 #if MEDCL_HAVE_DIST
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool nccl_available() {
+#if MEDCL_HAVE_NCCL
   return true;
 #else
   return false;
@@ -439,6 +465,11 @@ int64_t ProcessGroup::size() const {
 }
 
 std::string ProcessGroup::backend() const {
+#if MEDCL_HAVE_DIST
+  if (impl_ && impl_->nccl) {
+    return "gloo+nccl";
+  }
+#endif
   return impl_ ? "gloo" : "none";
 }
 
@@ -534,6 +565,31 @@ new_group(const Store& store, int64_t rank, int64_t world_size, ProcessGroupOpti
         " ms (did every rank start, with the same world size and store?): ",
         message_of(e));
   }
+  // CUDA tensors through NCCL (communicators are made at the first collective on a device).
+  bool want_nccl = options.cuda_backend() == CudaBackend::NCCL;
+#if MEDCL_HAVE_NCCL
+  want_nccl = want_nccl || (options.cuda_backend() == CudaBackend::Auto && at::hasCUDA());
+  if (want_nccl) {
+    auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+    nccl_options->timeout = options.timeout();
+    auto nccl_store = c10::make_intrusive<c10d::PrefixStore>("nccl", prefixed);
+    try {
+      impl->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          nccl_store, static_cast<int>(rank), static_cast<int>(world_size), nccl_options);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(
+          false, fn, ": rank ", rank, " could not create the NCCL process group: ", message_of(e));
+    }
+  }
+#else
+  TORCH_CHECK(
+      !want_nccl,
+      fn,
+      ": CudaBackend::NCCL was asked for, but medcl was built without c10d's NCCL backend (it "
+      "needs "
+      "a LibTorch with CUDA and NCCL, and nccl.h at configure time: Debian's libnccl-dev); use "
+      "CudaBackend::Auto or Gloo");
+#endif
   ProcessGroup group;
   group.impl_ = std::move(impl);
   return group;
@@ -698,11 +754,12 @@ at::Tensor all_gather_rows(
   for (int64_t r = 0; r < g.size; ++r) {
     outputs[0].push_back(at::empty_like(padded));
   }
-  run(g, fn, "the all_gather of the payload", [&]() {
+  auto gather_payload = [&]() {
     c10d::AllgatherOptions opts;
     opts.timeout = g.options.timeout();
-    return g.backend->allgather(outputs, inputs, opts);
-  });
+    return payload_backend(g, padded).allgather(outputs, inputs, opts);
+  };
+  run(g, fn, "the all_gather of the payload", gather_payload, payload_backend_name(g, padded));
   std::vector<at::Tensor> pieces;
   for (int64_t r = 0; r < g.size; ++r) {
     pieces.push_back(outputs[0][r].narrow(0, 0, counts[r]));
@@ -782,13 +839,14 @@ void all_reduce(const ProcessGroup& group, const char* fn, Collective op, at::Te
     TORCH_CHECK(error.empty(), error);
   }
   at::Tensor buffer = tensor.is_contiguous() ? tensor : tensor.contiguous();
-  run(g, fn, "the all_reduce of the payload", [&]() {
+  auto reduce_payload = [&]() {
     std::vector<at::Tensor> tensors{buffer};
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
     opts.timeout = g.options.timeout();
-    return g.backend->allreduce(tensors, opts);
-  });
+    return payload_backend(g, buffer).allreduce(tensors, opts);
+  };
+  run(g, fn, "the all_reduce of the payload", reduce_payload, payload_backend_name(g, buffer));
   if (!buffer.is_same(tensor)) {
     tensor.copy_(buffer);
   }
@@ -862,14 +920,15 @@ void ProcessGroup::broadcast(at::Tensor& tensor, int64_t root) const {
     TORCH_CHECK(error.empty(), error);
   }
   at::Tensor buffer = tensor.is_contiguous() ? tensor : tensor.contiguous();
-  run(g, fn, "the broadcast of the payload", [&]() {
+  auto broadcast_payload = [&]() {
     std::vector<at::Tensor> tensors{buffer};
     c10d::BroadcastOptions opts;
     opts.rootRank = static_cast<int>(root);
     opts.rootTensor = 0;
     opts.timeout = g.options.timeout();
-    return g.backend->broadcast(tensors, opts);
-  });
+    return payload_backend(g, buffer).broadcast(tensors, opts);
+  };
+  run(g, fn, "the broadcast of the payload", broadcast_payload, payload_backend_name(g, buffer));
   if (!buffer.is_same(tensor)) {
     tensor.copy_(buffer);
   }

@@ -47,6 +47,17 @@ class ProcessGroup;
 /// Example:
 ///   auto opts = medcl::dist::ProcessGroupOptions().timeout(std::chrono::seconds(60));
 ///   auto group = medcl::dist::init_from_env(opts);
+/// Which c10d backend moves CUDA tensors.
+enum class CudaBackend {
+  /// NCCL when medcl was built with it (a LibTorch with CUDA and NCCL, and nccl.h) and CUDA is
+  /// available at run time; Gloo otherwise.
+  Auto,
+  /// Gloo (CUDA tensors go through the host where Gloo lacks a CUDA path).
+  Gloo,
+  /// NCCL; new_group fails, naming why, where medcl was built without it.
+  NCCL,
+};
+
 struct ProcessGroupOptions {
   /// The longest one operation (the rendezvous, one collective) waits for the other ranks before
   /// it fails with an error naming the operation. Default: 30 minutes (PyTorch's default)
@@ -60,7 +71,14 @@ struct ProcessGroupOptions {
   /// operation on tensors of the same dtype and shape (one small all-gather more). All-gathers
   /// always check, because they need every rank's row count anyway. Default: true
   TORCH_ARG(bool, check_consistency) = true;
+  /// The backend of collectives on CUDA tensors. CPU tensors, the metadata exchanges and
+  /// barriers always use Gloo. With NCCL, set each rank's CUDA device (LOCAL_RANK) before the first
+  /// collective, one GPU per rank. Default: CudaBackend::Auto
+  TORCH_ARG(CudaBackend, cuda_backend) = CudaBackend::Auto;
 };
+
+/// Whether medcl was built with c10d's NCCL backend (a LibTorch with CUDA and NCCL).
+bool nccl_available();
 
 /// A key-value store through which the ranks find each other: c10d's `FileStore` (a file on a
 /// file system every rank sees) or `TCPStore` (one process hosts it, the others connect). A
