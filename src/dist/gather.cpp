@@ -68,7 +68,8 @@ at::Tensor gather(
     const at::Tensor& x,
     const ProcessGroup& group,
     std::vector<int64_t>* counts,
-    bool sum_over_ranks) {
+    bool sum_over_ranks,
+    const std::vector<int64_t>* known_counts = nullptr) {
   if (group.size() == 1) {
     TORCH_CHECK(x.defined(), fn, ": the tensor is undefined");
     TORCH_CHECK(
@@ -84,7 +85,16 @@ at::Tensor gather(
   at::Tensor out;
   // Every rank must agree on this: the backward is a collective.
   const bool records_gradient = x.defined() && x.requires_grad() && at::GradMode::is_enabled();
-  {
+  if (known_counts != nullptr) {
+    TORCH_CHECK(
+        x.defined() && x.dim() >= 1 && static_cast<int64_t>(known_counts->size()) == group.size() &&
+            (*known_counts)[group.rank()] == x.size(0),
+        fn,
+        ": the known row counts do not match this rank's rows");
+    at::NoGradGuard no_grad;
+    rows = *known_counts;
+    out = detail::all_gather_rows(group, fn, x.detach(), rows);
+  } else {
     at::NoGradGuard no_grad;
     out = detail::all_gather(
         group,
@@ -117,6 +127,19 @@ gather_with_gradient(const at::Tensor& x, const ProcessGroup& group, std::vector
 }
 
 namespace detail {
+at::Tensor gather_with_gradient_known_counts(
+    const at::Tensor& x,
+    const ProcessGroup& group,
+    const std::vector<int64_t>& counts) {
+  return gather(
+      "medcl::dist::gather_with_gradient",
+      x,
+      group,
+      nullptr,
+      /*sum_over_ranks=*/true,
+      &counts);
+}
+
 at::Tensor gather_with_local_gradient(
     const at::Tensor& x,
     const ProcessGroup& group,

@@ -44,6 +44,15 @@ at::Tensor gather_with_gradient(
     std::vector<int64_t>* counts = nullptr);
 
 namespace detail {
+/// gather_with_gradient when every rank already knows every rank's row count `counts` and the
+/// ranks have agreed that `x` has the same trailing shape and dtype and records a gradient alike
+/// (a loss's agreement check): the payload only, one round trip fewer. Ranks that disagree here
+/// are not caught; use gather_with_gradient unless such a check has run.
+at::Tensor gather_with_gradient_known_counts(
+    const at::Tensor& x,
+    const ProcessGroup& group,
+    const std::vector<int64_t>& counts);
+
 /// The same forward as gather_with_gradient but a backward that returns only this rank's slice of
 /// its own gradient, without summing over ranks: a wrong gradient, kept only as the negative
 /// control of medcl's tests (which show that it differs from the one-process gradient).

@@ -287,8 +287,15 @@ at::Tensor all_gather(
     std::vector<int64_t>* counts,
     int records_gradient = -1);
 
-/// ProcessGroup::all_reduce with `fn` and `op` in its messages.
-void all_reduce(const ProcessGroup& group, const char* fn, Collective op, at::Tensor& tensor);
+/// ProcessGroup::all_reduce with `fn` and `op` in its messages. `check` false skips the metadata
+/// exchange (one round trip) where the caller has already made the ranks agree on the shape and
+/// on calling it (a loss's row count after its agreement check).
+void all_reduce(
+    const ProcessGroup& group,
+    const char* fn,
+    Collective op,
+    at::Tensor& tensor,
+    bool check = true);
 
 } // namespace detail
 

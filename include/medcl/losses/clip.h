@@ -143,10 +143,11 @@ inline at::Tensor clip_distributed(
     }
   });
   const bool shaped = image.defined() && image.dim() == 2;
-  agree_across_ranks(
+  const auto counts = agree_across_ranks(
       fn,
       g,
-      {agreed_int("embedding size", shaped ? image.size(1) : -1),
+      {agreed_gradient(image, text),
+       agreed_int("embedding size", shaped ? image.size(1) : -1),
        agreed_text("dtype", image.defined() ? std::string(c10::toString(image.scalar_type())) : ""),
        agreed_double("logit scale", scale),
        agreed_double("eps", options.eps()),
@@ -163,7 +164,7 @@ inline at::Tensor clip_distributed(
   const auto lo = image.options().dtype(at::kLong);
   auto x = l2_normalize(image, options.eps());
   auto t = l2_normalize(text, options.eps());
-  auto global = gather_rows(at::cat({x, t}, 1), 1, g);
+  auto global = gather_rows(at::cat({x, t}, 1), 1, g, counts);
   const int64_t m = global.all.size(0);
   auto all_x = global.all.narrow(1, 0, d);
   auto all_t = global.all.narrow(1, d, d);

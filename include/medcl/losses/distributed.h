@@ -22,6 +22,7 @@
 #include <medcl/pairing/sample_keys.h>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -232,18 +233,29 @@ inline AgreedField agreed_text(const char* name, const std::string& text) {
 inline AgreedField agreed_int(const char* name, int64_t v) {
   return {name, v, false, ""};
 }
+/// Whether the rows a loss gathers record a gradient: the gather's backward is a collective, so
+/// every rank must (or none).
+inline AgreedField agreed_gradient(const at::Tensor& t, const at::Tensor& u = at::Tensor()) {
+  const bool requires = (t.defined() && t.requires_grad()) || (u.defined() && u.requires_grad());
+  return {
+      "gradient recording (requires_grad with grad mode on: 1)",
+      requires && at::GradMode::is_enabled() ? 1 : 0,
+      false,
+      ""};
+}
 
 /// Every rank sends its fields (and whether its own input checks failed: `local_error`, then
 /// thrown on that rank and named on the others, so that no rank waits in a collective for one
 /// that has stopped); a field that differs from rank 0's is named on every rank with both
-/// values. Runs before any embedding or key is gathered.
+/// values. Runs before any embedding or key is gathered. Returns every rank's `rows` (empty when
+/// `rows` is -1), so that the gather needs no exchange of its own.
 ///
 /// `rows` (this rank's rows to gather) and `row_bytes` (bytes of one gathered row): the ranks also
 /// exchange them and the memory each can still take (gather_memory_available), and every rank
 /// refuses, naming the rank that lacks it, a gathered batch whose embeddings, their gradient and
 /// the engine's candidate gradient (3 · rows over every rank · row_bytes) would not fit: an error
 /// together, instead of one rank failing to allocate while the others wait in the gather.
-inline void agree_across_ranks(
+inline std::vector<int64_t> agree_across_ranks(
     const char* fn,
     const dist::ProcessGroup& group,
     const std::vector<AgreedField>& fields,
@@ -299,11 +311,13 @@ inline void agree_across_ranks(
     }
   }
   if (rows < 0) {
-    return;
+    return {};
   }
   int64_t total_rows = 0;
+  std::vector<int64_t> counts;
   for (const auto& a : all) {
     total_rows += std::max<int64_t>(a[agreed], 0);
+    counts.push_back(a[agreed]);
   }
   const double need = 3.0 * static_cast<double>(total_rows) * static_cast<double>(row_bytes);
   for (size_t r = 0; r < all.size(); ++r) {
@@ -325,13 +339,16 @@ inline void agree_across_ranks(
         " has available. Lower the per-rank batch or the number of ranks (or raise "
         "MEDCL_GATHER_LIMIT_BYTES where it caps the figure).");
   }
+  return counts;
 }
 
 /// The ContrastProblem::global_row_count of a process group: an all-reduce of the count.
 inline std::function<int64_t(int64_t)> global_row_counter(const dist::ProcessGroup& group) {
   return [group](int64_t local) {
     auto t = at::full({1}, local, at::kLong);
-    group.all_reduce(t);
+    // Every rank reaches this count right after the agreed gather: no metadata exchange needed.
+    dist::detail::all_reduce(
+        group, "the loss's row count", dist::detail::Collective::AllReduce, t, /*check=*/false);
     return t.item<int64_t>();
   };
 }
@@ -352,12 +369,22 @@ inline bool& negative_control_local_gather() {
   return on;
 }
 
-/// Gathers `local` [views · b, D] (b samples, view-major) of every rank.
-inline GlobalRows gather_rows(const at::Tensor& local, int64_t views, const dist::ProcessGroup& g) {
+/// Gathers `local` [views · b, D] (b samples, view-major) of every rank. `counts`: every rank's
+/// rows, when the agreement check has exchanged them (the gather then skips its own exchange).
+inline GlobalRows gather_rows(
+    const at::Tensor& local,
+    int64_t views,
+    const dist::ProcessGroup& g,
+    const std::vector<int64_t>& counts = {}) {
   GlobalRows out;
-  out.all = negative_control_local_gather()
-      ? dist::detail::gather_with_local_gradient(local, g, &out.counts)
-      : dist::gather_with_gradient(local, g, &out.counts);
+  if (negative_control_local_gather()) {
+    out.all = dist::detail::gather_with_local_gradient(local, g, &out.counts);
+  } else if (!counts.empty()) {
+    out.all = dist::detail::gather_with_gradient_known_counts(local, g, counts);
+    out.counts = counts;
+  } else {
+    out.all = dist::gather_with_gradient(local, g, &out.counts);
+  }
   for (int64_t r = 0; r < g.rank(); ++r) {
     out.row0 += out.counts[r];
   }

@@ -159,10 +159,11 @@ inline at::Tensor info_nce_distributed(
     }
   });
   const bool shaped = query.defined() && query.dim() == 2;
-  agree_across_ranks(
+  const auto counts = agree_across_ranks(
       fn,
       g,
-      {agreed_int("embedding size", shaped ? query.size(1) : -1),
+      {agreed_gradient(positive_key),
+       agreed_int("embedding size", shaped ? query.size(1) : -1),
        agreed_text("dtype", query.defined() ? std::string(c10::toString(query.scalar_type())) : ""),
        agreed_double("temperature", options.temperature()),
        agreed_double("eps", options.eps()),
@@ -205,7 +206,7 @@ inline at::Tensor info_nce_distributed(
     p.paired = k;
     return distributed_contrast(std::move(p), g, q);
   }
-  auto global = gather_rows(k, 1, g);
+  auto global = gather_rows(k, 1, g, counts);
   const int64_t m = global.all.size(0);
   std::shared_ptr<const PairRule> rule;
   if (!keyed) {

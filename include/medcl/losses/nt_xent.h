@@ -115,10 +115,11 @@ inline at::Tensor nt_xent_distributed(
     }
   });
   const bool shaped = z0.defined() && z0.dim() == 2;
-  agree_across_ranks(
+  const auto counts = agree_across_ranks(
       fn,
       g,
-      {agreed_int("embedding size", shaped ? z0.size(1) : -1),
+      {agreed_gradient(z0, z1),
+       agreed_int("embedding size", shaped ? z0.size(1) : -1),
        agreed_text("dtype", z0.defined() ? std::string(c10::toString(z0.scalar_type())) : ""),
        agreed_double("temperature", options.temperature()),
        agreed_double("eps", options.eps()),
@@ -134,7 +135,7 @@ inline at::Tensor nt_xent_distributed(
       z0.defined() ? z0.device() : at::Device(at::kCPU));
   const int64_t b = z0.size(0);
   auto z = l2_normalize(at::cat({z0, z1}, 0), options.eps());
-  auto global = gather_rows(z, 2, g);
+  auto global = gather_rows(z, 2, g, counts);
   const int64_t m = global.all.size(0);
   const auto lo = z0.options().dtype(at::kLong);
   std::shared_ptr<const PairRule> rule;

@@ -145,10 +145,11 @@ inline at::Tensor supcon_distributed(
     }
   });
   const bool shaped = features.defined() && features.dim() == 3;
-  agree_across_ranks(
+  const auto counts = agree_across_ranks(
       fn,
       g,
-      {agreed_int("embedding size", shaped ? features.size(2) : -1),
+      {agreed_gradient(features),
+       agreed_int("embedding size", shaped ? features.size(2) : -1),
        agreed_int("number of views", shaped ? features.size(1) : -1),
        agreed_text(
            "dtype", features.defined() ? std::string(c10::toString(features.scalar_type())) : ""),
@@ -171,7 +172,7 @@ inline at::Tensor supcon_distributed(
   const int64_t v = features.size(1);
   auto flat =
       l2_normalize(features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
-  auto global = gather_rows(flat, v, g);
+  auto global = gather_rows(flat, v, g, counts);
   const int64_t m = global.all.size(0);
   const auto lo = features.options().dtype(at::kLong);
   std::shared_ptr<const PairRule> rule;
