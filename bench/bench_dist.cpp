@@ -7,7 +7,10 @@
 // A step: two views through the encoder, NT-Xent across the ranks (every rank's views gathered with
 // gradient), backward, the gradients summed over the ranks (medcl::dist::GradientReducer), AdamW.
 //
-//   medcl_bench_dist [--ranks=2] [--batch=256] [--steps=30] [--warmup=5] [--dim=128]
+//   medcl_bench_dist [--ranks=2] [--batch=256] [--steps=30] [--warmup=5] [--dim=128] [--check=1]
+//
+// --check=0: ProcessGroupOptions::check_consistency(false), no metadata exchange before the
+// gradient buckets' all-reduces and the barrier (the losses' own checks stay).
 //
 // The program runs itself again as the workers (RANK, WORLD_SIZE in their environment).
 
@@ -64,7 +67,13 @@ torch::nn::Sequential encoder(int64_t dim) {
 }
 
 // One worker: writes its per-step times (seconds) and the reducer's bytes to <dir>/rank<r>.txt.
-int worker(const std::string& dir, int64_t batch, int64_t steps, int64_t warmup, int64_t dim) {
+int worker(
+    const std::string& dir,
+    int64_t batch,
+    int64_t steps,
+    int64_t warmup,
+    int64_t dim,
+    bool check) {
   const int64_t rank = std::stoll(env_or("RANK", "0"));
   const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
   medcl::dist::ProcessGroup group;
@@ -167,7 +176,7 @@ int main(int argc, char** argv) {
   at::set_num_threads(1);
   const std::string worker_dir = env_or("MEDCL_BENCH_DIST_DIR", "");
   if (!worker_dir.empty()) {
-    return worker(worker_dir, batch, steps, warmup, dim);
+    return worker(worker_dir, batch, steps, warmup, dim, arg(argc, argv, "check", 1) != 0);
   }
   if (!medcl::dist::available()) {
     std::printf("medcl was built without medcl::dist: nothing to measure\n");
