@@ -236,10 +236,10 @@ inline AgreedField agreed_int(const char* name, int64_t v) {
 /// Whether the rows a loss gathers record a gradient: the gather's backward is a collective, so
 /// every rank must (or none).
 inline AgreedField agreed_gradient(const at::Tensor& t, const at::Tensor& u = at::Tensor()) {
-  const bool requires = (t.defined() && t.requires_grad()) || (u.defined() && u.requires_grad());
+  const bool records = (t.defined() && t.requires_grad()) || (u.defined() && u.requires_grad());
   return {
       "gradient recording (requires_grad with grad mode on: 1)",
-      requires && at::GradMode::is_enabled() ? 1 : 0,
+      records && at::GradMode::is_enabled() ? 1 : 0,
       false,
       ""};
 }
