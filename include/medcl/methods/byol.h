@@ -36,9 +36,9 @@ struct BYOLOptions {
 /// sums over its rows divided by the global batch size. The target network is an EMA of the
 /// online one, so it stays identical on every rank as long as the online parameters are (the
 /// gradients summed over the ranks, every rank taking the same optimiser step). Batch
-/// normalisation in the heads uses each rank's own batch statistics, as PyTorch's DDP without
-/// SyncBatchNorm does: the shares then sum to the one-process loss only in eval mode, or without
-/// batch normalisation.
+/// normalisation in the heads (online and target alike) is synchronised over the group, so the
+/// shares sum to the one-process loss (see MethodBase::set_process_group, and its
+/// `sync_batch_norm(false)` for per-rank statistics).
 ///
 /// Shape: batch.views 2 × [B, ...].
 template <class Encoder>

@@ -6,6 +6,7 @@
 
 #include <medcl/core/json.h>
 #include <medcl/dist/process_group.h>
+#include <medcl/dist/sync_batch_norm.h>
 #include <medcl/eval/embed.h>
 #include <medcl/nn/heads.h>
 #include <medcl/pairing/sample_keys.h>
@@ -125,13 +126,35 @@ class MethodBase : public torch::nn::Module {
   /// then summed over the ranks (the trainer's job). Every rank must call it with its own handle
   /// of the same group before the first step; momentum copies stay identical on every rank as
   /// long as the parameters are. A method overrides it to reach its loss, calling this one too.
-  /// See docs/distributed.md. Default: one process
+  ///
+  /// Batch normalisation: with a group of more than one rank (and `sync_batch_norm()`, the
+  /// default), every `torch::nn::BatchNorm1d` of the method (in its heads, encoder and momentum
+  /// copies) becomes a `dist::SyncBatchNorm1d` over the group that keeps its tensors and names
+  /// (`dist::convert_sync_batch_norm`, child by child), and existing `SyncBatchNorm1d` layers are
+  /// set to the group, so that training-mode statistics are those of the global batch, as in one
+  /// process. A direct child whose BatchNorm1d cannot be replaced (a typed member outside a
+  /// `torch::nn::Sequential`) keeps per-rank statistics, with one warning naming it. The
+  /// one-process group changes nothing. See docs/distributed.md. Default: one process
   ///
   /// Example:
   ///   auto group = medcl::dist::init_from_env();
   ///   method.set_process_group(group);   // before the first training_loss, on every rank
   virtual void set_process_group(dist::ProcessGroup group) {
     group_ = std::move(group);
+    if (group_.size() > 1 && sync_batch_norm_) {
+      synchronise_batch_norm();
+    }
+  }
+  /// Whether `set_process_group` synchronises the method's batch normalisation over the group
+  /// (see there). `sync_batch_norm(false)` before `set_process_group` (or before building the
+  /// trainer, which calls it) keeps per-rank batch statistics, as PyTorch's DDP without
+  /// SyncBatchNorm. Layers converted already stay converted. Default: true
+  MethodBase& sync_batch_norm(bool on) {
+    sync_batch_norm_ = on;
+    return *this;
+  }
+  bool sync_batch_norm() const {
+    return sync_batch_norm_;
   }
   /// The process group set by `set_process_group` (the one-process group by default).
   const dist::ProcessGroup& process_group() const {
@@ -152,6 +175,33 @@ class MethodBase : public torch::nn::Module {
  protected:
   /// The ranks that share a global batch (set_process_group); one process by default.
   dist::ProcessGroup group_;
+
+ private:
+  // Converts each direct child's BatchNorm1d layers to SyncBatchNorm1d over group_ (a child at a
+  // time: one that cannot be converted keeps its layers, with a warning) and points every
+  // SyncBatchNorm1d of the method at group_.
+  void synchronise_batch_norm() {
+    for (const auto& child : named_children()) {
+      try {
+        dist::convert_sync_batch_norm(*child.value(), group_);
+      } catch (const c10::Error& e) {
+        TORCH_WARN(
+            name(),
+            ": the batch normalisation of '",
+            child.key(),
+            "' stays per rank (each rank normalises with its own rows' statistics, as PyTorch's "
+            "DDP without SyncBatchNorm), because it cannot be converted to SyncBatchNorm1d: ",
+            e.what_without_backtrace());
+      }
+    }
+    for (const auto& m : modules(/*include_self=*/false)) {
+      if (auto* sync = dynamic_cast<dist::SyncBatchNorm1dImpl*>(m.get())) {
+        sync->options.process_group(group_);
+      }
+    }
+  }
+
+  bool sync_batch_norm_ = true;
 };
 
 namespace detail {

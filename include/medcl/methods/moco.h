@@ -83,7 +83,8 @@ struct MoCoOptions {
 /// share of the loss), and every rank enqueues every rank's keys and sample keys in rank order,
 /// so that all ranks hold the same queue, the one-process queue of the concatenated batches. The
 /// momentum encoder is an EMA of the query encoder, identical on every rank as long as the
-/// parameters are. Batch normalisation in the heads (v3) uses each rank's own batch statistics.
+/// parameters are. Batch normalisation in the heads (v3) is synchronised over the group, in the
+/// momentum copies too (see MethodBase::set_process_group).
 ///
 /// Shape: batch.views 2 × [B, ...]; the encoder maps [B, ...] -> [B, feature_dim].
 template <class Encoder>

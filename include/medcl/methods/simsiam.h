@@ -28,9 +28,9 @@ struct SimSiamOptions {
 /// the predictor prevent collapse.
 ///
 /// Across the ranks of a process group (`set_process_group`) the loss is this rank's share: the
-/// sum over its rows divided by the global batch size. Batch normalisation in the heads uses each
-/// rank's own batch statistics (as PyTorch's DDP without SyncBatchNorm): the shares then sum to
-/// the one-process loss only in eval mode, or without batch normalisation.
+/// sum over its rows divided by the global batch size. Batch normalisation in the heads is
+/// synchronised over the group, so the shares sum to the one-process loss (see
+/// MethodBase::set_process_group).
 ///
 /// Shape: batch.views 2 × [B, ...].
 template <class Encoder>

@@ -41,8 +41,8 @@ struct SwAVOptions {
 /// every rank's samples (the codes of this rank's rows are the one-process codes' rows), the loss
 /// is this rank's share, and the queue enqueues every rank's projections in rank order, so that
 /// every rank holds the same queue, the one-process queue of the concatenated batches. Batch
-/// normalisation in the projection head uses each rank's own batch statistics (as PyTorch's DDP
-/// without SyncBatchNorm).
+/// normalisation in the projection head is synchronised over the group (see
+/// MethodBase::set_process_group).
 ///
 /// Shape: batch.views H × [B, ...] (H >= 1); batch.local_views L × [B, ...]; H + L >= 2.
 template <class Encoder>
