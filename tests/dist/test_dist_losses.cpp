@@ -518,7 +518,14 @@ TEST_CASE("the InfoNCE family on 2 ranks launched by torchrun --no_python", "[di
       std::string(self) + "' medcl-dist-worker > torchrun.log 2>&1";
   INFO(cmd);
   const int status = std::system(cmd.c_str());
-  INFO(medcl_test::read_text_file(d + "/torchrun.log"));
+  const auto log = medcl_test::read_text_file(d + "/torchrun.log");
+  if (log.find("use_libuv was requested but PyTorch was build without libuv") !=
+      std::string::npos) {
+    // Debian 13's python3-torch 2.6 is built without libuv, yet its torchrun asks for a libuv
+    // TCPStore in every rendezvous: torchrun itself cannot start there.
+    MEDCL_SKIP("this system's torchrun cannot start (its PyTorch lacks libuv but asks for it)");
+  }
+  INFO(log);
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
   compare_losses(d, 2, at::kDouble, false);
