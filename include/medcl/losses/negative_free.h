@@ -19,14 +19,22 @@
 namespace medcl {
 namespace detail {
 
-inline void check_pair(
+/// The checks of two embeddings of one shape; `rank_of_group`: this process is one rank of a
+/// group and may hold no rows.
+inline void check_pair_of(
     const char* fn,
     const char* na,
     const at::Tensor& a,
     const char* nb,
-    const at::Tensor& b) {
-  check_embedding(fn, na, a, 2);
-  check_embedding(fn, nb, b, 2);
+    const at::Tensor& b,
+    bool rank_of_group) {
+  if (rank_of_group) {
+    check_rank_embedding(fn, na, a, 2);
+    check_rank_embedding(fn, nb, b, 2);
+  } else {
+    check_embedding(fn, na, a, 2);
+    check_embedding(fn, nb, b, 2);
+  }
   TORCH_CHECK(
       a.sizes() == b.sizes(),
       fn,
@@ -43,6 +51,15 @@ inline void check_pair(
   check_finite(fn, nb, b);
 }
 
+inline void check_pair(
+    const char* fn,
+    const char* na,
+    const at::Tensor& a,
+    const char* nb,
+    const at::Tensor& b) {
+  check_pair_of(fn, na, a, nb, b, false);
+}
+
 /// check_pair on one rank of a process group: this rank may hold no rows.
 inline void check_rank_pair(
     const char* fn,
@@ -50,22 +67,7 @@ inline void check_rank_pair(
     const at::Tensor& a,
     const char* nb,
     const at::Tensor& b) {
-  check_rank_embedding(fn, na, a, 2);
-  check_rank_embedding(fn, nb, b, 2);
-  TORCH_CHECK(
-      a.sizes() == b.sizes(),
-      fn,
-      ": ",
-      na,
-      " and ",
-      nb,
-      " must have the same shape, got ",
-      a.sizes(),
-      " and ",
-      b.sizes());
-  check_same_device_dtype(fn, na, a, nb, b);
-  check_finite(fn, na, a);
-  check_finite(fn, nb, b);
+  check_pair_of(fn, na, a, nb, b, true);
 }
 
 /// The number of rows of the global batch (every rank's `rows` summed) after every rank has
