@@ -69,6 +69,30 @@ inline at::Tensor sinkhorn_knopp(const at::Tensor& scores, const SinkhornOptions
 
 namespace detail {
 
+/// SwAV's swapped prediction for the codes `q` of high-resolution crop `i`: the mean of
+/// `subloss(z, q)` over every other crop z (the other high-resolution crops and every
+/// low-resolution one).
+template <class SubLoss>
+at::Tensor other_crops_loss(
+    const std::vector<at::Tensor>& high,
+    const std::vector<at::Tensor>& low,
+    size_t i,
+    const at::Tensor& q,
+    SubLoss&& subloss) {
+  at::Tensor sub;
+  for (size_t v = 0; v < high.size(); ++v) {
+    if (v != i) {
+      auto term = subloss(high[v], q);
+      sub = sub.defined() ? sub + term : term;
+    }
+  }
+  for (const auto& z : low) {
+    auto term = subloss(z, q);
+    sub = sub.defined() ? sub + term : term;
+  }
+  return sub / static_cast<double>(high.size() + low.size() - 1);
+}
+
 /// The log-sum-exp over every rank of `local` (this rank's log-sum-exps, [n]) and, once, of
 /// `shared` ([n], the same on every rank; undefined: none): one all-gather of [1, n].
 inline at::Tensor global_logsumexp(
@@ -381,7 +405,6 @@ inline at::Tensor swav_loss_across_ranks(
     return -(q * (z.to(acc) / options.temperature()).log_softmax(1)).sum(1).sum() /
         static_cast<double>(n);
   };
-  const size_t n_crops = high.size() + low.size();
   at::Tensor loss;
   for (size_t i = 0; i < high.size(); ++i) {
     at::Tensor q;
@@ -396,18 +419,7 @@ inline at::Tensor swav_loss_across_ranks(
           options.sinkhorn().iterations(),
           group);
     }
-    at::Tensor sub;
-    for (size_t v = 0; v < high.size(); ++v) {
-      if (v != i) {
-        auto term = subloss(high[v], q);
-        sub = sub.defined() ? sub + term : term;
-      }
-    }
-    for (const auto& z : low) {
-      auto term = subloss(z, q);
-      sub = sub.defined() ? sub + term : term;
-    }
-    sub = sub / static_cast<double>(n_crops - 1);
+    auto sub = other_crops_loss(high, low, i, q, subloss);
     loss = loss.defined() ? loss + sub : sub;
   }
   return loss / static_cast<double>(high.size());
@@ -510,18 +522,8 @@ inline at::Tensor swav_loss(
       }
       q = sinkhorn_knopp(out, sinkhorn).slice(0, 0, first.size(0));
     }
-    at::Tensor sub;
-    for (size_t v = 0; v < high_resolution_outputs.size(); ++v) {
-      if (v != i) {
-        auto term = subloss(high_resolution_outputs[v], q);
-        sub = sub.defined() ? sub + term : term;
-      }
-    }
-    for (const auto& z : low_resolution_outputs) {
-      auto term = subloss(z, q);
-      sub = sub.defined() ? sub + term : term;
-    }
-    sub = sub / static_cast<double>(n_crops - 1);
+    auto sub =
+        detail::other_crops_loss(high_resolution_outputs, low_resolution_outputs, i, q, subloss);
     loss = loss.defined() ? loss + sub : sub;
   }
   return loss / static_cast<double>(high_resolution_outputs.size());
