@@ -47,6 +47,16 @@ int64_t arg(int argc, char** argv, const char* name, int64_t fallback) {
   return fallback;
 }
 
+std::string text_arg(int argc, char** argv, const char* name, const std::string& fallback) {
+  const std::string prefix = std::string("--") + name + "=";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) {
+      return std::string(argv[i] + prefix.size());
+    }
+  }
+  return fallback;
+}
+
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v != nullptr ? std::string(v) : fallback;
@@ -57,13 +67,40 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-torch::nn::Sequential encoder(int64_t dim) {
+// The encoders: "mlp" (64-512-512-dim on 64 features: little compute per parameter, the worst
+// case for communication) and "cnn" (a small convolutional image encoder on 1 × 32 × 32 images:
+// three 3 × 3 convolutions, 32-64-128 channels, the last two with stride 2, global average
+// pooling, then 128-512-dim; far more compute per parameter, as in imaging).
+torch::nn::Sequential encoder(const std::string& kind, int64_t dim) {
+  if (kind == "cnn") {
+    namespace nn = torch::nn;
+    return nn::Sequential(
+        nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1)),
+        nn::ReLU(),
+        nn::Conv2d(nn::Conv2dOptions(32, 64, 3).stride(2).padding(1)),
+        nn::ReLU(),
+        nn::Conv2d(nn::Conv2dOptions(64, 128, 3).stride(2).padding(1)),
+        nn::ReLU(),
+        nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)),
+        nn::Flatten(),
+        nn::Linear(128, 512),
+        nn::ReLU(),
+        nn::Linear(512, dim));
+  }
   return torch::nn::Sequential(
       torch::nn::Linear(64, 512),
       torch::nn::ReLU(),
       torch::nn::Linear(512, 512),
       torch::nn::ReLU(),
       torch::nn::Linear(512, dim));
+}
+
+// One sample's shape for the encoder.
+std::vector<int64_t> input_shape(const std::string& kind, int64_t batch) {
+  if (kind == "cnn") {
+    return {batch, 1, 32, 32};
+  }
+  return {batch, 64};
 }
 
 // One worker: writes its per-step times (seconds) and the reducer's bytes to <dir>/rank<r>.txt.
@@ -73,7 +110,11 @@ int worker(
     int64_t steps,
     int64_t warmup,
     int64_t dim,
-    bool check) {
+    const std::string& kind,
+    bool check,
+    bool overlap,
+    int64_t bucket_kib,
+    int64_t first_bucket_kib) {
   const int64_t rank = std::stoll(env_or("RANK", "0"));
   const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
   medcl::dist::ProcessGroup group;
@@ -85,44 +126,77 @@ int worker(
         world,
         medcl::dist::ProcessGroupOptions()
             .timeout(std::chrono::seconds(120))
-            .hostname("127.0.0.1"));
+            .hostname("127.0.0.1")
+            .check_consistency(check));
   }
   torch::manual_seed(7);
-  auto net = encoder(dim);
+  auto net = encoder(kind, dim);
   medcl::dist::broadcast_parameters(*net, group);
-  medcl::dist::GradientReducer reducer(*net, group);
+  medcl::dist::GradientReducer reducer(
+      *net,
+      group,
+      medcl::dist::GradientReducerOptions()
+          .overlap(overlap)
+          .bucket_bytes(bucket_kib * 1024)
+          .first_bucket_bytes(first_bucket_kib * 1024));
   torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-3));
   const auto opts = medcl::NTXentLossOptions().temperature(0.2).group(group);
   torch::manual_seed(100 + static_cast<uint64_t>(rank));
-  const auto data = torch::randn({batch, 64});
-  std::vector<double> times;
+  const auto data = torch::randn(input_shape(kind, batch));
+  // Per step: the whole step, then its phases (forward, loss, backward, gradient sum, optimiser).
+  std::vector<std::vector<double>> times;
+  using Clock = std::chrono::steady_clock;
+  const auto seconds = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
   for (int64_t s = 0; s < warmup + steps; ++s) {
     group.barrier();
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     auto v0 = data + 0.1 * torch::randn_like(data);
     auto v1 = data + 0.1 * torch::randn_like(data);
-    auto loss = medcl::functional::nt_xent_loss(net->forward(v0), net->forward(v1), opts);
+    auto z0 = net->forward(v0);
+    auto z1 = net->forward(v1);
+    const auto t_forward = Clock::now();
+    auto loss = medcl::functional::nt_xent_loss(z0, z1, opts);
+    const auto t_loss = Clock::now();
     opt.zero_grad();
     loss.backward();
+    const auto t_backward = Clock::now();
     reducer.reduce();
+    const auto t_reduce = Clock::now();
     opt.step();
-    const auto t1 = std::chrono::steady_clock::now();
+    const auto t1 = Clock::now();
     if (s >= warmup) {
-      times.push_back(std::chrono::duration<double>(t1 - t0).count());
+      times.push_back(
+          {seconds(t0, t1),
+           seconds(t0, t_forward),
+           seconds(t_forward, t_loss),
+           seconds(t_loss, t_backward),
+           seconds(t_backward, t_reduce),
+           seconds(t_reduce, t1)});
     }
   }
   std::ofstream out(dir + "/rank" + std::to_string(rank) + ".txt");
   out << reducer.bytes_last_step() << "\n";
-  for (double t : times) {
-    out << t << "\n";
+  for (const auto& t : times) {
+    for (double x : t) {
+      out << x << " ";
+    }
+    out << "\n";
   }
   return 0;
 }
 
-// Runs `world` workers of this program; returns every rank's median step time and the reducer's
-// bytes of rank 0.
-std::pair<double, int64_t>
-run(const char* self, int64_t world, const std::string& dir, char** argv) {
+constexpr int kPhases = 6; // step, forward, loss, backward, gradient sum, optimiser
+
+struct Result {
+  std::vector<double> median; // the slowest rank's median of each phase
+  int64_t bytes = 0;
+};
+
+// Runs `world` workers of this program; returns, for each phase, the largest over the ranks of
+// the rank's median, and the reducer's bytes of rank 0.
+Result run(const char* self, int64_t world, const std::string& dir, char** argv) {
   std::vector<pid_t> pids;
   for (int64_t r = 0; r < world; ++r) {
     const pid_t pid = ::fork();
@@ -146,23 +220,25 @@ run(const char* self, int64_t world, const std::string& dir, char** argv) {
     std::fprintf(stderr, "a worker failed\n");
     std::exit(1);
   }
-  double slowest = 0;
-  int64_t bytes = 0;
+  Result result;
+  result.median.assign(kPhases, 0.0);
   for (int64_t r = 0; r < world; ++r) {
     std::ifstream in(dir + "/rank" + std::to_string(r) + ".txt");
     int64_t b = 0;
     in >> b;
     if (r == 0) {
-      bytes = b;
+      result.bytes = b;
     }
-    std::vector<double> t;
+    std::vector<std::vector<double>> t(kPhases);
     double x = 0;
-    while (in >> x) {
-      t.push_back(x);
+    for (int i = 0; in >> x; i = (i + 1) % kPhases) {
+      t[i].push_back(x);
     }
-    slowest = std::max(slowest, median(t));
+    for (int i = 0; i < kPhases; ++i) {
+      result.median[i] = std::max(result.median[i], median(t[i]));
+    }
   }
-  return {slowest, bytes};
+  return result;
 }
 
 } // namespace
@@ -173,10 +249,25 @@ int main(int argc, char** argv) {
   const int64_t steps = arg(argc, argv, "steps", 30);
   const int64_t warmup = arg(argc, argv, "warmup", 5);
   const int64_t dim = arg(argc, argv, "dim", 128);
+  const std::string kind = text_arg(argc, argv, "encoder", "mlp");
+  if (kind != "mlp" && kind != "cnn") {
+    std::fprintf(stderr, "--encoder must be mlp or cnn, got '%s'\n", kind.c_str());
+    return 2;
+  }
   at::set_num_threads(1);
   const std::string worker_dir = env_or("MEDCL_BENCH_DIST_DIR", "");
   if (!worker_dir.empty()) {
-    return worker(worker_dir, batch, steps, warmup, dim, arg(argc, argv, "check", 1) != 0);
+    return worker(
+        worker_dir,
+        batch,
+        steps,
+        warmup,
+        dim,
+        kind,
+        arg(argc, argv, "check", 1) != 0,
+        arg(argc, argv, "overlap", 1) != 0,
+        arg(argc, argv, "bucket-kib", 25 * 1024),
+        arg(argc, argv, "first-bucket-kib", 256));
   }
   if (!medcl::dist::available()) {
     std::printf("medcl was built without medcl::dist: nothing to measure\n");
@@ -192,9 +283,10 @@ int main(int argc, char** argv) {
   const auto base =
       std::filesystem::temp_directory_path() / ("medcl-bench-dist-" + std::to_string(::getpid()));
   std::printf(
-      "NT-Xent pretraining step, MLP 64-512-512-%lld, per-rank batch %lld (2 views), one thread "
-      "per "
-      "rank, Gloo over loopback; median of %lld steps\n",
+      "NT-Xent pretraining step, %s%lld), per-rank batch %lld (2 views), one thread per rank, "
+      "Gloo over loopback; median of %lld steps\n",
+      kind == "cnn" ? "convolutional encoder (1x32x32 images, 32-64-128 channels, 128-512-"
+                    : "MLP encoder (64-512-512-",
       static_cast<long long>(dim),
       static_cast<long long>(batch),
       static_cast<long long>(steps));
@@ -203,7 +295,7 @@ int main(int argc, char** argv) {
     const auto dir = base / ("w" + std::to_string(w));
     std::filesystem::create_directories(dir);
     const auto result = run(self, w, dir.string(), argv);
-    const double t = result.first;
+    const double t = result.median[0];
     if (w == 1) {
       t1 = t;
     }
@@ -215,8 +307,7 @@ int main(int argc, char** argv) {
     const double loss_bytes = w == 1 ? 0.0
                                      : (wd - 1) * n * static_cast<double>(dim) * 4 +
             2 * (wd - 1) / wd * big_n * static_cast<double>(dim) * 4;
-    const double param_bytes =
-        w == 1 ? 0.0 : 2 * (wd - 1) / wd * static_cast<double>(result.second);
+    const double param_bytes = w == 1 ? 0.0 : 2 * (wd - 1) / wd * static_cast<double>(result.bytes);
     std::printf(
         "ranks %lld: step %.2f ms, %.0f samples/s in all, weak-scaling efficiency %.1f%%, "
         "received per rank per step %.2f MiB (loss %.2f MiB, gradients %.2f MiB of %.2f MiB "
@@ -228,7 +319,15 @@ int main(int argc, char** argv) {
         (loss_bytes + param_bytes) / (1 << 20),
         loss_bytes / (1 << 20),
         param_bytes / (1 << 20),
-        static_cast<double>(result.second) / (1 << 20));
+        static_cast<double>(result.bytes) / (1 << 20));
+    std::printf(
+        "  phases (slowest rank's median): forward %.2f ms, loss %.2f ms, backward %.2f ms, "
+        "gradient sum %.2f ms, optimiser %.2f ms\n",
+        result.median[1] * 1e3,
+        result.median[2] * 1e3,
+        result.median[3] * 1e3,
+        result.median[4] * 1e3,
+        result.median[5] * 1e3);
   }
   std::filesystem::remove_all(base);
   return 0;

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -66,9 +68,17 @@ struct Group {
   std::vector<size_t> members;
 };
 
-std::vector<Group> make_buckets(const NamedTensors& tensors, int64_t bucket_bytes) {
+//
+// `reverse`: the tensors are taken last to first (the order in which backward produces
+// gradients), and the first bucket of each dtype and device holds at most `first_bucket_bytes`.
+std::vector<Group> make_buckets(
+    const NamedTensors& tensors,
+    int64_t bucket_bytes,
+    bool reverse = false,
+    int64_t first_bucket_bytes = 0) {
   std::vector<Group> groups;
-  for (size_t i = 0; i < tensors.size(); ++i) {
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    const size_t i = reverse ? tensors.size() - 1 - k : k;
     const auto& t = tensors[i].second;
     if (!t.defined()) {
       continue;
@@ -87,9 +97,23 @@ std::vector<Group> make_buckets(const NamedTensors& tensors, int64_t bucket_byte
   for (const auto& g : groups) {
     Group current{g.dtype, g.device, {}};
     int64_t bytes = 0;
+    bool first = reverse;
     for (size_t i : g.members) {
       const auto& t = tensors[i].second;
       const int64_t b = t.numel() * static_cast<int64_t>(t.element_size());
+      if (reverse) {
+        // Overlap: a bucket closes once it holds its cap (PyTorch DDP's rule), so that it can
+        // start as soon as its last gradient arrives.
+        current.members.push_back(i);
+        bytes += b;
+        if (bytes >= (first ? first_bucket_bytes : bucket_bytes)) {
+          first = false;
+          buckets.push_back(current);
+          current.members.clear();
+          bytes = 0;
+        }
+        continue;
+      }
       if (!current.members.empty() && bytes + b > bucket_bytes) {
         buckets.push_back(current);
         current.members.clear();
@@ -263,6 +287,91 @@ void broadcast_parameters(torch::nn::Module& module, const ProcessGroup& group, 
   broadcast_parameters(parameters_and_buffers(module), group, root);
 }
 
+namespace detail {
+
+// GradientReducer's overlap: every parameter's gradient hook copies the arriving gradient into
+// its bucket; a bucket whose gradients have all arrived is started once every bucket before it
+// has been (the same order on every rank); reduce() starts the rest and waits.
+struct OverlapState {
+  struct Bucket {
+    std::vector<size_t> members;
+    at::Tensor flat;
+    int64_t pending = 0; // gradients still to arrive this step
+    std::shared_ptr<PendingCollective> work;
+  };
+  std::mutex mutex;
+  NamedTensors parameters;
+  ProcessGroup side;
+  std::vector<Bucket> buckets;
+  std::vector<size_t> bucket_of;  // parameter -> bucket
+  std::vector<int64_t> offset_of; // parameter -> offset in its bucket
+  std::vector<char> arrived;      // parameter -> its gradient arrived this step
+  size_t next = 0;                // the next bucket to start
+  std::vector<std::pair<size_t, unsigned>> hooks;
+
+  ~OverlapState() {
+    for (const auto& h : hooks) {
+      try {
+        parameters[h.first].second.remove_hook(h.second);
+      } catch (...) {
+        // The parameter's autograd state is gone: nothing to remove.
+      }
+    }
+  }
+
+  at::Tensor slice_of(size_t i) {
+    const auto& p = parameters[i].second;
+    return buckets[bucket_of[i]].flat.narrow(0, offset_of[i], p.numel()).view(p.sizes());
+  }
+
+  void start_ready() {
+    while (next < buckets.size() && buckets[next].pending == 0) {
+      buckets[next].work = all_reduce_start(side, kReduceFn, buckets[next].flat);
+      ++next;
+    }
+  }
+
+  // The hook of parameter i: `grad` is what backward adds to its .grad.
+  void arrive(size_t i, const at::Tensor& grad) {
+    std::lock_guard<std::mutex> lock(mutex);
+    c10::NoGradGuard no_grad;
+    const auto& name = parameters[i].first;
+    TORCH_CHECK(
+        !arrived[i],
+        kReduceFn,
+        ": the gradient of '",
+        name,
+        "' arrived twice before reduce() (a second backward through the parameters before "
+        "reduce: with GradientReducerOptions::overlap every backward must be followed by "
+        "reduce; turn overlap off to accumulate gradients over several backward calls)");
+    TORCH_CHECK(
+        !grad.is_sparse(),
+        kReduceFn,
+        ": the gradient of '",
+        name,
+        "' is sparse, which is not supported");
+    const auto& p = parameters[i].second;
+    auto slice = slice_of(i);
+    if (p.grad().defined() && grad.defined()) {
+      at::add_out(slice, p.grad(), grad);
+    } else if (grad.defined()) {
+      slice.copy_(grad);
+    } else if (p.grad().defined()) {
+      slice.copy_(p.grad());
+    } else {
+      slice.zero_();
+    }
+    arrived[i] = 1;
+    if (--buckets[bucket_of[i]].pending == 0) {
+      start_ready();
+    }
+  }
+
+  static constexpr const char* kReduceFn = "medcl::dist::GradientReducer::reduce";
+};
+
+} // namespace detail
+
 GradientReducer::GradientReducer(
     NamedTensors parameters,
     ProcessGroup group,
@@ -280,9 +389,79 @@ GradientReducer::GradientReducer(
         kv.first,
         "' does not require grad (pass only the parameters the optimiser updates)");
   }
+  TORCH_CHECK(
+      options_.first_bucket_bytes() > 0,
+      fn,
+      ": first_bucket_bytes must be > 0, got ",
+      options_.first_bucket_bytes());
   detail::check_same_tensor_list(fn, parameters_, group_);
-  for (const auto& g : make_buckets(parameters_, options_.bucket_bytes())) {
+  if (group_.size() > 1) {
+    // The layout and the side group depend on the options: every rank must use the same.
+    auto mine = at::tensor(
+        {static_cast<int64_t>(options_.overlap()),
+         options_.bucket_bytes(),
+         options_.first_bucket_bytes()},
+        at::kLong);
+    const auto all = group_.all_gather(mine.view({1, 3}));
+    for (int64_t r = 1; r < group_.size(); ++r) {
+      TORCH_CHECK(
+          all[r].equal(all[0]),
+          fn,
+          ": the ranks disagree on the options: rank 0 has overlap ",
+          all[0][0].item<int64_t>(),
+          ", bucket_bytes ",
+          all[0][1].item<int64_t>(),
+          ", first_bucket_bytes ",
+          all[0][2].item<int64_t>(),
+          "; rank ",
+          r,
+          " has overlap ",
+          all[r][0].item<int64_t>(),
+          ", bucket_bytes ",
+          all[r][1].item<int64_t>(),
+          ", first_bucket_bytes ",
+          all[r][2].item<int64_t>(),
+          " (every rank must use the same GradientReducerOptions)");
+    }
+  }
+  const bool overlap = options_.overlap() && group_.size() > 1;
+  for (const auto& g :
+       make_buckets(parameters_, options_.bucket_bytes(), overlap, options_.first_bucket_bytes())) {
     buckets_.push_back(Bucket{g.dtype, g.device, g.members, numel_of(parameters_, g.members)});
+  }
+  if (!overlap) {
+    return;
+  }
+  overlap_ = std::make_shared<detail::OverlapState>();
+  auto& st = *overlap_;
+  st.parameters = parameters_;
+  st.side = detail::side_group(group_);
+  st.bucket_of.assign(parameters_.size(), 0);
+  st.offset_of.assign(parameters_.size(), 0);
+  st.arrived.assign(parameters_.size(), 0);
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    detail::OverlapState::Bucket bucket;
+    bucket.members = buckets_[b].members;
+    bucket.flat = at::zeros(
+        {buckets_[b].numel},
+        at::TensorOptions().dtype(buckets_[b].dtype).device(buckets_[b].device));
+    bucket.pending = static_cast<int64_t>(bucket.members.size());
+    int64_t offset = 0;
+    for (size_t i : bucket.members) {
+      st.bucket_of[i] = b;
+      st.offset_of[i] = offset;
+      offset += parameters_[i].second.numel();
+    }
+    st.buckets.push_back(std::move(bucket));
+  }
+  std::weak_ptr<detail::OverlapState> weak = overlap_;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const unsigned handle = parameters_[i].second.register_hook([weak, i](const at::Tensor& grad) {
+      if (auto state = weak.lock()) {
+        state->arrive(i, grad);
+      }
+    });
+    st.hooks.emplace_back(i, handle);
   }
 }
 
@@ -296,6 +475,10 @@ void GradientReducer::reduce() {
   constexpr const char* fn = "medcl::dist::GradientReducer::reduce";
   if (group_.size() == 1) {
     bytes_last_step_ = 0;
+    return;
+  }
+  if (overlap_) {
+    reduce_overlapped();
     return;
   }
   c10::NoGradGuard no_grad;
@@ -336,6 +519,67 @@ void GradientReducer::reduce() {
         p.mutable_grad() = reduced.clone();
       }
       offset += p.numel();
+    }
+  }
+  bytes_last_step_ = bytes;
+}
+
+void GradientReducer::reduce_overlapped() {
+  auto& st = *overlap_;
+  std::lock_guard<std::mutex> lock(st.mutex);
+  c10::NoGradGuard no_grad;
+  // Whatever happens below, the next step starts afresh.
+  struct Reset {
+    detail::OverlapState& st;
+    ~Reset() {
+      for (auto& b : st.buckets) {
+        b.pending = static_cast<int64_t>(b.members.size());
+        b.work.reset();
+      }
+      std::fill(st.arrived.begin(), st.arrived.end(), 0);
+      st.next = 0;
+    }
+  } reset{st};
+  // The buckets whose gradients did not all arrive (parameters outside this rank's loss): their
+  // current gradients, zero where undefined; then started in order.
+  for (size_t b = st.next; b < st.buckets.size(); ++b) {
+    for (size_t i : st.buckets[b].members) {
+      if (st.arrived[i]) {
+        continue;
+      }
+      const auto& p = parameters_[i].second;
+      const auto& g = p.grad();
+      auto slice = st.slice_of(i);
+      if (g.defined()) {
+        TORCH_CHECK(
+            !g.is_sparse(),
+            detail::OverlapState::kReduceFn,
+            ": the gradient of '",
+            parameters_[i].first,
+            "' is sparse, which is not supported");
+        slice.copy_(g);
+      } else {
+        slice.zero_();
+      }
+    }
+    st.buckets[b].pending = 0;
+  }
+  st.start_ready();
+  int64_t bytes = 0;
+  for (auto& bucket : st.buckets) {
+    detail::wait(bucket.work);
+    if (options_.average()) {
+      bucket.flat.div_(static_cast<double>(group_.size()));
+    }
+    bytes += bucket.flat.numel() * static_cast<int64_t>(bucket.flat.element_size());
+  }
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    auto p = parameters_[i].second;
+    const auto reduced = st.slice_of(i);
+    if (p.grad().defined()) {
+      p.mutable_grad().copy_(reduced);
+    } else {
+      p.mutable_grad() = reduced.clone();
     }
   }
   bytes_last_step_ = bytes;

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <mutex>
 #include <sstream>
 #include <type_traits>
 #include <utility>
@@ -88,7 +89,12 @@ struct ProcessGroupImpl {
   c10::intrusive_ptr<GlooBase> backend;
   // CUDA tensors' backend when it is NCCL (null: Gloo moves them too).
   c10::intrusive_ptr<GlooBase> nccl;
+  // The group's own keys in the store (side groups are made under it).
+  c10::intrusive_ptr<c10d::Store> store;
 #endif
+  // side_group's group, made at its first call.
+  std::mutex side_mutex;
+  std::shared_ptr<ProcessGroupImpl> side;
 
   static const ProcessGroupImpl* of(const ProcessGroup& group) {
     return group.impl_.get();
@@ -485,25 +491,17 @@ std::string ProcessGroup::describe() const {
       impl_->store_description + ")";
 }
 
-ProcessGroup
-new_group(const Store& store, int64_t rank, int64_t world_size, ProcessGroupOptions options) {
-  const char* fn = "medcl::dist::new_group";
 #if MEDCL_HAVE_DIST
-  TORCH_CHECK(store.defined(), fn, ": the store is undefined");
-  TORCH_CHECK(
-      world_size >= 1 && world_size <= (1 << 24),
-      fn,
-      ": world_size must be in [1, 2^24], got ",
-      world_size);
-  TORCH_CHECK(
-      rank >= 0 && rank < world_size,
-      fn,
-      ": rank must be in [0, world_size) = [0, ",
-      world_size,
-      "), got ",
-      rank);
-  check_timeout(fn, options.timeout());
+namespace {
 
+// The Gloo (and NCCL) process groups of `rank` of `world_size` meeting under `prefixed`.
+std::shared_ptr<detail::ProcessGroupImpl> connect(
+    const char* fn,
+    const c10::intrusive_ptr<c10d::Store>& prefixed,
+    int64_t rank,
+    int64_t world_size,
+    const ProcessGroupOptions& options,
+    const std::string& store_description) {
   auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout());
   // One Gloo worker thread: medcl waits for every collective as soon as it starts it.
   gloo_options->threads = 1;
@@ -536,17 +534,12 @@ new_group(const Store& store, int64_t rank, int64_t world_size, ProcessGroupOpti
         message_of(e));
   }
 
-  // Every group made from one store gets its own keys (ranks make groups in the same order).
-  const int64_t index = store.impl_->groups->fetch_add(1);
-  auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
-      "medcl/group_" + std::to_string(index), store.impl_->store);
-  prefixed->setTimeout(options.timeout());
-
   auto impl = std::make_shared<detail::ProcessGroupImpl>();
   impl->rank = rank;
   impl->size = world_size;
   impl->options = options;
-  impl->store_description = store.describe();
+  impl->store_description = store_description;
+  impl->store = prefixed;
   try {
     impl->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(
         prefixed, static_cast<int>(rank), static_cast<int>(world_size), gloo_options);
@@ -559,7 +552,7 @@ new_group(const Store& store, int64_t rank, int64_t world_size, ProcessGroupOpti
         " of ",
         world_size,
         " could not connect to the other ranks through the ",
-        store.describe(),
+        store_description,
         " within ",
         options.timeout().count(),
         " ms (did every rank start, with the same world size and store?): ",
@@ -590,6 +583,38 @@ new_group(const Store& store, int64_t rank, int64_t world_size, ProcessGroupOpti
       "a LibTorch with CUDA and NCCL, and nccl.h at configure time: Debian's libnccl-dev); use "
       "CudaBackend::Auto or Gloo");
 #endif
+  return impl;
+}
+
+} // namespace
+#endif
+
+ProcessGroup
+new_group(const Store& store, int64_t rank, int64_t world_size, ProcessGroupOptions options) {
+  const char* fn = "medcl::dist::new_group";
+#if MEDCL_HAVE_DIST
+  TORCH_CHECK(store.defined(), fn, ": the store is undefined");
+  TORCH_CHECK(
+      world_size >= 1 && world_size <= (1 << 24),
+      fn,
+      ": world_size must be in [1, 2^24], got ",
+      world_size);
+  TORCH_CHECK(
+      rank >= 0 && rank < world_size,
+      fn,
+      ": rank must be in [0, world_size) = [0, ",
+      world_size,
+      "), got ",
+      rank);
+  check_timeout(fn, options.timeout());
+
+  // Every group made from one store gets its own keys (ranks make groups in the same order).
+  const int64_t index = store.impl_->groups->fetch_add(1);
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
+      "medcl/group_" + std::to_string(index), store.impl_->store);
+  prefixed->setTimeout(options.timeout());
+
+  auto impl = connect(fn, prefixed, rank, world_size, options, store.describe());
   ProcessGroup group;
   group.impl_ = std::move(impl);
   return group;
@@ -857,6 +882,108 @@ void all_reduce(
   }
 #else
   (void)op;
+  TORCH_INTERNAL_ASSERT(false, "a group of more than one process without medcl::dist");
+#endif
+}
+
+struct PendingCollective {
+  std::string fn;
+  std::string what;
+  std::string backend_name = "gloo";
+  int64_t rank = 0;
+  int64_t size = 1;
+  std::chrono::milliseconds timeout{kDefaultTimeout};
+  std::string failure; // a failure to start
+#if MEDCL_HAVE_DIST
+  c10::intrusive_ptr<c10d::Work> work;
+#endif
+};
+
+std::shared_ptr<PendingCollective>
+all_reduce_start(const ProcessGroup& group, const char* fn, const at::Tensor& tensor) {
+  TORCH_INTERNAL_ASSERT(tensor.defined() && tensor.is_contiguous());
+  auto pending = std::make_shared<PendingCollective>();
+  pending->fn = fn;
+  pending->what = "the all_reduce of the payload";
+  if (group.size() == 1) {
+    return pending;
+  }
+#if MEDCL_HAVE_DIST
+  const auto& g = impl_of(group);
+  pending->rank = g.rank;
+  pending->size = g.size;
+  pending->timeout = g.options.timeout();
+  pending->backend_name = payload_backend_name(g, tensor);
+  try {
+    std::vector<at::Tensor> tensors{tensor};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.timeout = g.options.timeout();
+    pending->work = payload_backend(g, tensor).allreduce(tensors, opts);
+  } catch (const std::exception& e) {
+    pending->failure = message_of(e);
+  }
+#else
+  TORCH_INTERNAL_ASSERT(false, "a group of more than one process without medcl::dist");
+#endif
+  return pending;
+}
+
+void wait(const std::shared_ptr<PendingCollective>& pending) {
+  TORCH_INTERNAL_ASSERT(pending != nullptr);
+  std::string failure = pending->failure;
+#if MEDCL_HAVE_DIST
+  if (failure.empty() && pending->work) {
+    try {
+      // Gloo itself gives up after the timeout; this bound only guards against a wait that Gloo
+      // would not end.
+      pending->work->wait(pending->timeout * 2 + std::chrono::seconds(10));
+    } catch (const std::exception& e) {
+      failure = message_of(e);
+    }
+    pending->work.reset();
+  }
+#endif
+  pending->failure.clear();
+  TORCH_CHECK(
+      failure.empty(),
+      pending->fn,
+      ": ",
+      pending->what,
+      " failed on rank ",
+      pending->rank,
+      " of ",
+      pending->size,
+      " (",
+      pending->backend_name,
+      ", timeout ",
+      pending->timeout.count(),
+      " ms): another rank exited, stalled beyond the timeout or called a different collective. "
+      "c10d said: ",
+      failure);
+}
+
+ProcessGroup side_group(const ProcessGroup& group) {
+  if (group.size() == 1) {
+    return group;
+  }
+#if MEDCL_HAVE_DIST
+  auto* g = const_cast<ProcessGroupImpl*>(&impl_of(group));
+  std::lock_guard<std::mutex> lock(g->side_mutex);
+  if (!g->side) {
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("side", g->store);
+    g->side = connect(
+        "medcl::dist::detail::side_group",
+        prefixed,
+        g->rank,
+        g->size,
+        g->options,
+        g->store_description + ", side group");
+  }
+  ProcessGroup side;
+  side.impl_ = g->side;
+  return side;
+#else
   TORCH_INTERNAL_ASSERT(false, "a group of more than one process without medcl::dist");
 #endif
 }

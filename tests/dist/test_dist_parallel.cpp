@@ -194,11 +194,43 @@ void reduce_scenario(const std::string& dir) {
     out.push_back(p.grad().clone());
   }
 
+  // The same real gradients with the buckets reduced during backward (overlap, the default,
+  // above) and after it, over two steps without zero_grad (the second backward adds to the
+  // reduced gradients), with buckets small enough that several start during backward; `extra`
+  // (last, so in overlap's first bucket) takes part on rank 0 only: on the other ranks its
+  // bucket, and so every later one, starts in reduce().
+  for (const bool overlap : {false, true}) {
+    auto m = make_model(100, 1.0);
+    m->eval();
+    auto params = medcl::dist::trainable_parameters(*m);
+    auto extra = torch::full({3}, 1.5, at::kDouble).requires_grad_(true);
+    params.emplace_back("extra", extra);
+    medcl::dist::GradientReducer r(
+        params,
+        group,
+        medcl::dist::GradientReducerOptions().overlap(overlap).bucket_bytes(40).first_bucket_bytes(
+            16));
+    out.push_back(torch::tensor({r.num_buckets()}, at::kLong));
+    for (int k = 0; k < 2; ++k) {
+      auto loss = model_loss(m, offset_of(rows, rank), rows[rank], total(rows));
+      if (rank == 0) {
+        loss = loss + (extra * extra).sum();
+      }
+      loss.backward();
+      r.reduce();
+      for (const auto& kv : params) {
+        out.push_back(kv.second.grad().clone());
+      }
+    }
+  }
+
   // Hand-made gradients: the exact sum, several buckets, a gradient missing on rank 1.
   for (const bool average : {false, true}) {
     auto params = reducer_parameters();
     medcl::dist::GradientReducer reducer(
-        params, group, medcl::dist::GradientReducerOptions().bucket_bytes(64).average(average));
+        params,
+        group,
+        medcl::dist::GradientReducerOptions().bucket_bytes(64).average(average).overlap(average));
     for (size_t i = 0; i < params.size(); ++i) {
       if (has_gradient(rank, i)) {
         params[i].second.mutable_grad() = rank_gradient(params[i].second, rank, i);
@@ -240,8 +272,42 @@ void check_reduce_results(const std::string& dir, int64_t world) {
       CHECK(rel_err(results[r][n_tensors + i], ref_params[i].grad()) < 1e-12);
     }
   }
-  // Hand-made gradients: exact sums (and exact averages: the world size is a power of 2).
+  // Overlap off and on: the same gradients in both steps, the same on every rank. Buckets (6 model
+  // parameters and `extra`): in order, at most 40 bytes, 6; with overlap last to first, closed
+  // once they hold 16 bytes (the first) or 40: {extra}, {2.bias, 2.weight}, {1.bias, 1.weight},
+  // {0.bias, 0.weight}, 4.
   size_t pos = n_tensors + ref_params.size();
+  const size_t n_params = ref_params.size() + 1;
+  const size_t per_run = 1 + 2 * n_params;
+  for (int64_t r = 0; r < world; ++r) {
+    INFO("rank " << r);
+    CHECK(results[r][pos].item<int64_t>() == 6);
+    CHECK(results[r][pos + per_run].item<int64_t>() == 4);
+    for (size_t i = 0; i < 2 * n_params; ++i) {
+      INFO("tensor " << i);
+      // Two ranks: a + b either way, bitwise; four: Gloo's ring adds in an order that follows
+      // the bucket layout, so the last bits may differ.
+      if (world == 2) {
+        CHECK(results[r][pos + 1 + i].equal(results[r][pos + per_run + 1 + i]));
+      } else {
+        CHECK(rel_err(results[r][pos + 1 + i], results[r][pos + per_run + 1 + i]) < 1e-14);
+      }
+      CHECK(results[r][pos + per_run + 1 + i].equal(results[0][pos + per_run + 1 + i]));
+    }
+    // Step 1: the one-process gradient (extra: rank 0's 2 · 1.5); step 2 adds W times step 1's
+    // to the new sum (extra: rank 0's second 3 only).
+    for (size_t i = 0; i < n_params; ++i) {
+      const auto step1 =
+          i + 1 < n_params ? ref_params[i].grad() : torch::full({3}, 3.0, at::kDouble);
+      CHECK(rel_err(results[r][pos + 1 + i], step1) < 1e-12);
+      CHECK(
+          rel_err(results[r][pos + 1 + n_params + i], step1 * static_cast<double>(world + 1)) <
+          1e-12);
+    }
+  }
+  pos += 2 * per_run;
+
+  // Hand-made gradients: exact sums (and exact averages: the world size is a power of 2).
   const auto params = reducer_parameters();
   for (const bool average : {false, true}) {
     for (size_t i = 0; i < params.size(); ++i) {
@@ -260,10 +326,11 @@ void check_reduce_results(const std::string& dir, int64_t world) {
         CHECK(results[r][pos + i].equal(sum));
       }
     }
-    // Buckets of at most 64 bytes: a (96 bytes, alone), b, d (doubles), c (float).
+    // Buckets of at most 64 bytes: a (96 bytes, alone), b, d (doubles), c (float); with overlap
+    // (average here) last to first, the first closed once it holds 256 KiB: {d, b, a}, {c}.
     for (int64_t r = 0; r < world; ++r) {
       const auto counts = results[r][pos + params.size()];
-      CHECK(counts[0].item<int64_t>() == 4);
+      CHECK(counts[0].item<int64_t>() == (average ? 2 : 4));
       CHECK(counts[1].item<int64_t>() == (12 + 5 + 7) * 8 + 4 * 4);
     }
     pos += params.size() + 1;
@@ -709,6 +776,24 @@ void mismatch_scenario(const std::string& dir) {
     }
     bn->forward(torch::randn({4, 3}));
   });
+  step("reducer_options", [&]() {
+    NamedTensors params{{"w", torch::zeros({3}, at::kDouble)}};
+    params[0].second.requires_grad_(true);
+    medcl::dist::GradientReducer reducer(
+        params, group, medcl::dist::GradientReducerOptions().overlap(!odd));
+  });
+  step("reducer_twice", [&]() {
+    NamedTensors params{{"w", torch::zeros({3}, at::kDouble)}};
+    params[0].second.requires_grad_(true);
+    medcl::dist::GradientReducer reducer(params, group);
+    (params[0].second * 2.0).sum().backward();
+    try {
+      (params[0].second * 3.0).sum().backward();
+    } catch (...) {
+      reducer.reduce(); // the first step's bucket is done: every rank completes it
+      throw;
+    }
+  });
   // After all of these the group still works.
   step("after", [&]() {
     torch::nn::Sequential model(torch::nn::Linear(3, 4));
@@ -1073,6 +1158,13 @@ TEST_CASE(
         split_outcome(read_step(d, "reducer_dtype", r)).second,
         Contains("GradientReducer: the ranks hold different parameters: at position 0, rank 0 "
                  "has 'w' [3] Double, rank 1 has 'w' [3] Float"));
+    CHECK_THAT(
+        split_outcome(read_step(d, "reducer_options", r)).second,
+        Contains("GradientReducer: the ranks disagree on the options: rank 0 has overlap 1, "
+                 "bucket_bytes 26214400, first_bucket_bytes 262144; rank 1 has overlap 0"));
+    CHECK_THAT(
+        split_outcome(read_step(d, "reducer_twice", r)).second,
+        Contains("GradientReducer::reduce: the gradient of 'w' arrived twice before reduce()"));
     CHECK_THAT(
         split_outcome(read_step(d, "bn_one_value", r)).second,
         Contains("expected more than 1 value per channel over all ranks when training, got 1 "

@@ -17,6 +17,7 @@
 #include <torch/nn/module.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -72,7 +73,25 @@ struct GradientReducerOptions {
   /// Turn it on only for per-rank losses that are each a mean over the local batch (what
   /// PyTorch's DistributedDataParallel assumes). Default: false
   TORCH_ARG(bool, average) = false;
+  /// Start each bucket's all-reduce during backward, as soon as every gradient in it has
+  /// arrived, so that communication runs while backward computes the remaining gradients
+  /// (PyTorch DDP's overlap); `reduce` then waits for them and starts those still missing. The
+  /// buckets then take the parameters last to first (the order backward produces their
+  /// gradients), the first one at most `first_bucket_bytes`, and run on a side group of the
+  /// group (detail::side_group) so that they never mix with a loss's collectives during
+  /// backward. Every backward through these parameters must then be followed by `reduce` before
+  /// the next one (a gradient that arrives twice is an error: for gradient accumulation over
+  /// several backward calls, turn it off). The sums are the same either way. Default: true
+  TORCH_ARG(bool, overlap) = true;
+  /// With `overlap`: the most bytes of the first bucket, whose gradients arrive first (PyTorch
+  /// DDP uses 1 MiB with 25 MiB buckets for models of many MiB). Small models need small
+  /// buckets to overlap at all; one bucket costs about one round trip more. Default: 256 KiB
+  TORCH_ARG(int64_t, first_bucket_bytes) = 256 * 1024;
 };
+
+namespace detail {
+struct OverlapState;
+} // namespace detail
 
 /// Sums the gradients of a list of parameters over the ranks of a group, in buckets, after
 /// backward and before clipping or the optimiser step:
@@ -148,11 +167,16 @@ class GradientReducer {
     std::vector<size_t> members;
     int64_t numel;
   };
+  void reduce_overlapped();
+
   NamedTensors parameters_;
   ProcessGroup group_;
   GradientReducerOptions options_;
   std::vector<Bucket> buckets_;
   int64_t bytes_last_step_ = 0;
+  // With overlap: the buckets' buffers, the hooks' progress and the started all-reduces, shared
+  // with the parameters' gradient hooks (which hold it weakly and are removed with it).
+  std::shared_ptr<detail::OverlapState> overlap_;
 };
 
 namespace detail {

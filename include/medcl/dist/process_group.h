@@ -42,6 +42,10 @@ struct ProcessGroupImpl;
 
 class ProcessGroup;
 
+namespace detail {
+ProcessGroup side_group(const ProcessGroup& group);
+} // namespace detail
+
 /// Options of a `ProcessGroup`.
 ///
 /// Example:
@@ -189,6 +193,7 @@ class ProcessGroup {
   std::shared_ptr<detail::ProcessGroupImpl> impl_;
   friend ProcessGroup new_group(const Store&, int64_t, int64_t, ProcessGroupOptions);
   friend struct detail::ProcessGroupImpl;
+  friend ProcessGroup detail::side_group(const ProcessGroup&);
 };
 
 /// A Gloo process group of `world_size` ranks meeting through `store`, this process being
@@ -296,6 +301,27 @@ void all_reduce(
     Collective op,
     at::Tensor& tensor,
     bool check = true);
+
+/// A collective started and not yet waited for (all_reduce_start).
+struct PendingCollective;
+
+/// Starts the all-reduce (sum, in place) of `tensor` (contiguous) and returns without waiting,
+/// with no metadata exchange: the caller makes the ranks agree on the shapes and on the order
+/// of the calls. `tensor` must not be touched until `wait`. Collective. The one-process group
+/// does nothing.
+std::shared_ptr<PendingCollective>
+all_reduce_start(const ProcessGroup& group, const char* fn, const at::Tensor& tensor);
+
+/// Waits for a started collective; a failure (a rank gone, a timeout) becomes an error naming
+/// `fn`, the operation, this rank and the timeout. Waiting twice returns at once.
+void wait(const std::shared_ptr<PendingCollective>& pending);
+
+/// A second group over the same ranks and store whose collectives are matched only among
+/// themselves, so that they may run while the group's own run (gradient buckets reduced during
+/// backward while a loss's gather backward runs on the group). Made once per group, at the first
+/// call, which is collective: every rank makes it at the same point. The one-process group
+/// returns itself.
+ProcessGroup side_group(const ProcessGroup& group);
 
 } // namespace detail
 
