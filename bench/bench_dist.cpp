@@ -7,7 +7,16 @@
 // A step: two views through the encoder, NT-Xent across the ranks (every rank's views gathered with
 // gradient), backward, the gradients summed over the ranks (medcl::dist::GradientReducer), AdamW.
 //
-//   medcl_bench_dist [--ranks=2] [--batch=256] [--steps=30] [--warmup=5] [--dim=128] [--check=1]
+//   medcl_bench_dist [--ranks=2] [--batch=256] [--steps=30] [--warmup=5] [--dim=128]
+//                    [--encoder=mlp|cnn] [--repeats=3] [--overlap=1] [--bucket-kib=25600]
+//                    [--first-bucket-kib=256] [--pin=0] [--check=1]
+//
+// --encoder: the MLP (the default: little compute per parameter, the worst case for
+// communication) or a small convolutional image encoder. --repeats: pairs of runs (1 rank, then
+// --ranks), interleaved; the median efficiency over them is printed last, with what the loss's
+// own growth leaves reachable. --overlap, --bucket-kib, --first-bucket-kib: GradientReducer's
+// options. --pin=1: each rank (and the one-rank run) bound to one CPU (rank mod the CPUs), as
+// launchers of CPU ranks do (taskset, numactl).
 //
 // --check=0: ProcessGroupOptions::check_consistency(false), no metadata exchange before the
 // gradient buckets' all-reduces and the barrier (the losses' own checks stay).
@@ -20,6 +29,7 @@
 
 #include <torch/torch.h>
 
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -114,9 +124,28 @@ int worker(
     bool check,
     bool overlap,
     int64_t bucket_kib,
-    int64_t first_bucket_kib) {
+    int64_t first_bucket_kib,
+    bool pin) {
   const int64_t rank = std::stoll(env_or("RANK", "0"));
   const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
+  if (pin) {
+    // One CPU per rank (rank mod the CPUs this process may use): its threads, Gloo's included,
+    // stay there, and the ranks' compute never shares a CPU.
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) > 0) {
+      std::vector<int> cpus;
+      for (int c = 0; c < CPU_SETSIZE; ++c) {
+        if (CPU_ISSET(c, &allowed)) {
+          cpus.push_back(c);
+        }
+      }
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpus[static_cast<size_t>(rank) % cpus.size()], &one);
+      ::sched_setaffinity(0, sizeof(one), &one);
+    }
+  }
   medcl::dist::ProcessGroup group;
   if (world > 1) {
     auto store = medcl::dist::Store::file(dir + "/store", world, std::chrono::seconds(120));
@@ -241,6 +270,33 @@ Result run(const char* self, int64_t world, const std::string& dir, char** argv)
   return result;
 }
 
+// The median time of NT-Xent's forward and backward on random embeddings: 2 · batch anchors
+// against 2 · batch candidates (one rank) and against 2 · batch · ranks (each rank's share at
+// `ranks` ranks: the anchors of one rank against every rank's candidates, with the candidates'
+// gradient), measured here as InfoNCE of the local rows against all rows.
+std::pair<double, double> loss_ceiling(int64_t batch, int64_t ranks, int64_t dim) {
+  torch::manual_seed(3);
+  auto time_it = [&](int64_t candidates) {
+    std::vector<double> t;
+    for (int i = 0; i < 25; ++i) {
+      auto q = torch::randn({2 * batch, dim}).requires_grad_(true);
+      auto k = torch::randn({candidates, dim}).requires_grad_(true);
+      const auto t0 = std::chrono::steady_clock::now();
+      auto qn =
+          torch::nn::functional::normalize(q, torch::nn::functional::NormalizeFuncOptions().dim(1));
+      auto kn =
+          torch::nn::functional::normalize(k, torch::nn::functional::NormalizeFuncOptions().dim(1));
+      auto logits = qn.mm(kn.t()) / 0.2;
+      auto loss =
+          torch::nn::functional::cross_entropy(logits, torch::arange(2 * batch, torch::kLong));
+      loss.backward();
+      t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return median(t);
+  };
+  return {time_it(2 * batch), time_it(2 * batch * ranks)};
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -249,6 +305,7 @@ int main(int argc, char** argv) {
   const int64_t steps = arg(argc, argv, "steps", 30);
   const int64_t warmup = arg(argc, argv, "warmup", 5);
   const int64_t dim = arg(argc, argv, "dim", 128);
+  const int64_t repeats = std::max<int64_t>(1, arg(argc, argv, "repeats", 3));
   const std::string kind = text_arg(argc, argv, "encoder", "mlp");
   if (kind != "mlp" && kind != "cnn") {
     std::fprintf(stderr, "--encoder must be mlp or cnn, got '%s'\n", kind.c_str());
@@ -267,7 +324,8 @@ int main(int argc, char** argv) {
         arg(argc, argv, "check", 1) != 0,
         arg(argc, argv, "overlap", 1) != 0,
         arg(argc, argv, "bucket-kib", 25 * 1024),
-        arg(argc, argv, "first-bucket-kib", 256));
+        arg(argc, argv, "first-bucket-kib", 256),
+        arg(argc, argv, "pin", 0) != 0);
   }
   if (!medcl::dist::available()) {
     std::printf("medcl was built without medcl::dist: nothing to measure\n");
@@ -290,45 +348,75 @@ int main(int argc, char** argv) {
       static_cast<long long>(dim),
       static_cast<long long>(batch),
       static_cast<long long>(steps));
-  double t1 = 0;
-  for (int64_t w : {int64_t(1), ranks}) {
-    const auto dir = base / ("w" + std::to_string(w));
-    std::filesystem::create_directories(dir);
-    const auto result = run(self, w, dir.string(), argv);
-    const double t = result.median[0];
-    if (w == 1) {
-      t1 = t;
+  // The pairs (1 rank, then `ranks`) run `repeats` times, interleaved, so that a slow spell of
+  // the machine weighs on both sides of one pair rather than on one side only.
+  std::vector<double> efficiencies;
+  for (int64_t rep = 0; rep < repeats; ++rep) {
+    double t1 = 0;
+    for (int64_t w : {int64_t(1), ranks}) {
+      const auto dir = base / ("r" + std::to_string(rep) + "w" + std::to_string(w));
+      std::filesystem::create_directories(dir);
+      const auto result = run(self, w, dir.string(), argv);
+      const double t = result.median[0];
+      if (w == 1) {
+        t1 = t;
+      } else {
+        efficiencies.push_back(t1 / t);
+      }
+      // Bytes received per rank per step (docs/distributed.md): the gathered views, the
+      // gathered gradient's all-reduce, the row counts, and the parameters' all-reduce.
+      const double n = 2.0 * static_cast<double>(batch);
+      const double big_n = n * static_cast<double>(w);
+      const double wd = static_cast<double>(w);
+      const double loss_bytes = w == 1 ? 0.0
+                                       : (wd - 1) * n * static_cast<double>(dim) * 4 +
+              2 * (wd - 1) / wd * big_n * static_cast<double>(dim) * 4;
+      const double param_bytes =
+          w == 1 ? 0.0 : 2 * (wd - 1) / wd * static_cast<double>(result.bytes);
+      std::printf(
+          "run %lld, ranks %lld: step %.2f ms, %.0f samples/s in all, weak-scaling efficiency "
+          "%.1f%%, received per rank per step %.2f MiB (loss %.2f MiB, gradients %.2f MiB of "
+          "%.2f MiB reduced)\n",
+          static_cast<long long>(rep + 1),
+          static_cast<long long>(w),
+          t * 1e3,
+          static_cast<double>(batch * w) / t,
+          100.0 * t1 / t,
+          (loss_bytes + param_bytes) / (1 << 20),
+          loss_bytes / (1 << 20),
+          param_bytes / (1 << 20),
+          static_cast<double>(result.bytes) / (1 << 20));
+      std::printf(
+          "  phases (slowest rank's median): forward %.2f ms, loss %.2f ms, backward %.2f ms, "
+          "gradient sum %.2f ms, optimiser %.2f ms\n",
+          result.median[1] * 1e3,
+          result.median[2] * 1e3,
+          result.median[3] * 1e3,
+          result.median[4] * 1e3,
+          result.median[5] * 1e3);
+      std::fflush(stdout);
     }
-    // Bytes received per rank per step (docs/distributed.md): the gathered views, the gathered
-    // gradient's all-reduce, the row counts, and the parameters' all-reduce.
-    const double n = 2.0 * static_cast<double>(batch);
-    const double big_n = n * static_cast<double>(w);
-    const double wd = static_cast<double>(w);
-    const double loss_bytes = w == 1 ? 0.0
-                                     : (wd - 1) * n * static_cast<double>(dim) * 4 +
-            2 * (wd - 1) / wd * big_n * static_cast<double>(dim) * 4;
-    const double param_bytes = w == 1 ? 0.0 : 2 * (wd - 1) / wd * static_cast<double>(result.bytes);
-    std::printf(
-        "ranks %lld: step %.2f ms, %.0f samples/s in all, weak-scaling efficiency %.1f%%, "
-        "received per rank per step %.2f MiB (loss %.2f MiB, gradients %.2f MiB of %.2f MiB "
-        "reduced)\n",
-        static_cast<long long>(w),
-        t * 1e3,
-        static_cast<double>(batch * w) / t,
-        100.0 * t1 / t,
-        (loss_bytes + param_bytes) / (1 << 20),
-        loss_bytes / (1 << 20),
-        param_bytes / (1 << 20),
-        static_cast<double>(result.bytes) / (1 << 20));
-    std::printf(
-        "  phases (slowest rank's median): forward %.2f ms, loss %.2f ms, backward %.2f ms, "
-        "gradient sum %.2f ms, optimiser %.2f ms\n",
-        result.median[1] * 1e3,
-        result.median[2] * 1e3,
-        result.median[3] * 1e3,
-        result.median[4] * 1e3,
-        result.median[5] * 1e3);
   }
+  std::sort(efficiencies.begin(), efficiencies.end());
+  std::printf(
+      "weak-scaling efficiency at %lld ranks: median %.1f%% of %lld runs (lowest %.1f%%, highest "
+      "%.1f%%)\n",
+      static_cast<long long>(ranks),
+      100.0 * median(efficiencies),
+      static_cast<long long>(efficiencies.size()),
+      100.0 * efficiencies.front(),
+      100.0 * efficiencies.back());
+  // What communication cannot remove: at W ranks each rank's anchors meet W times the
+  // candidates, so the loss's own forward and backward grow about W-fold.
+  const auto ceiling = loss_ceiling(batch, ranks, dim);
+  std::printf(
+      "the loss alone (forward and backward, one process, one thread): %.2f ms per step at 1 "
+      "rank, %.2f ms per rank at %lld ranks (its anchors against every rank's candidates): with "
+      "communication free, the efficiency could reach at most t1 / (t1 + %.2f ms)\n",
+      ceiling.first * 1e3,
+      ceiling.second * 1e3,
+      static_cast<long long>(ranks),
+      (ceiling.second - ceiling.first) * 1e3);
   std::filesystem::remove_all(base);
   return 0;
 }

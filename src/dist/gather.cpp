@@ -40,11 +40,14 @@ struct GatherBackward : public torch::autograd::Node {
     // Every rank takes part in the all-reduce, with zeros where its result got no gradient.
     grad = grad.defined() ? grad.contiguous().clone() : at::zeros(gathered_shape_, options_);
     if (sum_over_ranks_) {
+      // No metadata exchange: the forward's made the ranks agree on the gathered shape and on
+      // recording the gradient, and autograd reaches this node in the same order on every rank.
       detail::all_reduce(
           group_,
           "medcl::dist::gather_with_gradient (backward)",
           detail::Collective::GatherWithGradientBackward,
-          grad);
+          grad,
+          /*check=*/false);
     }
     return {grad.narrow(0, offset_, rows_).clone()};
   }

@@ -200,6 +200,12 @@ inline at::Tensor clip_distributed(
         detail::matmul_dtype(image));
     p.scale_tensor = logit_scale;
     p.loss_scale = 0.5;
+    if (!keyed) {
+      // Every row's positive is its own pair, with negatives once there are two pairs in all:
+      // the global count is known here, no all-reduce.
+      return distributed_contrast(
+          std::move(p), g, global.all, 1, known_row_counter(m > 1 ? b : 0, m > 1 ? m : 0));
+    }
     return distributed_contrast(std::move(p), g, global.all);
   };
   auto image_to_text = direction(x, all_t, std::move(to_text));

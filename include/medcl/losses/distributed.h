@@ -353,6 +353,23 @@ inline std::function<int64_t(int64_t)> global_row_counter(const dist::ProcessGro
   };
 }
 
+/// A ContrastProblem::global_row_count that needs no communication, for pairings whose rows that
+/// count follow from the row counts every rank already holds (the agreement's): each rank's
+/// engine must find `expected_local` rows that count, and the total is `total`. For the
+/// keyless pairings (each row's positive is its own other view or its own key), where every row
+/// counts once the global batch has a negative at all.
+inline std::function<int64_t(int64_t)> known_row_counter(int64_t expected_local, int64_t total) {
+  return [expected_local, total](int64_t local) {
+    TORCH_INTERNAL_ASSERT(
+        local == expected_local,
+        "the loss's row count: ",
+        local,
+        " rows count on this rank, expected ",
+        expected_local);
+    return total;
+  };
+}
+
 /// Every rank's rows, gathered with gradient, and where this rank's rows sit among them.
 struct GlobalRows {
   at::Tensor all;              // [M, D]: every rank's rows in rank order
@@ -413,12 +430,15 @@ inline SampleKeys gather_view_keys(
 /// Runs the engine on this rank's share, or takes part in its collectives with no rows. With no
 /// anchors this rank still all-reduces its (zero) row counts and returns a zero loss connected to
 /// the gathered candidates `connected`, so that its backward joins the gather's all-reduce.
+/// `row_counter`: the global row count without an all-reduce (known_row_counter), where the
+/// pairing lets every rank know it.
 inline at::Tensor distributed_contrast(
     ContrastProblem p,
     const dist::ProcessGroup& g,
     const at::Tensor& connected,
-    int directions = 1) {
-  p.global_row_count = global_row_counter(g);
+    int directions = 1,
+    std::function<int64_t(int64_t)> row_counter = {}) {
+  p.global_row_count = row_counter ? std::move(row_counter) : global_row_counter(g);
   if (p.anchors.size(0) > 0) {
     return contrast_loss(std::move(p));
   }

@@ -230,6 +230,12 @@ inline at::Tensor info_nce_distributed(
       options.weighting(),
       options.engine(),
       matmul_dtype(query));
+  if (!keyed) {
+    // Every query's positive is its own key, with negatives once there are two keys in all: the
+    // global count is known here, no all-reduce.
+    return distributed_contrast(
+        std::move(p), g, global.all, 1, known_row_counter(m > 1 ? b : 0, m > 1 ? m : 0));
+  }
   return distributed_contrast(std::move(p), g, global.all);
 }
 

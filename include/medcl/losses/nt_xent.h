@@ -162,6 +162,17 @@ inline at::Tensor nt_xent_distributed(
       options.weighting(),
       options.engine(),
       matmul_dtype(z0));
+  if (keys == nullptr) {
+    // Every row's positive is its other view, and it has negatives once the global batch holds
+    // more than one sample: the global count is known here, no all-reduce.
+    const bool counts_rows = m > 2;
+    return distributed_contrast(
+        std::move(p),
+        g,
+        global.all,
+        1,
+        known_row_counter(counts_rows ? 2 * b : 0, counts_rows ? m : 0));
+  }
   return distributed_contrast(std::move(p), g, global.all);
 }
 
