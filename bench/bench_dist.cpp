@@ -9,14 +9,15 @@
 //
 //   medcl_bench_dist [--ranks=2] [--batch=256] [--steps=30] [--warmup=5] [--dim=128]
 //                    [--encoder=mlp|cnn] [--repeats=3] [--overlap=1] [--bucket-kib=25600]
-//                    [--first-bucket-kib=256] [--pin=0] [--check=1]
+//                    [--first-bucket-kib=256] [--pin=0] [--malloc-keep=0] [--check=1]
 //
 // --encoder: the MLP (the default: little compute per parameter, the worst case for
-// communication) or a small convolutional image encoder. --repeats: pairs of runs (1 rank, then
-// --ranks), interleaved; the median efficiency over them is printed last, with what the loss's
-// own growth leaves reachable. --overlap, --bucket-kib, --first-bucket-kib: GradientReducer's
-// options. --pin=1: each rank (and the one-rank run) bound to one CPU (rank mod the CPUs), as
-// launchers of CPU ranks do (taskset, numactl).
+// communication) or a small convolutional image encoder. --repeats: rounds of runs (W
+// independent one-rank processes at once, 1 rank, W ranks), interleaved; printed last: the median
+// efficiency over the rounds, what the machine itself allows W concurrent processes (their CPUs,
+// caches and memory bandwidth, no communication), and what the loss's own growth leaves. --overlap,
+// --bucket-kib, --first-bucket-kib: GradientReducer's options. --pin=1: each rank (and the one-rank
+// run) bound to one CPU (rank mod the CPUs), as launchers of CPU ranks do (taskset, numactl).
 //
 // --check=0: ProcessGroupOptions::check_consistency(false), no metadata exchange before the
 // gradient buckets' all-reduces and the barrier (the losses' own checks stay).
@@ -29,6 +30,9 @@
 
 #include <torch/torch.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,6 +44,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -125,9 +130,22 @@ int worker(
     bool overlap,
     int64_t bucket_kib,
     int64_t first_bucket_kib,
-    bool pin) {
+    bool pin,
+    bool malloc_keep) {
   const int64_t rank = std::stoll(env_or("RANK", "0"));
   const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
+  // This worker's index among those running at once: its rank, or its place among independent
+  // one-rank workers.
+  const int64_t slot = std::stoll(env_or("MEDCL_BENCH_DIST_SLOT", std::to_string(rank)));
+  if (malloc_keep) {
+#if defined(__GLIBC__)
+    // Keep freed memory in the process: no mmap for large blocks (each would be unmapped on
+    // free and faulted in, zeroed, at the next step) and no trimming of the heap.
+    ::mallopt(M_MMAP_MAX, 0);
+    ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+    ::mallopt(M_TOP_PAD, 256 << 20);
+#endif
+  }
   if (pin) {
     // One CPU per rank (rank mod the CPUs this process may use): its threads, Gloo's included,
     // stay there, and the ranks' compute never shares a CPU.
@@ -142,7 +160,7 @@ int worker(
       }
       cpu_set_t one;
       CPU_ZERO(&one);
-      CPU_SET(cpus[static_cast<size_t>(rank) % cpus.size()], &one);
+      CPU_SET(cpus[static_cast<size_t>(slot) % cpus.size()], &one);
       ::sched_setaffinity(0, sizeof(one), &one);
     }
   }
@@ -205,7 +223,7 @@ int worker(
            seconds(t_reduce, t1)});
     }
   }
-  std::ofstream out(dir + "/rank" + std::to_string(rank) + ".txt");
+  std::ofstream out(dir + "/rank" + std::to_string(slot) + ".txt");
   out << reducer.bytes_last_step() << "\n";
   for (const auto& t : times) {
     for (double x : t) {
@@ -225,13 +243,22 @@ struct Result {
 
 // Runs `world` workers of this program; returns, for each phase, the largest over the ranks of
 // the rank's median, and the reducer's bytes of rank 0.
-Result run(const char* self, int64_t world, const std::string& dir, char** argv) {
+//
+// `independent`: the `world` workers run at once but each alone (one rank, no group, no
+// communication): what the machine itself allows W concurrent steps.
+Result run(
+    const char* self,
+    int64_t world,
+    const std::string& dir,
+    char** argv,
+    bool independent = false) {
   std::vector<pid_t> pids;
   for (int64_t r = 0; r < world; ++r) {
     const pid_t pid = ::fork();
     if (pid == 0) {
-      ::setenv("RANK", std::to_string(r).c_str(), 1);
-      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      ::setenv("RANK", std::to_string(independent ? 0 : r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(independent ? 1 : world).c_str(), 1);
+      ::setenv("MEDCL_BENCH_DIST_SLOT", std::to_string(r).c_str(), 1);
       ::setenv("OMP_NUM_THREADS", "1", 1);
       ::setenv("MEDCL_BENCH_DIST_DIR", dir.c_str(), 1);
       ::execve(self, argv, environ);
@@ -270,31 +297,38 @@ Result run(const char* self, int64_t world, const std::string& dir, char** argv)
   return result;
 }
 
-// The median time of NT-Xent's forward and backward on random embeddings: 2 · batch anchors
-// against 2 · batch candidates (one rank) and against 2 · batch · ranks (each rank's share at
-// `ranks` ranks: the anchors of one rank against every rank's candidates, with the candidates'
-// gradient), measured here as InfoNCE of the local rows against all rows.
+// The median time of the loss's forward and backward on random embeddings with medcl's engine,
+// as NT-Xent runs it on one rank of `ranks`: this rank's 2 · batch anchors (each one's positive
+// its other view, itself excluded) against the 2 · batch · ranks candidates of every rank (with
+// their gradient), the divisor known; and the same against its own 2 · batch (one rank).
 std::pair<double, double> loss_ceiling(int64_t batch, int64_t ranks, int64_t dim) {
   torch::manual_seed(3);
-  auto time_it = [&](int64_t candidates) {
+  auto time_it = [&](int64_t world) {
+    const int64_t rows = 2 * batch;
+    const int64_t cols = rows * world;
+    const auto local = torch::arange(rows, torch::kLong);
     std::vector<double> t;
     for (int i = 0; i < 25; ++i) {
-      auto q = torch::randn({2 * batch, dim}).requires_grad_(true);
-      auto k = torch::randn({candidates, dim}).requires_grad_(true);
+      auto anchors = torch::randn({rows, dim}).requires_grad_(true);
+      auto others = torch::randn({cols - rows, dim});
       const auto t0 = std::chrono::steady_clock::now();
-      auto qn =
-          torch::nn::functional::normalize(q, torch::nn::functional::NormalizeFuncOptions().dim(1));
-      auto kn =
-          torch::nn::functional::normalize(k, torch::nn::functional::NormalizeFuncOptions().dim(1));
-      auto logits = qn.mm(kn.t()) / 0.2;
-      auto loss =
-          torch::nn::functional::cross_entropy(logits, torch::arange(2 * batch, torch::kLong));
-      loss.backward();
+      auto z = torch::nn::functional::normalize(
+          anchors, torch::nn::functional::NormalizeFuncOptions().dim(1));
+      auto candidates = world == 1 ? z : torch::cat({z, others}, 0);
+      auto p = medcl::make_contrast_problem(
+          "bench",
+          z,
+          candidates,
+          std::make_shared<medcl::IndexRule>(
+              (local + batch).remainder(rows), local, cols, "the other view"),
+          0.2);
+      p.global_row_count = [cols](int64_t) { return cols; };
+      medcl::contrast_loss(std::move(p)).backward();
       t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     return median(t);
   };
-  return {time_it(2 * batch), time_it(2 * batch * ranks)};
+  return {time_it(1), time_it(ranks)};
 }
 
 } // namespace
@@ -325,7 +359,8 @@ int main(int argc, char** argv) {
         arg(argc, argv, "overlap", 1) != 0,
         arg(argc, argv, "bucket-kib", 25 * 1024),
         arg(argc, argv, "first-bucket-kib", 256),
-        arg(argc, argv, "pin", 0) != 0);
+        arg(argc, argv, "pin", 0) != 0,
+        arg(argc, argv, "malloc-keep", 0) != 0);
   }
   if (!medcl::dist::available()) {
     std::printf("medcl was built without medcl::dist: nothing to measure\n");
@@ -351,8 +386,22 @@ int main(int argc, char** argv) {
   // The pairs (1 rank, then `ranks`) run `repeats` times, interleaved, so that a slow spell of
   // the machine weighs on both sides of one pair rather than on one side only.
   std::vector<double> efficiencies;
+  std::vector<double> machine;  // t(1) / t(W independent one-rank processes at once)
+  std::vector<double> one_rank; // t(1)
   for (int64_t rep = 0; rep < repeats; ++rep) {
     double t1 = 0;
+    {
+      // The machine's own share: W one-rank processes at once, no communication.
+      const auto dir = base / ("r" + std::to_string(rep) + "independent");
+      std::filesystem::create_directories(dir);
+      const double t = run(self, ranks, dir.string(), argv, /*independent=*/true).median[0];
+      std::printf(
+          "run %lld, %lld independent one-rank processes at once: step %.2f ms\n",
+          static_cast<long long>(rep + 1),
+          static_cast<long long>(ranks),
+          t * 1e3);
+      machine.push_back(t);
+    }
     for (int64_t w : {int64_t(1), ranks}) {
       const auto dir = base / ("r" + std::to_string(rep) + "w" + std::to_string(w));
       std::filesystem::create_directories(dir);
@@ -360,6 +409,8 @@ int main(int argc, char** argv) {
       const double t = result.median[0];
       if (w == 1) {
         t1 = t;
+        one_rank.push_back(t1);
+        machine.back() = t1 / machine.back();
       } else {
         efficiencies.push_back(t1 / t);
       }
@@ -398,6 +449,7 @@ int main(int argc, char** argv) {
     }
   }
   std::sort(efficiencies.begin(), efficiencies.end());
+  std::sort(machine.begin(), machine.end());
   std::printf(
       "weak-scaling efficiency at %lld ranks: median %.1f%% of %lld runs (lowest %.1f%%, highest "
       "%.1f%%)\n",
@@ -406,17 +458,27 @@ int main(int argc, char** argv) {
       static_cast<long long>(efficiencies.size()),
       100.0 * efficiencies.front(),
       100.0 * efficiencies.back());
+  std::printf(
+      "the machine alone (t(1) over the step of %lld independent one-rank processes running at "
+      "once): median %.1f%% (lowest %.1f%%, highest %.1f%%)\n",
+      static_cast<long long>(ranks),
+      100.0 * median(machine),
+      100.0 * machine.front(),
+      100.0 * machine.back());
   // What communication cannot remove: at W ranks each rank's anchors meet W times the
   // candidates, so the loss's own forward and backward grow about W-fold.
   const auto ceiling = loss_ceiling(batch, ranks, dim);
   std::printf(
-      "the loss alone (forward and backward, one process, one thread): %.2f ms per step at 1 "
+      "the loss alone (medcl's engine, forward and backward, one thread): %.2f ms per step at 1 "
       "rank, %.2f ms per rank at %lld ranks (its anchors against every rank's candidates): with "
-      "communication free, the efficiency could reach at most t1 / (t1 + %.2f ms)\n",
+      "communication free, the efficiency could reach at most t1 / (t1 + %.2f ms) = %.1f%% "
+      "(t1 = %.2f ms, the median)\n",
       ceiling.first * 1e3,
       ceiling.second * 1e3,
       static_cast<long long>(ranks),
-      (ceiling.second - ceiling.first) * 1e3);
+      (ceiling.second - ceiling.first) * 1e3,
+      100.0 * median(one_rank) / (median(one_rank) + ceiling.second - ceiling.first),
+      median(one_rank) * 1e3);
   std::filesystem::remove_all(base);
   return 0;
 }
