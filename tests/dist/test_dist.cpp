@@ -4,6 +4,7 @@
 
 #include "catch.h"
 #include "dist/launcher.h"
+#include "dist/worker.h"
 #include "support.h"
 
 #include <medcl/dist/gather.h>
@@ -26,8 +27,13 @@ namespace {
 using medcl::dist::ProcessGroup;
 using medcl::dist::ProcessGroupOptions;
 using medcl::dist::Store;
+using medcl_test::all_exited_ok;
 using medcl_test::Contains;
+using medcl_test::env_or;
+using medcl_test::load_tensors;
 using medcl_test::rel_err;
+using medcl_test::worker_group;
+using medcl_test::write_text;
 
 // ---- The problem every rank and the one-process reference share -----------------------------
 
@@ -118,34 +124,8 @@ at::Tensor keyed_loss(
 
 // ---- Workers --------------------------------------------------------------------------------
 
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::string(v) : fallback;
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
 std::string message_of(const c10::Error& e) {
   return e.what_without_backtrace();
-}
-
-// The group of a worker: FileStore (every rank first waits on the store until all have started,
-// so that a short collective timeout does not time the start-up of the processes) or env://.
-ProcessGroup worker_group(const std::string& dir, std::chrono::milliseconds timeout) {
-  const auto opts = ProcessGroupOptions().timeout(timeout).hostname("127.0.0.1");
-  if (env_or("MEDCL_DIST_STORE", "file") == "file") {
-    const int64_t rank = std::stoll(env_or("RANK", "0"));
-    const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
-    auto store = Store::file(dir + "/store", world, std::chrono::seconds(90));
-    store.set("started/" + std::to_string(rank), "1");
-    for (int64_t r = 0; r < world; ++r) {
-      store.get("started/" + std::to_string(r));
-    }
-    return medcl::dist::new_group(store, rank, world, opts);
-  }
-  return medcl::dist::init_from_env(opts);
 }
 
 // Runs gather_with_gradient (or the negative control) on this rank's share of the problem;
@@ -326,21 +306,6 @@ void fault_scenario(const std::string& dir, bool stall) {
 }
 
 // ---- Launching and checking -----------------------------------------------------------------
-
-std::vector<at::Tensor> load_tensors(const std::string& path) {
-  std::vector<at::Tensor> t;
-  torch::load(t, path);
-  return t;
-}
-
-bool all_exited_ok(const std::vector<medcl_test::WorkerExit>& exits) {
-  for (const auto& e : exits) {
-    if (e.code != 0) {
-      return false;
-    }
-  }
-  return true;
-}
 
 // Checks every rank's results of gather_scenario against the one-process computation.
 void check_gather_results(const std::string& dir, int64_t world) {

@@ -6,6 +6,7 @@
 
 #include "catch.h"
 #include "dist/launcher.h"
+#include "dist/worker.h"
 #include "support.h"
 
 #include <medcl/data/samplers.h>
@@ -31,7 +32,11 @@ namespace {
 using medcl::dist::ProcessGroup;
 using medcl::dist::ProcessGroupOptions;
 using medcl::dist::Store;
+using medcl_test::all_exited_ok;
 using medcl_test::Contains;
+using medcl_test::env_or;
+using medcl_test::worker_group;
+using medcl_test::write_text;
 
 constexpr int64_t kInputDim = 5;
 constexpr int64_t kEmbeddingDim = 4;
@@ -89,29 +94,6 @@ std::vector<int64_t> sites() {
     s.push_back(i % 3 == 0 ? 1 : 0);
   }
   return s;
-}
-
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::string(v) : fallback;
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-// The group of a worker, over a FileStore; every rank first waits on the store until all have
-// started, so that the collectives' timeout does not time the start-up of the processes.
-ProcessGroup worker_group(const std::string& dir, std::chrono::milliseconds timeout) {
-  const int64_t rank = std::stoll(env_or("RANK", "0"));
-  const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
-  auto store = Store::file(dir + "/store", world, std::chrono::seconds(90));
-  store.set("started/" + std::to_string(rank), "1");
-  for (int64_t r = 0; r < world; ++r) {
-    store.get("started/" + std::to_string(r));
-  }
-  return medcl::dist::new_group(
-      store, rank, world, ProcessGroupOptions().timeout(timeout).hostname("127.0.0.1"));
 }
 
 // ---- Workers --------------------------------------------------------------------------------
@@ -225,15 +207,6 @@ void errors_scenario(const std::string& dir) {
 }
 
 // ---- Checking -------------------------------------------------------------------------------
-
-bool all_exited_ok(const std::vector<medcl_test::WorkerExit>& exits) {
-  for (const auto& e : exits) {
-    if (e.code != 0) {
-      return false;
-    }
-  }
-  return true;
-}
 
 medcl_test::Launch data_launch(const std::string& dir, int world, const std::string& scenario) {
   medcl_test::Launch launch;

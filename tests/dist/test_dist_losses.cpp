@@ -9,6 +9,7 @@
 
 #include "catch.h"
 #include "dist/launcher.h"
+#include "dist/worker.h"
 #include "support.h"
 
 #include <medcl/dist/process_group.h>
@@ -39,7 +40,11 @@ using medcl::dist::ProcessGroup;
 using medcl::dist::ProcessGroupOptions;
 using medcl::dist::Store;
 using medcl_test::Contains;
+using medcl_test::env_or;
+using medcl_test::load_tensors;
 using medcl_test::rel_err;
+using medcl_test::worker_group;
+using medcl_test::write_text;
 
 std::vector<int64_t> rows_per_rank(int64_t world) {
   return world == 2 ? std::vector<int64_t>{5, 3} : std::vector<int64_t>{3, 0, 4, 2};
@@ -205,35 +210,6 @@ std::vector<at::Tensor> run_case(
   return {loss.detach(), grad_or_zeros(x), wg, sg};
 }
 
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::string(v) : fallback;
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-ProcessGroup worker_group(const std::string& dir) {
-  if (env_or("MEDCL_DIST_STORE", "file") == "env") {
-    // Launched by torchrun: RANK, WORLD_SIZE, MASTER_ADDR/PORT (and maybe its agent's store).
-    return medcl::dist::init_from_env(
-        ProcessGroupOptions().timeout(std::chrono::seconds(60)).hostname("127.0.0.1"));
-  }
-  const int64_t rank = std::stoll(env_or("RANK", "0"));
-  const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
-  auto store = Store::file(dir + "/store", world, std::chrono::seconds(90));
-  store.set("started/" + std::to_string(rank), "1");
-  for (int64_t r = 0; r < world; ++r) {
-    store.get("started/" + std::to_string(r));
-  }
-  return medcl::dist::new_group(
-      store,
-      rank,
-      world,
-      ProcessGroupOptions().timeout(std::chrono::seconds(60)).hostname("127.0.0.1"));
-}
-
 // Every case on both paths; then, with MEDCL_DIST_CONTROL=1, NT-Xent, SupCon and CLIP again with
 // the negative-control gather.
 void losses_scenario(const std::string& dir) {
@@ -326,12 +302,6 @@ void mismatch_scenario(const std::string& dir) {
     auto all = group.all_gather(l.reshape({1}));
     TORCH_CHECK(all.size(0) == group.size(), "wrong result");
   });
-}
-
-std::vector<at::Tensor> load_tensors(const std::string& path) {
-  std::vector<at::Tensor> t;
-  torch::load(t, path);
-  return t;
 }
 
 // Compares the workers' results in `dir` with the one-process computation.

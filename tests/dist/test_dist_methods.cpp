@@ -5,6 +5,7 @@
 
 #include "catch.h"
 #include "dist/launcher.h"
+#include "dist/worker.h"
 #include "support.h"
 
 #include <medcl/dist/process_group.h>
@@ -40,7 +41,11 @@ using medcl::dist::ProcessGroup;
 using medcl::dist::ProcessGroupOptions;
 using medcl::dist::Store;
 using medcl_test::Contains;
+using medcl_test::env_or;
+using medcl_test::load_tensors;
 using medcl_test::rel_err;
+using medcl_test::worker_group;
+using medcl_test::write_text;
 
 constexpr const char* kWorker = "medcl-dist-methods-worker";
 constexpr int64_t kInputDim = 5;
@@ -481,32 +486,6 @@ std::vector<int64_t> rows_of(const std::string& run, int64_t world) {
 
 // ---- Workers ----------------------------------------------------------------------------------
 
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::string(v) : fallback;
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-// A FileStore group; every rank first waits until all have started, so that the collectives'
-// timeout does not time the start-up of the processes.
-ProcessGroup worker_group(const std::string& dir) {
-  const int64_t rank = std::stoll(env_or("RANK", "0"));
-  const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
-  auto store = Store::file(dir + "/store", world, std::chrono::seconds(90));
-  store.set("started/" + std::to_string(rank), "1");
-  for (int64_t r = 0; r < world; ++r) {
-    store.get("started/" + std::to_string(r));
-  }
-  return medcl::dist::new_group(
-      store,
-      rank,
-      world,
-      ProcessGroupOptions().timeout(std::chrono::seconds(60)).hostname("127.0.0.1"));
-}
-
 // Runs the runs named in MEDCL_DIST_RUNS (comma-separated) on this rank's share; saves every
 // value to <dir>/<run>.<rank>.pt.
 void runs_scenario(const std::string& dir, const ProcessGroup& group) {
@@ -575,12 +554,6 @@ void mismatch_scenario(const std::string& dir, const ProcessGroup& group) {
 }
 
 // ---- Launching and checking -------------------------------------------------------------------
-
-std::vector<at::Tensor> load_tensors(const std::string& path) {
-  std::vector<at::Tensor> t;
-  torch::load(t, path);
-  return t;
-}
 
 std::vector<medcl_test::WorkerExit> launch(
     const std::string& dir,

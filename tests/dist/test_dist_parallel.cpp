@@ -5,6 +5,7 @@
 
 #include "catch.h"
 #include "dist/launcher.h"
+#include "dist/worker.h"
 #include "support.h"
 
 #include <medcl/dist/data_parallel.h>
@@ -33,8 +34,13 @@ using medcl::dist::NamedTensors;
 using medcl::dist::ProcessGroup;
 using medcl::dist::ProcessGroupOptions;
 using medcl::dist::Store;
+using medcl_test::all_exited_ok;
 using medcl_test::Contains;
+using medcl_test::env_or;
+using medcl_test::load_tensors;
 using medcl_test::rel_err;
+using medcl_test::worker_group;
+using medcl_test::write_text;
 
 constexpr const char* kWorker = "medcl-dist-parallel-worker";
 
@@ -72,50 +78,12 @@ at::Tensor randn(at::IntArrayRef shape, uint64_t seed) {
   return at::randn(shape, generator(seed), at::TensorOptions().dtype(at::kDouble));
 }
 
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::string(v) : fallback;
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-std::vector<at::Tensor> load_tensors(const std::string& path) {
-  std::vector<at::Tensor> t;
-  torch::load(t, path);
-  return t;
-}
-
-bool all_exited_ok(const std::vector<medcl_test::WorkerExit>& exits) {
-  for (const auto& e : exits) {
-    if (e.code != 0) {
-      return false;
-    }
-  }
-  return true;
-}
-
 std::vector<at::Tensor> values_of(const NamedTensors& named) {
   std::vector<at::Tensor> out;
   for (const auto& kv : named) {
     out.push_back(kv.second.detach().clone());
   }
   return out;
-}
-
-// The group of a worker: a FileStore on which every rank first waits until all have started, so
-// that a short collective timeout does not time the start-up of the processes.
-ProcessGroup worker_group(const std::string& dir, std::chrono::milliseconds timeout) {
-  const int64_t rank = std::stoll(env_or("RANK", "0"));
-  const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
-  auto store = Store::file(dir + "/store", world, std::chrono::seconds(90));
-  store.set("started/" + std::to_string(rank), "1");
-  for (int64_t r = 0; r < world; ++r) {
-    store.get("started/" + std::to_string(r));
-  }
-  return medcl::dist::new_group(
-      store, rank, world, ProcessGroupOptions().timeout(timeout).hostname("127.0.0.1"));
 }
 
 medcl_test::Launch make_launch(int world, const std::string& dir, const std::string& scenario) {

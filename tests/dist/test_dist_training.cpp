@@ -8,6 +8,7 @@
 
 #include "catch.h"
 #include "dist/launcher.h"
+#include "dist/worker.h"
 #include "support.h"
 
 #include <medcl/dist/process_group.h>
@@ -35,8 +36,11 @@ namespace {
 using medcl::dist::ProcessGroup;
 using medcl::dist::ProcessGroupOptions;
 using medcl::dist::Store;
+using medcl_test::all_exited_ok;
 using medcl_test::Contains;
+using medcl_test::env_or;
 using medcl_test::rel_err;
+using medcl_test::worker_group;
 
 constexpr const char* kWorker = "medcl-dist-training-worker";
 constexpr int64_t kIn = 5;
@@ -48,11 +52,6 @@ const std::vector<int64_t> kRows{5, 3};
 
 int64_t offset_of(int64_t rank) {
   return rank == 0 ? 0 : kRows[0];
-}
-
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::string(v) : fallback;
 }
 
 // Rows [offset, offset + n) of step `step`'s global batch: two views already augmented (seeded,
@@ -184,22 +183,6 @@ void save_result(const RunResult& r, const std::string& prefix) {
                                                          << join(r.state_names);
 }
 
-// A FileStore group; every rank first waits until all have started.
-ProcessGroup worker_group(const std::string& dir) {
-  const int64_t rank = std::stoll(env_or("RANK", "0"));
-  const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
-  auto store = Store::file(dir + "/store", world, std::chrono::seconds(90));
-  store.set("started/" + std::to_string(rank), "1");
-  for (int64_t r = 0; r < world; ++r) {
-    store.get("started/" + std::to_string(r));
-  }
-  return medcl::dist::new_group(
-      store,
-      rank,
-      world,
-      ProcessGroupOptions().timeout(std::chrono::seconds(60)).hostname("127.0.0.1"));
-}
-
 // An encoder whose batch normalisation is a typed member (not in a Sequential): it cannot be
 // converted, and keeps per-rank statistics.
 class TypedBatchNormEncoderImpl : public torch::nn::Cloneable<TypedBatchNormEncoderImpl> {
@@ -272,15 +255,6 @@ std::vector<medcl_test::WorkerExit> launch(const std::string& dir, const std::st
   l.env["MEDCL_DIST_SCENARIO"] = scenario;
   l.env["MEDCL_DIST_DIR"] = dir;
   return medcl_test::launch_workers(l);
-}
-
-bool all_exited_ok(const std::vector<medcl_test::WorkerExit>& exits) {
-  for (const auto& e : exits) {
-    if (e.code != 0) {
-      return false;
-    }
-  }
-  return true;
 }
 
 // A rank's results, laid out as the one-process `ref`.
