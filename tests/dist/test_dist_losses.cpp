@@ -42,24 +42,14 @@ using medcl::dist::Store;
 using medcl_test::Contains;
 using medcl_test::env_or;
 using medcl_test::load_tensors;
+using medcl_test::offset_of;
 using medcl_test::rel_err;
+using medcl_test::total;
 using medcl_test::worker_group;
 using medcl_test::write_text;
 
 std::vector<int64_t> rows_per_rank(int64_t world) {
   return world == 2 ? std::vector<int64_t>{5, 3} : std::vector<int64_t>{3, 0, 4, 2};
-}
-
-int64_t offset_of(const std::vector<int64_t>& rows, int64_t rank) {
-  int64_t n = 0;
-  for (int64_t r = 0; r < rank; ++r) {
-    n += rows[r];
-  }
-  return n;
-}
-
-int64_t total(const std::vector<int64_t>& rows) {
-  return offset_of(rows, static_cast<int64_t>(rows.size()));
 }
 
 // The same on every process (one seed, one build).

@@ -43,7 +43,9 @@ using medcl::dist::Store;
 using medcl_test::Contains;
 using medcl_test::env_or;
 using medcl_test::load_tensors;
+using medcl_test::offset_of;
 using medcl_test::rel_err;
+using medcl_test::total;
 using medcl_test::worker_group;
 using medcl_test::write_text;
 
@@ -57,22 +59,6 @@ std::vector<int64_t> method_rows(int64_t world) {
 }
 std::vector<int64_t> loss_rows(int64_t world) {
   return world == 3 ? std::vector<int64_t>{3, 0, 4} : method_rows(world);
-}
-
-int64_t total(const std::vector<int64_t>& rows) {
-  int64_t n = 0;
-  for (auto r : rows) {
-    n += r;
-  }
-  return n;
-}
-
-int64_t offset_of(const std::vector<int64_t>& rows, int64_t rank) {
-  int64_t n = 0;
-  for (int64_t r = 0; r < rank; ++r) {
-    n += rows[r];
-  }
-  return n;
 }
 
 // This process's share of a batch: rows [offset, offset + n) of the global batch of `total` rows.

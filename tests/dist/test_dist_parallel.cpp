@@ -38,7 +38,9 @@ using medcl_test::all_exited_ok;
 using medcl_test::Contains;
 using medcl_test::env_or;
 using medcl_test::load_tensors;
+using medcl_test::offset_of;
 using medcl_test::rel_err;
+using medcl_test::total;
 using medcl_test::worker_group;
 using medcl_test::write_text;
 
@@ -52,22 +54,6 @@ std::vector<int64_t> rows_per_rank(int64_t world) {
     return {3, 0, 4, 2};
   }
   return {5, 3};
-}
-
-int64_t total(const std::vector<int64_t>& rows) {
-  int64_t n = 0;
-  for (auto r : rows) {
-    n += r;
-  }
-  return n;
-}
-
-int64_t offset_of(const std::vector<int64_t>& rows, int64_t rank) {
-  int64_t n = 0;
-  for (int64_t r = 0; r < rank; ++r) {
-    n += rows[r];
-  }
-  return n;
 }
 
 at::Generator generator(uint64_t seed) {

@@ -44,6 +44,24 @@ inline bool all_exited_ok(const std::vector<WorkerExit>& exits) {
   return true;
 }
 
+/// The rows of every rank, summed.
+inline int64_t total(const std::vector<int64_t>& rows) {
+  int64_t n = 0;
+  for (auto r : rows) {
+    n += r;
+  }
+  return n;
+}
+
+/// The first global row of `rank`: the rows of the ranks before it.
+inline int64_t offset_of(const std::vector<int64_t>& rows, int64_t rank) {
+  int64_t n = 0;
+  for (int64_t r = 0; r < rank; ++r) {
+    n += rows[r];
+  }
+  return n;
+}
+
 /// This worker's group, `timeout` per operation, Gloo on the loopback interface. With
 /// MEDCL_DIST_STORE unset or "file": a FileStore in `dir` (RANK and WORLD_SIZE from the
 /// environment; every rank first marks itself started and waits for the others, so that no rank
