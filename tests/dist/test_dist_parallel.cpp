@@ -766,19 +766,6 @@ std::pair<int64_t, std::string> split_outcome(const std::string& text) {
   return {std::stoll(text.substr(0, nl)), text.substr(nl + 1)};
 }
 
-// Fails where CMake found medcl::dist, skips the test case where medcl was built without it (a
-// macro: Catch2 v2's MEDCL_SKIP returns from the function it is in).
-#if defined(MEDCL_TEST_EXPECT_DIST)
-#define MEDCL_TEST_REQUIRE_DIST() REQUIRE(medcl::dist::available())
-#else
-#define MEDCL_TEST_REQUIRE_DIST()                                                                \
-  do {                                                                                           \
-    if (!medcl::dist::available()) {                                                             \
-      MEDCL_SKIP("medcl was built without medcl::dist (libgloo-dev missing at configure time)"); \
-    }                                                                                            \
-  } while (false)
-#endif
-
 // The options of torch::nn::BatchNorm1d as SyncBatchNorm1dOptions.
 medcl::dist::SyncBatchNorm1dOptions sync_options(const torch::nn::BatchNorm1dOptions& o) {
   auto s = medcl::dist::SyncBatchNorm1dOptions(o.num_features())

@@ -294,18 +294,6 @@ double parameter_error(const RankResult& r, const RunResult& ref) {
   return worst;
 }
 
-// Fails where CMake found medcl::dist, skips where medcl was built without it.
-#if defined(MEDCL_TEST_EXPECT_DIST)
-#define MEDCL_TEST_REQUIRE_DIST() REQUIRE(medcl::dist::available())
-#else
-#define MEDCL_TEST_REQUIRE_DIST()                                                                \
-  do {                                                                                           \
-    if (!medcl::dist::available()) {                                                             \
-      MEDCL_SKIP("medcl was built without medcl::dist (libgloo-dev missing at configure time)"); \
-    }                                                                                            \
-  } while (false)
-#endif
-
 } // namespace
 
 // The workers: run only by the launcher (hidden from ctest and from a plain run).

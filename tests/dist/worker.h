@@ -17,6 +17,19 @@
 #include <string>
 #include <vector>
 
+// Fails where CMake found medcl::dist (MEDCL_TEST_EXPECT_DIST), skips the test case where medcl
+// was built without it (a macro: Catch2 v2's MEDCL_SKIP returns from the function it is in).
+#if defined(MEDCL_TEST_EXPECT_DIST)
+#define MEDCL_TEST_REQUIRE_DIST() REQUIRE(medcl::dist::available())
+#else
+#define MEDCL_TEST_REQUIRE_DIST()                                                                \
+  do {                                                                                           \
+    if (!medcl::dist::available()) {                                                             \
+      MEDCL_SKIP("medcl was built without medcl::dist (libgloo-dev missing at configure time)"); \
+    }                                                                                            \
+  } while (false)
+#endif
+
 namespace medcl_test {
 
 /// The environment variable `name`, or `fallback` when it is not set.
