@@ -10,6 +10,7 @@
 //   medcl_bench_dist [--ranks=2] [--batch=256] [--steps=30] [--warmup=5] [--dim=128]
 //                    [--encoder=mlp|cnn] [--repeats=3] [--overlap=1] [--bucket-kib=25600]
 //                    [--first-bucket-kib=256] [--pin=0] [--malloc-keep=0] [--check=1]
+//                    [--poll-us=0]
 //
 // --encoder: the MLP (the default: little compute per parameter, the worst case for
 // communication) or a small convolutional image encoder. --repeats: rounds of runs (W
@@ -20,7 +21,9 @@
 // run) bound to one CPU (rank mod the CPUs), as launchers of CPU ranks do (taskset, numactl).
 //
 // --check=0: ProcessGroupOptions::check_consistency(false), no metadata exchange before the
-// gradient buckets' all-reduces and the barrier (the losses' own checks stay).
+// gradient buckets' all-reduces and the barrier (the losses' own checks stay). --poll-us:
+// ProcessGroupOptions::poll, how long a waiting rank checks for a collective's completion before
+// it sleeps.
 //
 // The program runs itself again as the workers (RANK, WORLD_SIZE in their environment).
 
@@ -131,7 +134,8 @@ int worker(
     int64_t bucket_kib,
     int64_t first_bucket_kib,
     bool pin,
-    bool malloc_keep) {
+    bool malloc_keep,
+    int64_t poll_us) {
   const int64_t rank = std::stoll(env_or("RANK", "0"));
   const int64_t world = std::stoll(env_or("WORLD_SIZE", "1"));
   // This worker's index among those running at once: its rank, or its place among independent
@@ -174,7 +178,8 @@ int worker(
         medcl::dist::ProcessGroupOptions()
             .timeout(std::chrono::seconds(120))
             .hostname("127.0.0.1")
-            .check_consistency(check));
+            .check_consistency(check)
+            .poll(std::chrono::microseconds(poll_us)));
   }
   torch::manual_seed(7);
   auto net = encoder(kind, dim);
@@ -360,7 +365,8 @@ int main(int argc, char** argv) {
         arg(argc, argv, "bucket-kib", 25 * 1024),
         arg(argc, argv, "first-bucket-kib", 256),
         arg(argc, argv, "pin", 0) != 0,
-        arg(argc, argv, "malloc-keep", 0) != 0);
+        arg(argc, argv, "malloc-keep", 0) != 0,
+        arg(argc, argv, "poll-us", 0));
   }
   if (!medcl::dist::available()) {
     std::printf("medcl was built without medcl::dist: nothing to measure\n");
@@ -383,6 +389,13 @@ int main(int argc, char** argv) {
       static_cast<long long>(dim),
       static_cast<long long>(batch),
       static_cast<long long>(steps));
+  std::printf(
+      "options: overlap %d, check %d, poll %lld us, pin %d, malloc-keep %d\n",
+      arg(argc, argv, "overlap", 1) != 0 ? 1 : 0,
+      arg(argc, argv, "check", 1) != 0 ? 1 : 0,
+      static_cast<long long>(arg(argc, argv, "poll-us", 0)),
+      arg(argc, argv, "pin", 0) != 0 ? 1 : 0,
+      arg(argc, argv, "malloc-keep", 0) != 0 ? 1 : 0);
   // The pairs (1 rank, then `ranks`) run `repeats` times, interleaved, so that a slow spell of
   // the machine weighs on both sides of one pair rather than on one side only.
   std::vector<double> efficiencies;

@@ -9,11 +9,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <mutex>
 #include <sstream>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -226,6 +229,19 @@ const char* payload_backend_name(const detail::ProcessGroupImpl& g, const at::Te
   return t.is_cuda() && g.nccl ? "nccl" : "gloo";
 }
 
+// Waits for `work`: first checks for its completion for up to `poll` (yielding the CPU between
+// checks), then sleeps until it completes; `bound` only guards against a wait that Gloo would not
+// end (Gloo itself gives up after the group's timeout).
+void wait_for(c10d::Work& work, std::chrono::microseconds poll, std::chrono::milliseconds bound) {
+  if (poll.count() > 0) {
+    const auto until = std::chrono::steady_clock::now() + poll;
+    while (!work.isCompleted() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::yield();
+    }
+  }
+  work.wait(bound);
+}
+
 // Waits for one c10d operation; a failure (a rank gone, a timeout) becomes an error naming the
 // operation, this rank and the timeout.
 void run(
@@ -238,9 +254,11 @@ void run(
   std::string failure;
   try {
     auto work = start();
-    // Gloo itself gives up after `timeout`; this bound only guards against a wait that Gloo
-    // would not end.
-    work->wait(timeout * 2 + std::chrono::seconds(10));
+    const bool gloo = std::strcmp(backend_name, "gloo") == 0;
+    wait_for(
+        *work,
+        gloo ? g.options.poll() : std::chrono::microseconds(0),
+        timeout * 2 + std::chrono::seconds(10));
     return;
   } catch (const std::exception& e) {
     failure = message_of(e);
@@ -607,6 +625,12 @@ new_group(const Store& store, int64_t rank, int64_t world_size, ProcessGroupOpti
       "), got ",
       rank);
   check_timeout(fn, options.timeout());
+  TORCH_CHECK(
+      options.poll().count() >= 0 && options.poll() < options.timeout(),
+      fn,
+      ": ProcessGroupOptions::poll must be in [0, the timeout), got ",
+      options.poll().count(),
+      " us");
 
   // Every group made from one store gets its own keys (ranks make groups in the same order).
   const int64_t index = store.impl_->groups->fetch_add(1);
@@ -893,7 +917,8 @@ struct PendingCollective {
   int64_t rank = 0;
   int64_t size = 1;
   std::chrono::milliseconds timeout{kDefaultTimeout};
-  std::string failure; // a failure to start
+  std::chrono::microseconds poll{0}; // ProcessGroupOptions::poll (Gloo only)
+  std::string failure;               // a failure to start
 #if MEDCL_HAVE_DIST
   c10::intrusive_ptr<c10d::Work> work;
 #endif
@@ -914,6 +939,7 @@ all_reduce_start(const ProcessGroup& group, const char* fn, const at::Tensor& te
   pending->size = g.size;
   pending->timeout = g.options.timeout();
   pending->backend_name = payload_backend_name(g, tensor);
+  pending->poll = pending->backend_name == "gloo" ? g.options.poll() : std::chrono::microseconds(0);
   try {
     std::vector<at::Tensor> tensors{tensor};
     c10d::AllreduceOptions opts;
@@ -935,9 +961,7 @@ void wait(const std::shared_ptr<PendingCollective>& pending) {
 #if MEDCL_HAVE_DIST
   if (failure.empty() && pending->work) {
     try {
-      // Gloo itself gives up after the timeout; this bound only guards against a wait that Gloo
-      // would not end.
-      pending->work->wait(pending->timeout * 2 + std::chrono::seconds(10));
+      wait_for(*pending->work, pending->poll, pending->timeout * 2 + std::chrono::seconds(10));
     } catch (const std::exception& e) {
       failure = message_of(e);
     }

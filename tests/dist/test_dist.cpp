@@ -399,6 +399,8 @@ void run_gather_launch(int world, const std::string& store, bool agent_store) {
   launch.env["MEDCL_DIST_STORE"] = store;
   Store agent;
   if (store == "tcp") {
+    // These ranks poll before they sleep in a wait (ProcessGroupOptions::poll).
+    launch.env["MEDCL_TEST_POLL_US"] = "2000";
     launch.env["MASTER_ADDR"] = "127.0.0.1";
     if (agent_store) {
       // This process plays torchrun's agent: it hosts the store, every rank connects to it.
@@ -553,6 +555,17 @@ TEST_CASE("a Gloo group of one process takes the one-process paths", "[dist]") {
   CHECK(group.all_gather(x.detach()).equal(x.detach()));
   CHECK_THROWS_WITH(
       medcl::dist::new_group(store, 1, 1), Contains("rank must be in [0, world_size) = [0, 1)"));
+  CHECK_THROWS_WITH(
+      medcl::dist::new_group(
+          store, 0, 1, ProcessGroupOptions().poll(std::chrono::microseconds(-1))),
+      Contains("ProcessGroupOptions::poll must be in [0, the timeout), got -1 us"));
+  CHECK_THROWS_WITH(
+      medcl::dist::new_group(
+          store,
+          0,
+          1,
+          ProcessGroupOptions().timeout(std::chrono::seconds(1)).poll(std::chrono::seconds(2))),
+      Contains("ProcessGroupOptions::poll must be in [0, the timeout), got 2000000 us"));
 }
 
 TEST_CASE("gather_with_gradient and the collectives on 2 and 4 ranks (FileStore)", "[dist]") {
@@ -564,7 +577,9 @@ TEST_CASE("gather_with_gradient and the collectives on 2 and 4 ranks (FileStore)
   run_gather_launch(world, "file", false);
 }
 
-TEST_CASE("gather_with_gradient on 2 and 4 ranks (loopback TCPStore, env://)", "[dist]") {
+TEST_CASE(
+    "gather_with_gradient on 2 and 4 ranks (loopback TCPStore, env://, polled waits)",
+    "[dist]") {
   if (!medcl::dist::available()) {
     MEDCL_SKIP("medcl was built without medcl::dist (libgloo-dev missing at configure time)");
   }

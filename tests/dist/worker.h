@@ -83,7 +83,12 @@ inline int64_t offset_of(const std::vector<int64_t>& rows, int64_t rank) {
 inline medcl::dist::ProcessGroup worker_group(
     const std::string& dir,
     std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
-  const auto opts = medcl::dist::ProcessGroupOptions().timeout(timeout).hostname("127.0.0.1");
+  // MEDCL_TEST_POLL_US: ProcessGroupOptions::poll, for the launches that test the polled waits.
+  const auto opts =
+      medcl::dist::ProcessGroupOptions()
+          .timeout(timeout)
+          .hostname("127.0.0.1")
+          .poll(std::chrono::microseconds(std::stoll(env_or("MEDCL_TEST_POLL_US", "0"))));
   if (env_or("MEDCL_DIST_STORE", "file") != "file") {
     return medcl::dist::init_from_env(opts);
   }

@@ -79,6 +79,12 @@ struct ProcessGroupOptions {
   /// barriers always use Gloo. With NCCL, set each rank's CUDA device (LOCAL_RANK) before the first
   /// collective, one GPU per rank. Default: CudaBackend::Auto
   TORCH_ARG(CudaBackend, cuda_backend) = CudaBackend::Auto;
+  /// How long a rank that waits for a Gloo collective keeps checking whether it has completed,
+  /// yielding the CPU between checks, before it sleeps until woken (c10d's way). Where waking a
+  /// sleeping thread is slow (virtual machines, every core busy) this shortens each collective,
+  /// for at most this much CPU time per wait; measured in docs/distributed.md. NCCL collectives
+  /// are never polled (their wait does not block the host). 0: sleep at once. Default: 0
+  TORCH_ARG(std::chrono::microseconds, poll) = std::chrono::microseconds(0);
 };
 
 /// Whether medcl was built with c10d's NCCL backend (a LibTorch with CUDA and NCCL).
