@@ -66,13 +66,28 @@ struct GatherBackward : public torch::autograd::Node {
   bool sum_over_ranks_;
 };
 
+// Makes `out` (every rank's rows, `rows` per rank) the output of a GatherBackward of `x`.
+void attach(
+    const at::Tensor& x,
+    const ProcessGroup& group,
+    at::Tensor& out,
+    const std::vector<int64_t>& rows,
+    bool sum_over_ranks) {
+  const int64_t offset = std::accumulate(rows.begin(), rows.begin() + group.rank(), int64_t{0});
+  auto node = std::shared_ptr<GatherBackward>(
+      new GatherBackward(
+          group, out.sizes().vec(), out.options(), offset, x.size(0), sum_over_ranks),
+      torch::autograd::deleteNode);
+  node->set_next_edges(torch::autograd::collect_next_edges(x));
+  torch::autograd::create_gradient_edge(out, std::move(node));
+}
+
 at::Tensor gather(
     const char* fn,
     const at::Tensor& x,
     const ProcessGroup& group,
     std::vector<int64_t>* counts,
-    bool sum_over_ranks,
-    const std::vector<int64_t>* known_counts = nullptr) {
+    bool sum_over_ranks) {
   if (group.size() == 1) {
     TORCH_CHECK(x.defined(), fn, ": the tensor is undefined");
     TORCH_CHECK(
@@ -88,16 +103,7 @@ at::Tensor gather(
   at::Tensor out;
   // Every rank must agree on this: the backward is a collective.
   const bool records_gradient = x.defined() && x.requires_grad() && at::GradMode::is_enabled();
-  if (known_counts != nullptr) {
-    TORCH_CHECK(
-        x.defined() && x.dim() >= 1 && static_cast<int64_t>(known_counts->size()) == group.size() &&
-            (*known_counts)[group.rank()] == x.size(0),
-        fn,
-        ": the known row counts do not match this rank's rows");
-    at::NoGradGuard no_grad;
-    rows = *known_counts;
-    out = detail::all_gather_rows(group, fn, x.detach(), rows);
-  } else {
+  {
     at::NoGradGuard no_grad;
     out = detail::all_gather(
         group,
@@ -108,13 +114,7 @@ at::Tensor gather(
         records_gradient ? 1 : 0);
   }
   if (records_gradient) {
-    const int64_t offset = std::accumulate(rows.begin(), rows.begin() + group.rank(), int64_t{0});
-    auto node = std::shared_ptr<GatherBackward>(
-        new GatherBackward(
-            group, out.sizes().vec(), out.options(), offset, x.size(0), sum_over_ranks),
-        torch::autograd::deleteNode);
-    node->set_next_edges(torch::autograd::collect_next_edges(x));
-    torch::autograd::create_gradient_edge(out, std::move(node));
+    attach(x, group, out, rows, sum_over_ranks);
   }
   if (counts != nullptr) {
     *counts = std::move(rows);
@@ -130,17 +130,25 @@ gather_with_gradient(const at::Tensor& x, const ProcessGroup& group, std::vector
 }
 
 namespace detail {
-at::Tensor gather_with_gradient_known_counts(
+at::Tensor attach_gather_gradient(
     const at::Tensor& x,
     const ProcessGroup& group,
-    const std::vector<int64_t>& counts) {
-  return gather(
-      "medcl::dist::gather_with_gradient",
-      x,
-      group,
-      nullptr,
-      /*sum_over_ranks=*/true,
-      &counts);
+    const at::Tensor& all,
+    const std::vector<int64_t>& counts,
+    bool sum_over_ranks) {
+  if (group.size() == 1) {
+    return x;
+  }
+  TORCH_INTERNAL_ASSERT(
+      x.defined() && all.defined() && static_cast<int64_t>(counts.size()) == group.size() &&
+      counts[group.rank()] == x.size(0) &&
+      std::accumulate(counts.begin(), counts.end(), int64_t{0}) == all.size(0));
+  TORCH_INTERNAL_ASSERT(!all.requires_grad(), "attach_gather_gradient: `all` already records");
+  at::Tensor out = all;
+  if (x.requires_grad() && at::GradMode::is_enabled()) {
+    attach(x, group, out, counts, sum_over_ranks);
+  }
+  return out;
 }
 
 at::Tensor gather_with_local_gradient(

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -98,6 +99,9 @@ struct ProcessGroupImpl {
   // side_group's group, made at its first call.
   std::mutex side_mutex;
   std::shared_ptr<ProcessGroupImpl> side;
+  // The losses' gather capacities (gather_capacity), by call site.
+  mutable std::mutex capacity_mutex;
+  mutable std::map<std::string, GatherCapacity> capacities;
 
   static const ProcessGroupImpl* of(const ProcessGroup& group) {
     return group.impl_.get();
@@ -699,20 +703,44 @@ std::vector<std::vector<int64_t>> exchange_metadata(
     Collective op,
     const std::vector<int64_t>& fields,
     const std::string& local_error) {
+  return exchange_metadata(group, fn, op, fields, local_error, at::Tensor(), nullptr);
+}
+
+std::vector<std::vector<int64_t>> exchange_metadata(
+    const ProcessGroup& group,
+    const char* fn,
+    Collective op,
+    const std::vector<int64_t>& fields,
+    const std::string& local_error,
+    const at::Tensor& payload,
+    std::vector<at::Tensor>* gathered) {
   TORCH_INTERNAL_ASSERT(static_cast<int64_t>(fields.size()) <= kMaxMetadataFields);
+  const int64_t payload_bytes = payload.defined() ? payload.numel() : 0;
+  TORCH_INTERNAL_ASSERT(
+      !payload.defined() ||
+      (payload.scalar_type() == at::kByte && payload.is_contiguous() && payload.device().is_cpu()));
   if (group.size() == 1) {
     TORCH_CHECK(local_error.empty(), local_error);
+    if (gathered != nullptr) {
+      *gathered = {payload.defined() ? payload : at::empty({0}, at::kByte)};
+    }
     return {fields};
   }
 #if MEDCL_HAVE_DIST
   const auto& g = impl_of(group);
-  auto mine = at::zeros({kMetadataLength}, at::kLong);
-  auto* m = mine.data_ptr<int64_t>();
+  // One byte buffer: the metadata (int64), then the payload.
+  constexpr int64_t kMetadataBytes = kMetadataLength * static_cast<int64_t>(sizeof(int64_t));
+  auto mine = at::empty({kMetadataBytes + payload_bytes}, at::kByte);
+  int64_t m[kMetadataLength] = {};
   m[0] = kMarker;
   m[1] = local_error.empty() ? 0 : 1;
   m[2] = static_cast<int64_t>(op);
   m[3] = static_cast<int64_t>(fields.size());
   std::copy(fields.begin(), fields.end(), m + kHeader);
+  std::memcpy(mine.data_ptr(), m, sizeof(m));
+  if (payload_bytes > 0) {
+    std::memcpy(mine.data_ptr<uint8_t>() + kMetadataBytes, payload.data_ptr(), payload_bytes);
+  }
 
   std::vector<at::Tensor> inputs{mine};
   std::vector<std::vector<at::Tensor>> outputs(1);
@@ -726,9 +754,18 @@ std::vector<std::vector<int64_t>> exchange_metadata(
     return g.backend->allgather(outputs, inputs, opts);
   });
 
+  if (gathered != nullptr) {
+    gathered->clear();
+  }
+  // The metadata, copied out of the byte buffers (aligned).
+  std::vector<std::vector<int64_t>> copies(g.size, std::vector<int64_t>(kMetadataLength));
   std::vector<const int64_t*> meta;
   for (int64_t r = 0; r < g.size; ++r) {
-    meta.push_back(outputs[0][r].data_ptr<int64_t>());
+    std::memcpy(copies[r].data(), outputs[0][r].data_ptr(), kMetadataBytes);
+    meta.push_back(copies[r].data());
+    if (gathered != nullptr) {
+      gathered->push_back(outputs[0][r].narrow(0, kMetadataBytes, payload_bytes));
+    }
     TORCH_CHECK(
         meta[r][0] == kMarker,
         fn,
@@ -774,6 +811,28 @@ std::vector<std::vector<int64_t>> exchange_metadata(
   (void)op;
   TORCH_INTERNAL_ASSERT(false, "a group of more than one process without medcl::dist");
 #endif
+}
+
+GatherCapacity gather_capacity(const ProcessGroup& group, const std::string& key) {
+  const auto* g = ProcessGroupImpl::of(group);
+  if (g == nullptr) {
+    return {};
+  }
+  std::lock_guard<std::mutex> lock(g->capacity_mutex);
+  const auto it = g->capacities.find(key);
+  return it == g->capacities.end() ? GatherCapacity{} : it->second;
+}
+
+void set_gather_capacity(
+    const ProcessGroup& group,
+    const std::string& key,
+    GatherCapacity capacity) {
+  const auto* g = ProcessGroupImpl::of(group);
+  if (g == nullptr) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(g->capacity_mutex);
+  g->capacities[key] = capacity;
 }
 
 at::Tensor all_gather_rows(

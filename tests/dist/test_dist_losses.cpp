@@ -23,7 +23,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -39,6 +41,7 @@ using medcl::SampleKeys;
 using medcl::dist::ProcessGroup;
 using medcl::dist::ProcessGroupOptions;
 using medcl::dist::Store;
+using medcl_test::all_exited_ok;
 using medcl_test::Contains;
 using medcl_test::env_or;
 using medcl_test::load_tensors;
@@ -292,6 +295,85 @@ void mismatch_scenario(const std::string& dir) {
     auto all = group.all_gather(l.reshape({1}));
     TORCH_CHECK(all.size(0) == group.size(), "wrong result");
   });
+  // NT-Xent has now learnt its capacity: its next agreements carry the rows, and the same
+  // disagreements still stop every rank with the same errors.
+  step("embedding_learnt", [&]() {
+    auto y = odd ? torch::randn({3, 5}, at::kDouble) : z;
+    F::nt_xent_loss(y, y + 0.1, medcl::NTXentLossOptions().group(group));
+  });
+  step("nan_learnt", [&]() {
+    auto y = z.clone();
+    if (odd) {
+      y[1][1] = std::nan("");
+    }
+    F::nt_xent_loss(y, z, medcl::NTXentLossOptions().group(group));
+  });
+  step("after_learnt", [&]() {
+    auto l = F::nt_xent_loss(z, z + 0.1, medcl::NTXentLossOptions().group(group));
+    TORCH_CHECK(std::isfinite(l.item<double>()), "wrong result");
+  });
+}
+
+// NT-Xent called again and again with other splits of the global batch, so that its agreement
+// carries the rows (a split that fits the capacity learnt at the call before), or does not (a
+// rank's rows outgrow it: the rows follow in a second exchange), or a rank has none: every
+// call's shares sum to the one-process loss and the input gradients are the one-process ones
+// (double, 1e-12), and the capacity is what the call before left.
+void capacity_scenario(const std::string& dir) {
+  const auto group = worker_group(dir);
+  const int64_t world = group.size();
+  const int64_t rank = group.rank();
+  const std::vector<std::vector<int64_t>> splits = world == 2
+      ? std::vector<std::vector<int64_t>>{{5, 3}, {5, 3}, {2, 7}, {4, 5}, {3, 0}, {1, 1}}
+      : std::vector<std::vector<int64_t>>{
+            {3, 0, 4, 2}, {3, 0, 4, 2}, {1, 6, 1, 1}, {2, 2, 2, 2}, {0, 3, 1, 0}};
+  const auto opts = medcl::NTXentLossOptions().temperature(0.5);
+  for (size_t k = 0; k < splits.size(); ++k) {
+    const auto& rows = splits[k];
+    const int64_t n = total(rows);
+    const int64_t offset = offset_of(rows, rank);
+    const auto in = make_inputs(n, at::kDouble);
+    auto x = in.x.narrow(0, offset, rows[rank]).clone().requires_grad_(true);
+    auto noise = in.noise.narrow(0, offset, rows[rank]);
+    auto loss = F::nt_xent_loss(
+        torch::tanh(x.mm(in.w)),
+        torch::tanh((x + noise).mm(in.w)),
+        medcl::NTXentLossOptions(opts).group(group));
+    loss.backward();
+    auto sum = loss.detach().clone().reshape({1});
+    group.all_reduce(sum);
+    auto xa = in.x.clone().requires_grad_(true);
+    auto ref =
+        F::nt_xent_loss(torch::tanh(xa.mm(in.w)), torch::tanh((xa + in.noise).mm(in.w)), opts);
+    ref.backward();
+    TORCH_CHECK(
+        rel_err(sum[0], ref) < 1e-12,
+        "split ",
+        k,
+        ": loss ",
+        sum[0].item<double>(),
+        " vs ",
+        ref.item<double>());
+    if (rows[rank] > 0) {
+      const double err = rel_err(grad_or_zeros(x), xa.grad().narrow(0, offset, rows[rank]));
+      TORCH_CHECK(err < 1e-12, "split ", k, ": input gradient relative error ", err);
+    }
+    // What the next call may carry: this call's rows per rank (two views of each sample) where
+    // the padding stays within twice the rows.
+    const int64_t most = *std::max_element(rows.begin(), rows.end());
+    const auto capacity = medcl::dist::detail::gather_capacity(group, "nt_xent_loss");
+    const bool carries = world * most <= 2 * n;
+    TORCH_CHECK(
+        capacity.rows == (carries ? 2 * most : 0) && capacity.row_bytes == (carries ? 4 * 8 : 0),
+        "split ",
+        k,
+        ": capacity ",
+        capacity.rows,
+        " rows of ",
+        capacity.row_bytes,
+        " bytes");
+  }
+  write_text(dir + "/capacity." + std::to_string(rank) + ".txt", "ok");
 }
 
 // Compares the workers' results in `dir` with the one-process computation.
@@ -384,6 +466,8 @@ TEST_CASE("medcl-dist-worker", "[.][dist-worker]") {
     losses_scenario(dir);
   } else if (scenario == "mismatch") {
     mismatch_scenario(dir);
+  } else if (scenario == "capacity") {
+    capacity_scenario(dir);
   } else {
     FAIL("unknown scenario " << scenario);
   }
@@ -444,9 +528,38 @@ TEST_CASE("losses whose ranks disagree stop every rank with a named error", "[di
     CHECK_THAT(outcome("too_large", r), Contains("the gathered batch is too large: 12 rows"));
     CHECK_THAT(outcome("too_large", r), Contains("MiB that rank 1 has available"));
     CHECK(outcome("after", r) == "ok");
+    CHECK_THAT(outcome("embedding_learnt", r), Contains("disagree on the embedding size"));
+    CHECK(outcome("after_learnt", r) == "ok");
   }
+  CHECK_THAT(outcome("nan_learnt", 1), Contains("z0"));
+  CHECK_THAT(outcome("nan_learnt", 0), Contains("rank 1 refused its input"));
   CHECK_THAT(outcome("nan", 1), Contains("image"));
   CHECK_THAT(outcome("nan", 0), Contains("rank 1 refused its input"));
+}
+
+TEST_CASE(
+    "NT-Xent's agreement carries the rows once it has learnt their size, on 2 and 4 ranks",
+    "[dist]") {
+  if (!medcl::dist::available()) {
+    MEDCL_SKIP("medcl was built without medcl::dist (libgloo-dev missing at configure time)");
+  }
+  const int world = GENERATE(2, 4);
+  INFO("world size " << world);
+  medcl_test::TempDir dir;
+  medcl_test::Launch l;
+  l.world_size = world;
+  l.dir = dir.path.string();
+  l.env["MEDCL_DIST_SCENARIO"] = "capacity";
+  l.env["MEDCL_DIST_DIR"] = dir.path.string();
+  l.deadline = std::chrono::seconds(120);
+  const auto exits = medcl_test::launch_workers(l);
+  INFO(medcl_test::all_logs(exits));
+  REQUIRE(all_exited_ok(exits));
+  for (int r = 0; r < world; ++r) {
+    CHECK(
+        medcl_test::read_text_file(dir.path.string() + "/capacity." + std::to_string(r) + ".txt") ==
+        "ok");
+  }
 }
 
 TEST_CASE("the InfoNCE family on 2 ranks launched by torchrun --no_python", "[dist]") {

@@ -44,14 +44,17 @@ at::Tensor gather_with_gradient(
     std::vector<int64_t>* counts = nullptr);
 
 namespace detail {
-/// gather_with_gradient when every rank already knows every rank's row count `counts` and the
-/// ranks have agreed that `x` has the same trailing shape and dtype and records a gradient alike
-/// (a loss's agreement check): the payload only, one round trip fewer. Ranks that disagree here
-/// are not caught; use gather_with_gradient unless such a check has run.
-at::Tensor gather_with_gradient_known_counts(
+/// gather_with_gradient's backward attached to `all`, every rank's rows of `x` (`counts` per
+/// rank, in rank order) that the caller gathered itself (with a loss's agreement, in one round
+/// trip): returns `all`, differentiable with respect to `x` when `x` records a gradient (the ranks
+/// have agreed that all do or none). `sum_over_ranks` false: the tests' negative control (see
+/// gather_with_local_gradient).
+at::Tensor attach_gather_gradient(
     const at::Tensor& x,
     const ProcessGroup& group,
-    const std::vector<int64_t>& counts);
+    const at::Tensor& all,
+    const std::vector<int64_t>& counts,
+    bool sum_over_ranks = true);
 
 /// The same forward as gather_with_gradient but a backward that returns only this rank's slice of
 /// its own gradient, without summing over ranks: a wrong gradient, kept only as the negative

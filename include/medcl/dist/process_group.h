@@ -275,8 +275,38 @@ std::vector<std::vector<int64_t>> exchange_metadata(
     const std::vector<int64_t>& fields,
     const std::string& local_error);
 
+/// exchange_metadata that also all-gathers `payload` (a contiguous CPU byte tensor; the same size
+/// on every rank, which the ranks must know without asking: a size learnt at an earlier exchange)
+/// in the same round trip. `gathered` receives every rank's payload in rank order (views of one
+/// buffer). Where a rank refused its input the others still receive its payload (ignore it).
+std::vector<std::vector<int64_t>> exchange_metadata(
+    const ProcessGroup& group,
+    const char* fn,
+    Collective op,
+    const std::vector<int64_t>& fields,
+    const std::string& local_error,
+    const at::Tensor& payload,
+    std::vector<at::Tensor>* gathered);
+
 /// The most integers exchange_metadata carries per rank.
 constexpr int64_t kMaxMetadataFields = 30;
+
+/// What a loss learnt at its last gather on a group: the rows per rank, of `row_bytes` bytes each,
+/// that its next agreement may carry (0 rows: none). Every rank learns the same from the same
+/// exchange, so every rank sizes its next payload alike.
+struct GatherCapacity {
+  int64_t rows = 0;
+  int64_t row_bytes = 0;
+};
+
+/// The capacity stored under `key` on `group` ({0, 0} before the first set).
+GatherCapacity gather_capacity(const ProcessGroup& group, const std::string& key);
+
+/// Stores the capacity under `key` on `group` (for every copy of the handle).
+void set_gather_capacity(
+    const ProcessGroup& group,
+    const std::string& key,
+    GatherCapacity capacity);
 
 /// The payload of an all-gather whose row counts every rank already knows (`counts`, from
 /// exchange_metadata): pads `local` to the largest count, all-gathers, trims, concatenates in rank

@@ -143,7 +143,15 @@ inline at::Tensor clip_distributed(
     }
   });
   const bool shaped = image.defined() && image.dim() == 2;
-  const auto counts = agree_across_ranks(
+  at::Tensor x;
+  at::Tensor t;
+  at::Tensor rows;
+  if (error.empty()) {
+    x = l2_normalize(image, options.eps());
+    t = l2_normalize(text, options.eps());
+    rows = at::cat({x, t}, 1);
+  }
+  auto global = agree_and_gather(
       fn,
       g,
       {agreed_gradient(image, text),
@@ -156,15 +164,13 @@ inline at::Tensor clip_distributed(
        agreed_text("image keys", keyed ? image_keys.names() : std::string("none")),
        agreed_text("text keys", keyed ? text_keys.names() : std::string("none"))},
       error,
-      shaped ? image.size(0) : 0,
+      rows,
+      1,
       shaped ? 2 * image.size(1) * (image.scalar_type() == at::kDouble ? 8 : 4) : 0,
       image.defined() ? image.device() : at::Device(at::kCPU));
   const int64_t b = image.size(0);
   const int64_t d = image.size(1);
   const auto lo = image.options().dtype(at::kLong);
-  auto x = l2_normalize(image, options.eps());
-  auto t = l2_normalize(text, options.eps());
-  auto global = gather_rows(at::cat({x, t}, 1), 1, g, counts);
   const int64_t m = global.all.size(0);
   auto all_x = global.all.narrow(1, 0, d);
   auto all_t = global.all.narrow(1, d, d);

@@ -244,35 +244,26 @@ inline AgreedField agreed_gradient(const at::Tensor& t, const at::Tensor& u = at
       ""};
 }
 
-/// Every rank sends its fields (and whether its own input checks failed: `local_error`, then
-/// thrown on that rank and named on the others, so that no rank waits in a collective for one
-/// that has stopped); a field that differs from rank 0's is named on every rank with both
-/// values. Runs before any embedding or key is gathered. Returns every rank's `rows` (empty when
-/// `rows` is -1), so that the gather needs no exchange of its own.
-///
-/// `rows` (this rank's rows to gather) and `row_bytes` (bytes of one gathered row): the ranks also
-/// exchange them and the memory each can still take (gather_memory_available), and every rank
-/// refuses, naming the rank that lacks it, a gathered batch whose embeddings, their gradient and
-/// the engine's candidate gradient (3 · rows over every rank · row_bytes) would not fit: an error
-/// together, instead of one rank failing to allocate while the others wait in the gather.
-inline std::vector<int64_t> agree_across_ranks(
+/// The exchange and the checks of agree_across_ranks: every rank's fields, then `extra` (values
+/// the ranks need not share; its own `payload` bytes too, gathered into `gathered`, see
+/// dist::detail::exchange_metadata). A field that differs from rank 0's is named on every rank
+/// with both values. Returns every rank's values.
+inline std::vector<std::vector<int64_t>> exchange_agreement(
     const char* fn,
     const dist::ProcessGroup& group,
     const std::vector<AgreedField>& fields,
     const std::string& local_error,
-    int64_t rows = -1,
-    int64_t row_bytes = 0,
-    const at::Device& device = at::kCPU) {
+    const std::vector<int64_t>& extra,
+    const at::Tensor& payload = at::Tensor(),
+    std::vector<at::Tensor>* gathered = nullptr) {
   std::vector<int64_t> values;
   for (const auto& f : fields) {
     values.push_back(f.value);
   }
-  const size_t agreed = values.size();
-  values.push_back(rows);
-  values.push_back(rows >= 0 ? gather_memory_available(device) : -1);
+  values.insert(values.end(), extra.begin(), extra.end());
   TORCH_INTERNAL_ASSERT(static_cast<int64_t>(values.size()) <= dist::detail::kMaxMetadataFields);
   auto all = dist::detail::exchange_metadata(
-      group, fn, dist::detail::Collective::LossInputs, values, local_error);
+      group, fn, dist::detail::Collective::LossInputs, values, local_error, payload, gathered);
   auto show = [](const AgreedField& f, int64_t v) {
     std::ostringstream s;
     if (f.is_double) {
@@ -287,10 +278,10 @@ inline std::vector<int64_t> agree_across_ranks(
     return s.str();
   };
   for (size_t r = 0; r < all.size(); ++r) {
-    TORCH_CHECK(all[r].size() == agreed + 2, fn, ": rank ", r, " sent another number of fields");
+    TORCH_CHECK(all[r].size() == values.size(), fn, ": rank ", r, " sent another number of fields");
   }
   for (size_t r = 1; r < all.size(); ++r) {
-    for (size_t i = 0; i < fields.size() && i < all[r].size(); ++i) {
+    for (size_t i = 0; i < fields.size(); ++i) {
       if (all[r][i] == all[0][i]) {
         continue;
       }
@@ -310,18 +301,27 @@ inline std::vector<int64_t> agree_across_ranks(
           ". Every rank must call the loss with the same options, embedding size and dtype.");
     }
   }
-  if (rows < 0) {
-    return {};
-  }
+  return all;
+}
+
+/// Every rank's row counts and the refusal, on every rank alike and naming the rank
+/// that lacks it, of a gathered batch whose embeddings, their gradient and the engine's candidate
+/// gradient (3 · rows over every rank · `row_bytes`) would not fit in the memory a rank has
+/// available (`all[r][index + 1]`, -1: unknown). Every rank's row count is `all[r][index]`.
+inline std::vector<int64_t> agreed_row_counts(
+    const char* fn,
+    const std::vector<std::vector<int64_t>>& all,
+    size_t index,
+    int64_t row_bytes) {
   int64_t total_rows = 0;
   std::vector<int64_t> counts;
   for (const auto& a : all) {
-    total_rows += std::max<int64_t>(a[agreed], 0);
-    counts.push_back(a[agreed]);
+    total_rows += std::max<int64_t>(a[index], 0);
+    counts.push_back(a[index]);
   }
   const double need = 3.0 * static_cast<double>(total_rows) * static_cast<double>(row_bytes);
   for (size_t r = 0; r < all.size(); ++r) {
-    const int64_t available = all[r][agreed + 1];
+    const int64_t available = all[r][index + 1];
     TORCH_CHECK(
         available < 0 || need <= static_cast<double>(available),
         fn,
@@ -340,6 +340,33 @@ inline std::vector<int64_t> agree_across_ranks(
         "MEDCL_GATHER_LIMIT_BYTES where it caps the figure).");
   }
   return counts;
+}
+
+/// Every rank sends its fields (and whether its own input checks failed: `local_error`, then
+/// thrown on that rank and named on the others, so that no rank waits in a collective for one
+/// that has stopped); a field that differs from rank 0's is named on every rank with both
+/// values. Runs before any embedding or key is gathered. Returns every rank's `rows` (empty when
+/// `rows` is -1), so that the gather needs no exchange of its own.
+///
+/// `rows` (this rank's rows to gather) and `row_bytes` (bytes of one gathered row): the ranks also
+/// exchange them and the memory each can still take (gather_memory_available), and every rank
+/// refuses, naming the rank that lacks it, a gathered batch whose embeddings, their gradient and
+/// the engine's candidate gradient (3 · rows over every rank · row_bytes) would not fit: an error
+/// together, instead of one rank failing to allocate while the others wait in the gather.
+inline std::vector<int64_t> agree_across_ranks(
+    const char* fn,
+    const dist::ProcessGroup& group,
+    const std::vector<AgreedField>& fields,
+    const std::string& local_error,
+    int64_t rows = -1,
+    int64_t row_bytes = 0,
+    const at::Device& device = at::kCPU) {
+  const auto all = exchange_agreement(
+      fn, group, fields, local_error, {rows, rows >= 0 ? gather_memory_available(device) : -1});
+  if (rows < 0) {
+    return {};
+  }
+  return agreed_row_counts(fn, all, fields.size(), row_bytes);
 }
 
 /// The ContrastProblem::global_row_count of a process group: an all-reduce of the count.
@@ -378,30 +405,97 @@ struct GlobalRows {
   std::vector<int64_t> counts; // rows per rank
 };
 
-/// Test hook, never set outside medcl's tests: when true, the losses gather with
-/// dist::detail::gather_with_local_gradient (whose backward is not summed over the ranks), the
-/// negative control that shows the tests' comparison catches a wrong gradient.
+/// Test hook, never set outside medcl's tests: when true, the losses' gathers get the backward of
+/// dist::detail::gather_with_local_gradient (not summed over the ranks), the negative control
+/// that shows the tests' comparison catches a wrong gradient.
 inline bool& negative_control_local_gather() {
   static bool on = false;
   return on;
 }
 
-/// Gathers `local` [views · b, D] (b samples, view-major) of every rank. `counts`: every rank's
-/// rows, when the agreement check has exchanged them (the gather then skips its own exchange).
-inline GlobalRows gather_rows(
+/// agree_across_ranks and the gather with gradient of `local` [views · b, D] (b samples,
+/// view-major; undefined where `local_error` is set) in one round trip where the ranks can: the
+/// agreement then carries every rank's rows, padded to the capacity the ranks learnt at this
+/// loss's previous call on the group (dist::detail::gather_capacity). It cannot at a loss's first
+/// call, on CUDA tensors (NCCL moves those), or where a rank's rows outgrow that capacity; every
+/// rank then sees so in the agreement, and the rows follow in a second exchange. The same checks,
+/// errors and gradient (the sum over ranks) either way. `row_bytes`: the memory check's bytes per
+/// row (agree_across_ranks).
+inline GlobalRows agree_and_gather(
+    const char* fn,
+    const dist::ProcessGroup& g,
+    const std::vector<AgreedField>& fields,
+    const std::string& local_error,
     const at::Tensor& local,
     int64_t views,
-    const dist::ProcessGroup& g,
-    const std::vector<int64_t>& counts = {}) {
+    int64_t row_bytes,
+    const at::Device& device) {
   GlobalRows out;
-  if (negative_control_local_gather()) {
-    out.all = dist::detail::gather_with_local_gradient(local, g, &out.counts);
-  } else if (!counts.empty()) {
-    out.all = dist::detail::gather_with_gradient_known_counts(local, g, counts);
-    out.counts = counts;
-  } else {
-    out.all = dist::gather_with_gradient(local, g, &out.counts);
+  const bool have = local_error.empty() && local.defined() && local.dim() == 2;
+  const int64_t rows = have ? local.size(0) : 0;
+  if (g.size() == 1) {
+    agree_across_ranks(fn, g, fields, local_error, rows, row_bytes, device);
+    out.all = local;
+    out.counts = {rows};
+    return out;
   }
+  const auto capacity = dist::detail::gather_capacity(g, fn);
+  const bool cpu = have && local.device().is_cpu();
+  const int64_t bytes = have ? local.size(1) * static_cast<int64_t>(local.element_size()) : 0;
+  const bool fits =
+      cpu && capacity.rows > 0 && bytes == capacity.row_bytes && rows <= capacity.rows;
+  at::Tensor payload = at::empty({capacity.rows * capacity.row_bytes}, at::kByte);
+  at::Tensor flat;
+  if (fits && rows > 0) {
+    flat = local.detach().contiguous();
+    std::memcpy(payload.data_ptr(), flat.data_ptr(), static_cast<size_t>(rows * bytes));
+  }
+  std::vector<at::Tensor> gathered;
+  const auto all = exchange_agreement(
+      fn,
+      g,
+      fields,
+      local_error,
+      {rows, gather_memory_available(device), fits ? 1 : 0, cpu ? 1 : 0},
+      payload,
+      &gathered);
+  const size_t base = fields.size();
+  out.counts = agreed_row_counts(fn, all, base, row_bytes);
+  bool all_fit = true;
+  bool all_cpu = true;
+  int64_t total = 0;
+  int64_t most = 0;
+  for (size_t r = 0; r < all.size(); ++r) {
+    all_fit = all_fit && all[r][base + 2] == 1;
+    all_cpu = all_cpu && all[r][base + 3] == 1;
+    total += out.counts[r];
+    most = std::max(most, out.counts[r]);
+  }
+  // What the next call may carry: every rank's rows of this call, where they all sit on the CPU
+  // and the padding would not more than double the bytes.
+  const int64_t world = g.size();
+  dist::detail::set_gather_capacity(
+      g,
+      fn,
+      all_cpu && most > 0 && world * most <= 2 * total ? dist::detail::GatherCapacity{most, bytes}
+                                                       : dist::detail::GatherCapacity{});
+  at::Tensor gathered_rows;
+  if (all_fit) {
+    gathered_rows = at::empty({total, local.size(1)}, local.options());
+    auto* dst = static_cast<uint8_t*>(gathered_rows.data_ptr());
+    for (size_t r = 0; r < gathered.size(); ++r) {
+      const auto n = static_cast<size_t>(out.counts[r] * bytes);
+      if (n > 0) {
+        std::memcpy(dst, gathered[r].data_ptr(), n);
+        dst += n;
+      }
+    }
+  } else {
+    at::NoGradGuard no_grad;
+    gathered_rows = dist::detail::all_gather_rows(g, fn, local.detach(), out.counts);
+  }
+  out.all = dist::detail::attach_gather_gradient(
+      local, g, gathered_rows, out.counts, !negative_control_local_gather());
   for (int64_t r = 0; r < g.rank(); ++r) {
     out.row0 += out.counts[r];
   }
@@ -409,7 +503,7 @@ inline GlobalRows gather_rows(
   return out;
 }
 
-/// The keys of every rank's rows in the layout of gather_rows: this rank's `keys` of its b
+/// The keys of every rank's rows in the layout of agree_and_gather: this rank's `keys` of its b
 /// samples (empty: none carried), `instance` defaulting to the global sample index, repeated for
 /// `views` views (view-major, with `view`), gathered in rank order.
 inline SampleKeys gather_view_keys(

@@ -159,28 +159,43 @@ inline at::Tensor info_nce_distributed(
     }
   });
   const bool shaped = query.defined() && query.dim() == 2;
-  const auto counts = agree_across_ranks(
-      fn,
-      g,
-      {agreed_gradient(positive_key),
-       agreed_int("embedding size", shaped ? query.size(1) : -1),
-       agreed_text("dtype", query.defined() ? std::string(c10::toString(query.scalar_type())) : ""),
-       agreed_double("temperature", options.temperature()),
-       agreed_double("eps", options.eps()),
-       agreed_text("negative weighting", options.weighting().describe()),
-       agreed_text("pairing strategy", keyed ? strategy.describe() : std::string("the key")),
-       agreed_text("sample keys", keyed ? query_keys.names() : std::string("none")),
-       agreed_int(
-           "queue length (negative_keys rows)",
-           negative_keys.defined() && negative_keys.dim() == 2 ? negative_keys.size(0) : -1)},
-      error,
-      negative_keys.defined() || !shaped ? -1 : query.size(0),
-      shaped ? query.size(1) * (query.scalar_type() == at::kDouble ? 8 : 4) : 0,
-      query.defined() ? query.device() : at::Device(at::kCPU));
+  const std::vector<AgreedField> fields{
+      agreed_gradient(positive_key),
+      agreed_int("embedding size", shaped ? query.size(1) : -1),
+      agreed_text("dtype", query.defined() ? std::string(c10::toString(query.scalar_type())) : ""),
+      agreed_double("temperature", options.temperature()),
+      agreed_double("eps", options.eps()),
+      agreed_text("negative weighting", options.weighting().describe()),
+      agreed_text("pairing strategy", keyed ? strategy.describe() : std::string("the key")),
+      agreed_text("sample keys", keyed ? query_keys.names() : std::string("none")),
+      agreed_int(
+          "queue length (negative_keys rows)",
+          negative_keys.defined() && negative_keys.dim() == 2 ? negative_keys.size(0) : -1)};
+  // In-batch negatives: the keys are gathered with the agreement (the queue's are every rank's).
+  at::Tensor k;
+  GlobalRows global;
+  if (negative_keys.defined()) {
+    agree_across_ranks(fn, g, fields, error);
+  } else {
+    if (error.empty()) {
+      k = l2_normalize(positive_key, options.eps());
+    }
+    global = agree_and_gather(
+        fn,
+        g,
+        fields,
+        error,
+        k,
+        1,
+        shaped ? query.size(1) * (query.scalar_type() == at::kDouble ? 8 : 4) : 0,
+        query.defined() ? query.device() : at::Device(at::kCPU));
+  }
   const int64_t b = query.size(0);
   const auto lo = query.options().dtype(at::kLong);
   auto q = l2_normalize(query, options.eps());
-  auto k = l2_normalize(positive_key, options.eps());
+  if (!k.defined()) {
+    k = l2_normalize(positive_key, options.eps());
+  }
   if (negative_keys.defined()) {
     // The queue is every rank's: only the mean is global.
     const int64_t m = negative_keys.size(0);
@@ -206,7 +221,6 @@ inline at::Tensor info_nce_distributed(
     p.paired = k;
     return distributed_contrast(std::move(p), g, q);
   }
-  auto global = gather_rows(k, 1, g, counts);
   const int64_t m = global.all.size(0);
   std::shared_ptr<const PairRule> rule;
   if (!keyed) {

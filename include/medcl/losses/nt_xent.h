@@ -115,7 +115,11 @@ inline at::Tensor nt_xent_distributed(
     }
   });
   const bool shaped = z0.defined() && z0.dim() == 2;
-  const auto counts = agree_across_ranks(
+  at::Tensor z;
+  if (error.empty()) {
+    z = l2_normalize(at::cat({z0, z1}, 0), options.eps());
+  }
+  auto global = agree_and_gather(
       fn,
       g,
       {agreed_gradient(z0, z1),
@@ -130,12 +134,11 @@ inline at::Tensor nt_xent_distributed(
                            : options.pairing().value_or(PairingStrategy::instance()).describe()),
        agreed_text("sample keys", keys == nullptr ? std::string("none") : keys->names())},
       error,
-      shaped ? 2 * z0.size(0) : 0,
+      z,
+      2,
       shaped ? z0.size(1) * (z0.scalar_type() == at::kDouble ? 8 : 4) : 0,
       z0.defined() ? z0.device() : at::Device(at::kCPU));
   const int64_t b = z0.size(0);
-  auto z = l2_normalize(at::cat({z0, z1}, 0), options.eps());
-  auto global = gather_rows(z, 2, g, counts);
   const int64_t m = global.all.size(0);
   const auto lo = z0.options().dtype(at::kLong);
   std::shared_ptr<const PairRule> rule;

@@ -145,7 +145,13 @@ inline at::Tensor supcon_distributed(
     }
   });
   const bool shaped = features.defined() && features.dim() == 3;
-  const auto counts = agree_across_ranks(
+  at::Tensor flat;
+  if (error.empty()) {
+    flat = l2_normalize(
+        features.transpose(0, 1).reshape({features.size(1) * features.size(0), features.size(2)}),
+        options.eps());
+  }
+  auto global = agree_and_gather(
       fn,
       g,
       {agreed_gradient(features),
@@ -165,14 +171,12 @@ inline at::Tensor supcon_distributed(
            "sample keys",
            keys != nullptr ? keys->names() : (has_labels ? "labels" : std::string("none")))},
       error,
-      shaped ? features.size(0) * features.size(1) : 0,
+      flat,
+      shaped ? features.size(1) : 1,
       shaped ? features.size(2) * (features.scalar_type() == at::kDouble ? 8 : 4) : 0,
       features.defined() ? features.device() : at::Device(at::kCPU));
   const int64_t b = features.size(0);
   const int64_t v = features.size(1);
-  auto flat =
-      l2_normalize(features.transpose(0, 1).reshape({v * b, features.size(2)}), options.eps());
-  auto global = gather_rows(flat, v, g, counts);
   const int64_t m = global.all.size(0);
   const auto lo = features.options().dtype(at::kLong);
   std::shared_ptr<const PairRule> rule;
