@@ -427,14 +427,11 @@ int main(int argc, char** argv) {
       } else {
         efficiencies.push_back(t1 / t);
       }
-      // Bytes received per rank per step (docs/distributed.md): the gathered views, the
-      // gathered gradient's all-reduce, the row counts, and the parameters' all-reduce.
+      // Bytes received per rank per step (docs/distributed.md): the gathered views, their
+      // gradient's all-to-all, and the parameters' all-reduce.
       const double n = 2.0 * static_cast<double>(batch);
-      const double big_n = n * static_cast<double>(w);
       const double wd = static_cast<double>(w);
-      const double loss_bytes = w == 1 ? 0.0
-                                       : (wd - 1) * n * static_cast<double>(dim) * 4 +
-              2 * (wd - 1) / wd * big_n * static_cast<double>(dim) * 4;
+      const double loss_bytes = w == 1 ? 0.0 : 2 * (wd - 1) * n * static_cast<double>(dim) * 4;
       const double param_bytes =
           w == 1 ? 0.0 : 2 * (wd - 1) / wd * static_cast<double>(result.bytes);
       std::printf(

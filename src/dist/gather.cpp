@@ -25,31 +25,32 @@ struct GatherBackward : public torch::autograd::Node {
       ProcessGroup group,
       std::vector<int64_t> gathered_shape,
       at::TensorOptions options,
-      int64_t offset,
-      int64_t rows,
+      std::vector<int64_t> counts,
       bool sum_over_ranks)
       : group_(std::move(group)),
         gathered_shape_(std::move(gathered_shape)),
         options_(options),
-        offset_(offset),
-        rows_(rows),
+        counts_(std::move(counts)),
         sum_over_ranks_(sum_over_ranks) {}
 
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
     at::Tensor grad = grads.empty() ? at::Tensor() : grads[0];
-    // Every rank takes part in the all-reduce, with zeros where its result got no gradient.
-    grad = grad.defined() ? grad.contiguous().clone() : at::zeros(gathered_shape_, options_);
+    // Every rank takes part in the exchange, with zeros where its result got no gradient.
+    grad = grad.defined() ? grad.contiguous() : at::zeros(gathered_shape_, options_);
     if (sum_over_ranks_) {
-      // No metadata exchange: the forward's made the ranks agree on the gathered shape and on
-      // recording the gradient, and autograd reaches this node in the same order on every rank.
-      detail::all_reduce(
+      // Each rank receives every rank's gradient of its own rows and sums them. No metadata
+      // exchange: the forward's made the ranks agree on the gathered shape and on recording the
+      // gradient, and autograd reaches this node in the same order on every rank.
+      return {detail::reduce_scatter_rows(
           group_,
           "medcl::dist::gather_with_gradient (backward)",
           detail::Collective::GatherWithGradientBackward,
           grad,
-          /*check=*/false);
+          counts_)};
     }
-    return {grad.narrow(0, offset_, rows_).clone()};
+    const int64_t offset =
+        std::accumulate(counts_.begin(), counts_.begin() + group_.rank(), int64_t{0});
+    return {grad.narrow(0, offset, counts_[group_.rank()]).clone()};
   }
 
   std::string name() const override {
@@ -61,8 +62,7 @@ struct GatherBackward : public torch::autograd::Node {
   ProcessGroup group_;
   std::vector<int64_t> gathered_shape_;
   at::TensorOptions options_;
-  int64_t offset_;
-  int64_t rows_;
+  std::vector<int64_t> counts_;
   bool sum_over_ranks_;
 };
 
@@ -73,10 +73,8 @@ void attach(
     at::Tensor& out,
     const std::vector<int64_t>& rows,
     bool sum_over_ranks) {
-  const int64_t offset = std::accumulate(rows.begin(), rows.begin() + group.rank(), int64_t{0});
   auto node = std::shared_ptr<GatherBackward>(
-      new GatherBackward(
-          group, out.sizes().vec(), out.options(), offset, x.size(0), sum_over_ranks),
+      new GatherBackward(group, out.sizes().vec(), out.options(), rows, sum_over_ranks),
       torch::autograd::deleteNode);
   node->set_next_edges(torch::autograd::collect_next_edges(x));
   torch::autograd::create_gradient_edge(out, std::move(node));

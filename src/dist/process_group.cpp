@@ -969,6 +969,67 @@ void all_reduce(
 #endif
 }
 
+at::Tensor reduce_scatter_rows(
+    const ProcessGroup& group,
+    const char* fn,
+    Collective op,
+    const at::Tensor& tensor,
+    const std::vector<int64_t>& counts) {
+  TORCH_INTERNAL_ASSERT(tensor.defined() && tensor.dim() >= 1);
+  TORCH_INTERNAL_ASSERT(static_cast<int64_t>(counts.size()) == group.size());
+  int64_t offset = 0;
+  for (int64_t r = 0; r < group.rank(); ++r) {
+    offset += counts[r];
+  }
+  const int64_t mine = counts[group.rank()];
+  if (group.size() == 1) {
+    return tensor.narrow(0, offset, mine).clone();
+  }
+#if MEDCL_HAVE_DIST
+  const auto& g = impl_of(group);
+  const std::string what = std::string("the payload of ") + collective_name(op);
+  if (tensor.is_cuda() && g.nccl) {
+    at::Tensor buffer = tensor.contiguous().clone();
+    std::vector<at::Tensor> tensors{buffer};
+    run(
+        g,
+        fn,
+        what.c_str(),
+        [&]() {
+          c10d::AllreduceOptions opts;
+          opts.reduceOp = c10d::ReduceOp::SUM;
+          opts.timeout = g.options.timeout();
+          return g.nccl->allreduce(tensors, opts);
+        },
+        "nccl");
+    return buffer.narrow(0, offset, mine).clone();
+  }
+  // Rank r sends each rank s its rows of s; receives its own rows from every rank, in rank order.
+  at::Tensor input = tensor.is_contiguous() ? tensor : tensor.contiguous();
+  auto shape = tensor.sizes().vec();
+  shape[0] = g.size * mine;
+  at::Tensor output = at::empty(shape, tensor.options());
+  std::vector<int64_t> input_splits = counts;
+  std::vector<int64_t> output_splits(static_cast<size_t>(g.size), mine);
+  run(g, fn, what.c_str(), [&]() {
+    c10d::AllToAllOptions opts;
+    opts.timeout = g.options.timeout();
+    return g.backend->alltoall_base(output, input, output_splits, input_splits, opts);
+  });
+  if (mine == 0) {
+    shape[0] = 0;
+    return output.view(shape);
+  }
+  shape.insert(shape.begin(), g.size);
+  shape[1] = mine;
+  return output.view(shape).sum(0);
+#else
+  (void)fn;
+  (void)op;
+  TORCH_INTERNAL_ASSERT(false, "a group of more than one process without medcl::dist");
+#endif
+}
+
 struct PendingCollective {
   std::string fn;
   std::string what;

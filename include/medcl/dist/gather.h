@@ -22,10 +22,11 @@ namespace dist {
 /// \f[ \frac{\partial}{\partial x_r} \sum_{s=0}^{W-1} L_s = \Big( \sum_{s=0}^{W-1}
 ///     \frac{\partial L_s}{\partial Z} \Big)_{\text{rows of } r}, \f]
 /// the gradient of every rank's loss \f$L_s\f$ (each computed on the gathered Z) with respect to
-/// rank r's rows: the gradients of Z are all-reduced, then this rank's slice is taken. With it, the
-/// sum over ranks of per-rank losses has the gradient of the one-process loss on the concatenated
-/// batch. Returning only the local slice without the all-reduce (what several libraries did for
-/// years) drops every other rank's contribution.
+/// rank r's rows: every rank sends each rank that rank's rows of its gradient of Z (one
+/// all-to-all; an all-reduce, sliced, on CUDA tensors with NCCL) and each adds what it receives.
+/// With it, the sum over ranks of per-rank losses has the gradient of the one-process loss on the
+/// concatenated batch. Returning only the local slice without that sum (what several libraries
+/// did for years) drops every other rank's contribution.
 ///
 /// Every rank must call backward through the result (the backward is a collective). A
 /// one-process group returns `x` itself. `counts`, when given, receives every rank's row count;
