@@ -23,19 +23,20 @@
 // --check=0: ProcessGroupOptions::check_consistency(false), no metadata exchange before the
 // gradient buckets' all-reduces and the barrier (the losses' own checks stay). --poll-us:
 // ProcessGroupOptions::poll, how long a waiting rank checks for a collective's completion before
-// it sleeps.
+// it sleeps. --malloc-keep=1: medcl::keep_freed_memory() in every process.
+//
+// The goal of docs/distributed.md (>= 85% at 2 ranks on the 2-vCPU development VM):
+//   medcl_bench_dist --encoder=cnn --batch=64 --repeats=5 --poll-us=3000 --malloc-keep=1
 //
 // The program runs itself again as the workers (RANK, WORLD_SIZE in their environment).
 
+#include <medcl/core/runtime.h>
 #include <medcl/dist/data_parallel.h>
 #include <medcl/dist/process_group.h>
 #include <medcl/losses/nt_xent.h>
 
 #include <torch/torch.h>
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 #include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,7 +48,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <string>
 #include <vector>
 
@@ -142,13 +142,9 @@ int worker(
   // one-rank workers.
   const int64_t slot = std::stoll(env_or("MEDCL_BENCH_DIST_SLOT", std::to_string(rank)));
   if (malloc_keep) {
-#if defined(__GLIBC__)
-    // Keep freed memory in the process: no mmap for large blocks (each would be unmapped on
-    // free and faulted in, zeroed, at the next step) and no trimming of the heap.
-    ::mallopt(M_MMAP_MAX, 0);
-    ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
-    ::mallopt(M_TOP_PAD, 256 << 20);
-#endif
+    // Keep freed memory in the process (medcl::keep_freed_memory: no mmap for large blocks, each
+    // of which would be unmapped on free and faulted in, zeroed, at the next step).
+    medcl::keep_freed_memory();
   }
   if (pin) {
     // One CPU per rank (rank mod the CPUs this process may use): its threads, Gloo's included,

@@ -6,6 +6,10 @@
 
 #include "catch.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <limits>
 #include <string>
 
@@ -147,4 +151,28 @@ TEST_CASE("resolve_device names what is missing when CUDA is asked for", "[core]
         medcl::resolve_device("cuda:" + std::to_string(info.cuda_device_count)),
         Contains("only " + std::to_string(info.cuda_device_count) + " CUDA device(s) are visible"));
   }
+}
+
+TEST_CASE("keep_freed_memory() keeps large blocks in the heap", "[core]") {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  // With glibc's defaults a 64 MiB tensor is an mmap of its own; afterwards it comes from the
+  // heap, and stays there once freed.
+  const auto mapped_before = ::mallinfo2().hblkhd;
+  {
+    auto t = torch::empty({16 << 20}, torch::kFloat);
+    REQUIRE(::mallinfo2().hblkhd >= mapped_before + (64u << 20));
+  }
+  REQUIRE(medcl::keep_freed_memory());
+  const auto heap_before = ::mallinfo2().arena;
+  {
+    auto t = torch::empty({16 << 20}, torch::kFloat);
+    CHECK(::mallinfo2().hblkhd < mapped_before + (64u << 20));
+    CHECK(::mallinfo2().arena >= heap_before + (64u << 20));
+  }
+  CHECK(::mallinfo2().arena >= heap_before + (64u << 20));
+#elif defined(__GLIBC__)
+  REQUIRE(medcl::keep_freed_memory());
+#else
+  REQUIRE_FALSE(medcl::keep_freed_memory());
+#endif
 }
