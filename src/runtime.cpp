@@ -88,10 +88,9 @@ bool keep_freed_memory() {
 #if defined(__GLIBC__)
   // No mmap for large blocks (their free would unmap them), no trimming of the heap's top, and
   // room to grow it without a system call each step.
-  const bool ok = ::mallopt(M_MMAP_MAX, 0) == 1 &&
+  return ::mallopt(M_MMAP_MAX, 0) == 1 &&
       ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1 &&
       ::mallopt(M_TOP_PAD, 64 << 20) == 1;
-  return ok;
 #else
   return false;
 #endif

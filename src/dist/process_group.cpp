@@ -233,6 +233,11 @@ const char* payload_backend_name(const detail::ProcessGroupImpl& g, const at::Te
   return t.is_cuda() && g.nccl ? "nccl" : "gloo";
 }
 
+// ProcessGroupOptions::poll where the collective runs on Gloo; NCCL's waits do not block the host.
+std::chrono::microseconds poll_of(const detail::ProcessGroupImpl& g, const std::string& backend) {
+  return backend == "gloo" ? g.options.poll() : std::chrono::microseconds(0);
+}
+
 // Waits for `work`: first checks for its completion for up to `poll` (yielding the CPU between
 // checks), then sleeps until it completes; `bound` only guards against a wait that Gloo would not
 // end (Gloo itself gives up after the group's timeout).
@@ -258,11 +263,7 @@ void run(
   std::string failure;
   try {
     auto work = start();
-    const bool gloo = std::strcmp(backend_name, "gloo") == 0;
-    wait_for(
-        *work,
-        gloo ? g.options.poll() : std::chrono::microseconds(0),
-        timeout * 2 + std::chrono::seconds(10));
+    wait_for(*work, poll_of(g, backend_name), timeout * 2 + std::chrono::seconds(10));
     return;
   } catch (const std::exception& e) {
     failure = message_of(e);
@@ -703,7 +704,7 @@ std::vector<std::vector<int64_t>> exchange_metadata(
     Collective op,
     const std::vector<int64_t>& fields,
     const std::string& local_error) {
-  return exchange_metadata(group, fn, op, fields, local_error, at::Tensor(), nullptr);
+  return exchange_metadata(group, fn, op, fields, local_error, at::Tensor(), 0, nullptr);
 }
 
 std::vector<std::vector<int64_t>> exchange_metadata(
@@ -713,17 +714,16 @@ std::vector<std::vector<int64_t>> exchange_metadata(
     const std::vector<int64_t>& fields,
     const std::string& local_error,
     const at::Tensor& payload,
+    int64_t payload_bytes,
     std::vector<at::Tensor>* gathered) {
   TORCH_INTERNAL_ASSERT(static_cast<int64_t>(fields.size()) <= kMaxMetadataFields);
-  const int64_t payload_bytes = payload.defined() ? payload.numel() : 0;
+  const int64_t own_bytes = payload.defined() ? static_cast<int64_t>(payload.nbytes()) : 0;
   TORCH_INTERNAL_ASSERT(
-      !payload.defined() ||
-      (payload.scalar_type() == at::kByte && payload.is_contiguous() && payload.device().is_cpu()));
+      payload_bytes >= own_bytes &&
+      (!payload.defined() || (payload.is_contiguous() && payload.device().is_cpu())));
+  TORCH_INTERNAL_ASSERT(group.size() > 1 || gathered == nullptr);
   if (group.size() == 1) {
     TORCH_CHECK(local_error.empty(), local_error);
-    if (gathered != nullptr) {
-      *gathered = {payload.defined() ? payload : at::empty({0}, at::kByte)};
-    }
     return {fields};
   }
 #if MEDCL_HAVE_DIST
@@ -738,8 +738,8 @@ std::vector<std::vector<int64_t>> exchange_metadata(
   m[3] = static_cast<int64_t>(fields.size());
   std::copy(fields.begin(), fields.end(), m + kHeader);
   std::memcpy(mine.data_ptr(), m, sizeof(m));
-  if (payload_bytes > 0) {
-    std::memcpy(mine.data_ptr<uint8_t>() + kMetadataBytes, payload.data_ptr(), payload_bytes);
+  if (own_bytes > 0) {
+    std::memcpy(mine.data_ptr<uint8_t>() + kMetadataBytes, payload.data_ptr(), own_bytes);
   }
 
   std::vector<at::Tensor> inputs{mine};
@@ -1059,7 +1059,7 @@ all_reduce_start(const ProcessGroup& group, const char* fn, const at::Tensor& te
   pending->size = g.size;
   pending->timeout = g.options.timeout();
   pending->backend_name = payload_backend_name(g, tensor);
-  pending->poll = pending->backend_name == "gloo" ? g.options.poll() : std::chrono::microseconds(0);
+  pending->poll = poll_of(g, pending->backend_name);
   try {
     std::vector<at::Tensor> tensors{tensor};
     c10d::AllreduceOptions opts;

@@ -57,9 +57,9 @@ c10::Device resolve_device(const std::string& spec);
 /// A training loop on the CPU allocates and frees the same large tensors every step; with glibc's
 /// defaults each one above its threshold is an mmap and a munmap, which costs more in a process
 /// with other threads (Gloo's, LibTorch's pool): on this project's 2-vCPU VM it made a small
-/// convolutional encoder's step 22% shorter and removed a forward slow-down of 50% on 2 ranks
-/// (docs/distributed.md). The process's memory then stays at its peak. Call it once, early, from
-/// the program (a library should not): it changes the whole process. Same as the environment
+/// convolutional encoder's step 22% shorter and removed a forward slow-down of 50% or more on 2
+/// ranks (docs/distributed.md). The process's memory then stays at its peak. Call it once, early,
+/// from the program (a library should not): it changes the whole process. Same as the environment
 /// `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` of glibc. Returns whether it could: false where
 /// the C library is not glibc (use jemalloc or tcmalloc there).
 bool keep_freed_memory();

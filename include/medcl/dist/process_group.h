@@ -275,10 +275,12 @@ std::vector<std::vector<int64_t>> exchange_metadata(
     const std::vector<int64_t>& fields,
     const std::string& local_error);
 
-/// exchange_metadata that also all-gathers `payload` (a contiguous CPU byte tensor; the same size
-/// on every rank, which the ranks must know without asking: a size learnt at an earlier exchange)
-/// in the same round trip. `gathered` receives every rank's payload in rank order (views of one
-/// buffer). Where a rank refused its input the others still receive its payload (ignore it).
+/// exchange_metadata that also all-gathers `payload_bytes` bytes per rank in the same round trip
+/// (the same number on every rank, which the ranks must know without asking: a size learnt at an
+/// earlier exchange): the bytes of `payload` (a contiguous CPU tensor of at most that many bytes,
+/// or undefined), then padding. `gathered` receives every rank's `payload_bytes` bytes in rank
+/// order (byte views of one buffer each). Where a rank refused its input the others still receive
+/// its bytes (ignore them).
 std::vector<std::vector<int64_t>> exchange_metadata(
     const ProcessGroup& group,
     const char* fn,
@@ -286,6 +288,7 @@ std::vector<std::vector<int64_t>> exchange_metadata(
     const std::vector<int64_t>& fields,
     const std::string& local_error,
     const at::Tensor& payload,
+    int64_t payload_bytes,
     std::vector<at::Tensor>* gathered);
 
 /// The most integers exchange_metadata carries per rank.

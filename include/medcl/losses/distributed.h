@@ -245,7 +245,7 @@ inline AgreedField agreed_gradient(const at::Tensor& t, const at::Tensor& u = at
 }
 
 /// The exchange and the checks of agree_across_ranks: every rank's fields, then `extra` (values
-/// the ranks need not share; its own `payload` bytes too, gathered into `gathered`, see
+/// the ranks need not share), and `payload_bytes` bytes of `payload` gathered into `gathered` (see
 /// dist::detail::exchange_metadata). A field that differs from rank 0's is named on every rank
 /// with both values. Returns every rank's values.
 inline std::vector<std::vector<int64_t>> exchange_agreement(
@@ -255,6 +255,7 @@ inline std::vector<std::vector<int64_t>> exchange_agreement(
     const std::string& local_error,
     const std::vector<int64_t>& extra,
     const at::Tensor& payload = at::Tensor(),
+    int64_t payload_bytes = 0,
     std::vector<at::Tensor>* gathered = nullptr) {
   std::vector<int64_t> values;
   for (const auto& f : fields) {
@@ -263,7 +264,14 @@ inline std::vector<std::vector<int64_t>> exchange_agreement(
   values.insert(values.end(), extra.begin(), extra.end());
   TORCH_INTERNAL_ASSERT(static_cast<int64_t>(values.size()) <= dist::detail::kMaxMetadataFields);
   auto all = dist::detail::exchange_metadata(
-      group, fn, dist::detail::Collective::LossInputs, values, local_error, payload, gathered);
+      group,
+      fn,
+      dist::detail::Collective::LossInputs,
+      values,
+      local_error,
+      payload,
+      payload_bytes,
+      gathered);
   auto show = [](const AgreedField& f, int64_t v) {
     std::ostringstream s;
     if (f.is_double) {
@@ -444,12 +452,6 @@ inline GlobalRows agree_and_gather(
   const int64_t bytes = have ? local.size(1) * static_cast<int64_t>(local.element_size()) : 0;
   const bool fits =
       cpu && capacity.rows > 0 && bytes == capacity.row_bytes && rows <= capacity.rows;
-  at::Tensor payload = at::empty({capacity.rows * capacity.row_bytes}, at::kByte);
-  at::Tensor flat;
-  if (fits && rows > 0) {
-    flat = local.detach().contiguous();
-    std::memcpy(payload.data_ptr(), flat.data_ptr(), static_cast<size_t>(rows * bytes));
-  }
   std::vector<at::Tensor> gathered;
   const auto all = exchange_agreement(
       fn,
@@ -457,7 +459,8 @@ inline GlobalRows agree_and_gather(
       fields,
       local_error,
       {rows, gather_memory_available(device), fits ? 1 : 0, cpu ? 1 : 0},
-      payload,
+      fits ? local.detach().contiguous() : at::Tensor(),
+      capacity.rows * capacity.row_bytes,
       &gathered);
   const size_t base = fields.size();
   out.counts = agreed_row_counts(fn, all, base, row_bytes);

@@ -173,13 +173,13 @@ inline at::Tensor info_nce_distributed(
           negative_keys.defined() && negative_keys.dim() == 2 ? negative_keys.size(0) : -1)};
   // In-batch negatives: the keys are gathered with the agreement (the queue's are every rank's).
   at::Tensor k;
+  if (error.empty()) {
+    k = l2_normalize(positive_key, options.eps());
+  }
   GlobalRows global;
   if (negative_keys.defined()) {
     agree_across_ranks(fn, g, fields, error);
   } else {
-    if (error.empty()) {
-      k = l2_normalize(positive_key, options.eps());
-    }
     global = agree_and_gather(
         fn,
         g,
@@ -193,9 +193,6 @@ inline at::Tensor info_nce_distributed(
   const int64_t b = query.size(0);
   const auto lo = query.options().dtype(at::kLong);
   auto q = l2_normalize(query, options.eps());
-  if (!k.defined()) {
-    k = l2_normalize(positive_key, options.eps());
-  }
   if (negative_keys.defined()) {
     // The queue is every rank's: only the mean is global.
     const int64_t m = negative_keys.size(0);
